@@ -1,0 +1,226 @@
+"""Integration tests of download-datasets.sh against the shared offline copies.
+
+Each test copies the script into a temporary folder and runs it there, either
+from a mirror folder (DATASETS_MIRROR) or over HTTP from an in-process loopback
+server (DATASETS_BASE_URL) that supports byte ranges, so resuming is tested too.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import os
+import re
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "download-datasets.sh"
+SHARED = REPO.parent / "shared" / "data"
+MNIST_MD5 = {  # uncompressed files
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
+
+pytestmark = pytest.mark.skipif(
+    not (SHARED / "MNIST" / "raw").is_dir(),
+    reason=f"offline dataset copies not found at {SHARED} (../shared/data)",
+)
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def run(work: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DATASETS_")}
+    full_env.pop("DIFFLAB_DATA", None)
+    full_env.update(env)
+    return subprocess.run(
+        ["bash", str(work / "download-datasets.sh"), *args],
+        cwd=work,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def leftovers(data: Path) -> list[Path]:
+    """Temporary files or folders the script must never leave behind on success."""
+    return [
+        p for p in data.rglob("*") if p.name.endswith(".part") or ".unpack" in p.name
+    ]
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    shutil.copy(SCRIPT, tmp_path / "download-datasets.sh")
+    return tmp_path
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Path:
+    """A copy of the MNIST part of the mirror layout, to be served over HTTP."""
+    root = tmp_path / "served"
+    shutil.copytree(SHARED / "MNIST", root / "MNIST")
+    return root
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with single byte-range support (enough for wget -c / curl -C -)."""
+
+    requests: list[tuple[str, str | None]]  # set per server: (path, Range header)
+
+    def log_message(self, format, *args):  # keep pytest output clean
+        pass
+
+    def send_head(self):
+        self.requests.append((self.path, self.headers.get("Range")))
+        m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        path = Path(self.translate_path(self.path))
+        if m is None or not path.is_file():
+            return super().send_head()
+        size, start = path.stat().st_size, int(m[1])
+        if start >= size:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        f = open(path, "rb")  # noqa: SIM115 (closed by the base class)
+        f.seek(start)
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+        self.send_header("Content-Length", str(size - start))
+        self.end_headers()
+        return f
+
+
+@pytest.fixture
+def server(served: Path):
+    """Yield (base_url, requests) for a threaded loopback server on a free port."""
+    requests: list[tuple[str, str | None]] = []
+    handler = type("H", (RangeHandler,), {"requests": requests})
+
+    def make(*a, **k):
+        return handler(*a, directory=str(served), **k)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/", requests
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def assert_mnist_good(data: Path) -> None:
+    for name, want in MNIST_MD5.items():
+        assert md5(data / "MNIST" / "raw" / name) == want, name
+
+
+def test_mirror_fills_data_then_second_run_is_a_no_op(work: Path):
+    first = run(work, DATASETS_MIRROR=str(SHARED))
+    assert first.returncode == 0, first.stderr
+    data = work / "data"
+    assert_mnist_good(data)
+    for split, per_class in (("train", 500), ("test", 100)):
+        for c in CLASSES:
+            assert len(list((data / "CIFAR10" / split / c).glob("*.png"))) == per_class
+    wavs = list((data / "free-spoken-digit-dataset" / "recordings").glob("*.wav"))
+    assert len(wavs) == 3000
+    assert wavs[0].read_bytes()[:4] == b"RIFF"
+    assert leftovers(data) == [] and not (data / ".downloads").exists()
+
+    stamps = {p: p.stat().st_mtime_ns for p in data.rglob("*") if p.is_file()}
+    second = run(work, "all", DATASETS_MIRROR=str(SHARED))
+    assert second.returncode == 0, second.stderr
+    assert "Nothing to download" in second.stdout
+    assert {p: p.stat().st_mtime_ns for p in data.rglob("*") if p.is_file()} == stamps
+
+
+def test_unknown_dataset_and_missing_mirror_fail_clearly(work: Path):
+    bad = run(work, "imagenet")
+    assert bad.returncode == 2 and "unknown dataset 'imagenet'" in bad.stderr
+    empty = work / "empty"
+    empty.mkdir()
+    res = run(work, "fsdd", DATASETS_MIRROR=str(empty))
+    assert res.returncode == 1
+    assert "free-spoken-digit-dataset.zip" in res.stderr
+    assert "no such file in the mirror" in res.stderr
+    assert not (work / "data" / "free-spoken-digit-dataset").exists()
+
+
+def test_http_corrupt_file_is_refused_and_the_rest_kept(work, served, server):
+    base_url, _ = server
+    gz = served / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz"
+    good = gz.read_bytes()
+    bad = bytearray(good)
+    bad[len(bad) // 2 : len(bad) // 2 + 16] = bytes(b ^ 0xFF for b in bad[-16:])
+    gz.write_bytes(bytes(bad))
+    # Already there before the run: one good MNIST file and an unrelated file.
+    raw = work / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    with gzip.open(served / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz") as f:
+        (raw / "t10k-labels-idx1-ubyte").write_bytes(f.read())
+    (work / "data" / "notes.txt").write_text("mine")
+
+    res = run(work, "mnist", DATASETS_BASE_URL=base_url)
+    assert res.returncode != 0
+    assert "train-labels-idx1-ubyte.gz" in res.stderr and "md5" in res.stderr
+    assert "re-run" in res.stderr
+    assert not (raw / "train-labels-idx1-ubyte").exists()
+    for name in MNIST_MD5.keys() - {"train-labels-idx1-ubyte"}:
+        assert md5(raw / name) == MNIST_MD5[name]
+    assert (work / "data" / "notes.txt").read_text() == "mine"
+    assert leftovers(work / "data") == []  # the bad download was not kept
+
+    gz.write_bytes(good)  # the mirror is fixed: only the missing file is fetched
+    again = run(work, "mnist", DATASETS_BASE_URL=base_url)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("already present") == 3
+    assert_mnist_good(work / "data")
+
+
+@pytest.mark.parametrize("tool", ["wget", "curl"])
+def test_partial_download_is_resumed(work, served, server, tool):
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} not installed")
+    base_url, requests = server
+    name = "t10k-images-idx3-ubyte.gz"
+    full = (served / "MNIST" / "raw" / name).read_bytes()
+    part = work / "data" / ".downloads" / f"{name}.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(full[: len(full) // 2])
+
+    res = run(work, "mnist", DATASETS_BASE_URL=base_url, DATASETS_DOWNLOADER=tool)
+    assert res.returncode == 0, res.stderr
+    assert_mnist_good(work / "data")
+    ranges = [r for p, r in requests if p.endswith(name)]
+    assert ranges == [f"bytes={len(full) // 2}-"]  # one request, for the rest only
+    assert leftovers(work / "data") == []
+
+
+@pytest.mark.parametrize("size", ["shorter", "longer"])
+def test_garbage_part_file_is_never_taken_as_done(work, served, server, size):
+    base_url, requests = server
+    name = "t10k-labels-idx1-ubyte.gz"
+    n = (served / "MNIST" / "raw" / name).stat().st_size
+    part = work / "data" / ".downloads" / f"{name}.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"\x00" * (n // 2 if size == "shorter" else n + 10))
+
+    res = run(work, "mnist", DATASETS_BASE_URL=base_url)
+    assert res.returncode == 0, res.stderr
+    assert_mnist_good(work / "data")
+    # The resumed copy failed its check, so the file was fetched again whole.
+    assert [r for p, r in requests if p.endswith(name)][-1] is None
