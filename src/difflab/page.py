@@ -35,7 +35,10 @@ class PageRun:
         parts = [f"profile **{self.profile}**"]
         if dataset:
             parts.append(f"dataset **{dataset}**")
-        parts += [f"device **{self.device}**", f"executed in **{self.elapsed():.1f} s**"]
+        parts += [
+            f"device **{self.device}**",
+            f"executed in **{self.elapsed():.1f} s**",
+        ]
         line = "This page was built with " + ", ".join(parts) + "."
         print(line)
         return line
