@@ -15,10 +15,31 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# MkDocs 1.x prints a banner about MkDocs 2 on every run; the build log is long enough.
+export NO_MKDOCS_2_WARNING := 1
+HOST ?= 127.0.0.1:8000
+
+# The main command: serve the site with live reload (pages, notes, hooks and
+# src/difflab are watched, see `watch:` in mkdocs.yml). The first build executes
+# every note; later ones reuse .cache/notes/ unless the note or the package changed.
+serve: $(STAMP)
+	$(BIN)/mkdocs serve -a $(HOST)
+
+# The static site in site/ (plain .html links: open site/index.html from disk, or
+# `python3 -m http.server -d site` for search). Publishing: `.venv/bin/mkdocs gh-deploy`.
+build: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
 test-core: $(STAMP)
 	$(BIN)/pytest src -q
 
-test: test-core
+# Site tests: --strict build (quick profile) once per session, every page in
+# Debian's Chromium, links, and a broken note failing the build. DIFFLAB_SITE_DIR=site
+# reuses an already built site instead of building one.
+test-site: $(STAMP)
+	$(BIN)/pytest tests -q
+
+test: test-core test-site
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests docs

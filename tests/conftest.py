@@ -1,0 +1,129 @@
+"""Fixtures of the site tests: one --strict build of the whole site per session.
+
+``site_dir`` builds the site once (quick profile, ``mkdocs build --strict``) into a
+temporary folder; executed notes are reused from ``.cache/notes`` as in any build.
+Set ``DIFFLAB_SITE_DIR=/path/to/site`` to test an already built site instead (for
+example after ``make build``: ``DIFFLAB_SITE_DIR=site make test-site``); ``DIFFLAB_DOCS_DIR`` names
+the docs tree it was built from when that is not this repository's ``docs/``.
+``site_url`` serves that folder on 127.0.0.1 (random port) from a thread.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# The docs tree the tested site was built from (another one only with DIFFLAB_SITE_DIR).
+DOCS = Path(os.environ.get("DIFFLAB_DOCS_DIR") or REPO / "docs").resolve()
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def doc_pages() -> list[str]:
+    """Every page source under docs/, as a path relative to docs/ (posix)."""
+    pages = []
+    for p in sorted(DOCS.rglob("*")):
+        rel = p.relative_to(DOCS)
+        if rel.parts[0] in ("assets", "javascripts", "stylesheets"):
+            continue
+        if p.suffix == ".md" or (p.suffix == ".py" and not p.name.startswith("_")):
+            pages.append(rel.as_posix())
+    return pages
+
+
+def html_of(page: str) -> str:
+    """The built file of a page (use_directory_urls is false in mkdocs.yml)."""
+    return str(Path(page).with_suffix(".html").as_posix())
+
+
+def mkdocs_env(**extra: str) -> dict:
+    env = dict(os.environ)
+    env.setdefault("DIFFLAB_PROFILE", "quick")
+    env["NO_MKDOCS_2_WARNING"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_mkdocs(args: list[str], cwd: Path, env: dict, timeout: float):
+    """Run ``python -m mkdocs`` of this interpreter; returns CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def site_build(tmp_path_factory) -> dict:
+    """Build the site once: {"dir": Path, "log": str | None, "seconds": float}."""
+    reuse = os.environ.get("DIFFLAB_SITE_DIR")
+    if reuse:
+        site = Path(reuse).resolve()
+        if not (site / "index.html").is_file():
+            pytest.fail(f"DIFFLAB_SITE_DIR={reuse} holds no built site (no index.html)")
+        return {"dir": site, "log": None, "seconds": 0.0}
+    out = tmp_path_factory.mktemp("site")
+    t0 = time.perf_counter()
+    res = run_mkdocs(
+        ["build", "--strict", "--site-dir", str(out)], REPO, mkdocs_env(), 45 * 60
+    )
+    seconds = time.perf_counter() - t0
+    log = res.stdout + res.stderr
+    (out.parent / "mkdocs-build.log").write_text(log)
+    if res.returncode != 0:
+        pytest.fail(f"mkdocs build --strict failed ({res.returncode}):\n{log[-6000:]}")
+    return {"dir": out, "log": log, "seconds": seconds}
+
+
+@pytest.fixture(scope="session")
+def site_dir(site_build) -> Path:
+    return site_build["dir"]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    origin = ""  # http://127.0.0.1:<port>/, set once the server has its port
+
+    def log_message(self, *args):  # keep pytest output readable
+        pass
+
+    def do_GET(self):
+        if self.path.split("?")[0] != "/sitemap.xml":
+            return super().do_GET()
+        # The sitemap names pages under site_url (mkdocs.yml); Material's instant
+        # navigation only follows links found there, so serve it as if the site
+        # were published here, the way it is at its real address.
+        text = (Path(self.directory) / "sitemap.xml").read_text(encoding="utf-8")
+        locs = re.findall(r"<loc>([^<]*)</loc>", text)
+        base = min(locs, key=len).rsplit("/", 1)[0] + "/" if locs else ""
+        body = (text.replace(base, self.origin) if base else text).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="session")
+def site_url(site_dir):
+    handler = functools.partial(_QuietHandler, directory=str(site_dir))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    _QuietHandler.origin = f"http://127.0.0.1:{server.server_address[1]}/"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
