@@ -120,6 +120,21 @@ def on_post_build(config):
     (_state["cache"] / "last-build.json").write_text(json.dumps(summary, indent=1))
 
 
+_JUPYTER_MATHJAX = re.compile(
+    r"<script data-mkdocs-jupyter-mathjax=[^>]*>.*?</script>", re.S
+)
+
+
+def on_post_page(output, page, config):
+    """Drop mkdocs-jupyter 0.27's own MathJax loader (0.26 has none).
+
+    It points at a CDN and typesets notebook cells itself, racing the site's
+    configuration (docs/javascripts/mathjax.js), which already typesets them with
+    the vendored MathJax.
+    """
+    return _JUPYTER_MATHJAX.sub("", output)
+
+
 # ------------------------------------------------------------ the wrapper
 
 
