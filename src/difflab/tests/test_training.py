@@ -1,0 +1,161 @@
+"""The training loop: it learns, resumes exactly, guards against NaN, and fails clearly."""
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from difflab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from difflab.cli import main as cli_main
+from difflab.data import load_images
+from difflab.schedules import make_schedule
+from difflab.training import TrainConfig, TrainingDiverged, train
+from difflab.unet import UNet, UNetConfig
+
+TINY = UNetConfig(
+    in_channels=1,
+    image_size=8,
+    channels=16,
+    channel_mult=(1, 2),
+    num_res_blocks=1,
+    dropout=0.1,
+)
+CFG = TrainConfig(
+    steps=40,
+    batch_size=32,
+    lr=2e-3,
+    warmup=5,
+    checkpoint_every=10,
+    log_every=5,
+    ema_decay=0.9,
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_images("digits").images
+
+
+def _net():
+    return UNet(TINY)  # deterministic given the caller's seed
+
+
+def test_tiny_model_lowers_its_loss(digits):
+    torch.manual_seed(0)
+    res = train(
+        _net(),
+        digits,
+        make_schedule("linear", 1000),
+        TrainConfig(steps=120, batch_size=64, lr=3e-3, warmup=5, log_every=10),
+        progress=False,
+    )
+    first, last = sum(res.losses[:2]) / 2, sum(res.losses[-3:]) / 3
+    assert res.step == 120 and len(res.losses) == 12
+    assert last < 0.6 * first, res.losses
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(digits, tmp_path):
+    s = make_schedule("linear", 1000)
+    torch.manual_seed(1)
+    ref = train(_net(), digits, s, CFG, checkpoint=tmp_path / "a.pt", progress=False)
+
+    def interrupt(step, loss):
+        if step == 25:
+            raise KeyboardInterrupt
+
+    torch.manual_seed(1)
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            _net(),
+            digits,
+            s,
+            CFG,
+            checkpoint=tmp_path / "b.pt",
+            progress=False,
+            callback=interrupt,
+        )
+    state = load_checkpoint(tmp_path / "b.pt")
+    assert state["step"] == 25 and not state["done"]
+    torch.manual_seed(123)  # a fresh process: different global RNG and initial weights
+    resumed = train(
+        _net(), digits, s, CFG, checkpoint=tmp_path / "b.pt", progress=False
+    )
+    assert resumed.step == 40
+    for a, b in zip(ref.net.state_dict().values(), resumed.net.state_dict().values()):
+        assert_close(a, b, rtol=0, atol=0)
+    for a, b in zip(ref.ema.state_dict().values(), resumed.ema.state_dict().values()):
+        assert_close(a, b, rtol=0, atol=0)
+    assert ref.losses == pytest.approx(resumed.losses, rel=1e-6)
+    assert load_checkpoint(tmp_path / "b.pt")["done"]
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(digits, tmp_path):
+    bad = digits.clone()
+    cfg = TrainConfig(
+        steps=40, batch_size=16, checkpoint_every=10, log_every=5, warmup=1
+    )
+    calls = []
+
+    def poison(step, loss):
+        calls.append(step)
+        if step == 20:
+            bad.fill_(float("nan"))  # the data turns to NaN mid-run
+
+    torch.manual_seed(0)
+    net = _net()
+    # train() copies images to the device; on the CPU it is the same tensor.
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        train(
+            net,
+            bad,
+            make_schedule("linear", 100),
+            cfg,
+            checkpoint=tmp_path / "c.pt",
+            progress=False,
+            callback=poison,
+        )
+    state = load_checkpoint(tmp_path / "c.pt")
+    assert state["step"] == 20
+    assert all(torch.isfinite(v).all() for v in state["net"].values())
+
+
+def test_truncated_and_foreign_checkpoints_fail_clearly(tmp_path):
+    good = tmp_path / "good.pt"
+    save_checkpoint({"net": {"w": torch.ones(1000)}, "done": True}, good)
+    data = good.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint.*delete"):
+        load_checkpoint(tmp_path / "cut.pt")
+    torch.save({"weights": torch.ones(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a difflab checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+    class Evil:  # a pickle that would run code is refused by weights_only
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"format": "difflab-checkpoint-v1", "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="No checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoint_of_another_config_is_refused(digits, tmp_path):
+    s = make_schedule("linear", 100)
+    cfg = TrainConfig(steps=5, batch_size=8, checkpoint_every=5, log_every=5)
+    train(_net(), digits, s, cfg, checkpoint=tmp_path / "d.pt", progress=False)
+    with pytest.raises(CheckpointError, match="another configuration"):
+        train(
+            _net(),
+            digits,
+            s,
+            TrainConfig(steps=6, batch_size=8),
+            checkpoint=tmp_path / "d.pt",
+            progress=False,
+        )
+
+
+def test_cli_unknown_recipe_lists_the_known_ones(capsys):
+    assert cli_main(["train", "no-such-recipe"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown recipe 'no-such-recipe'" in err and "ddpm" in err
