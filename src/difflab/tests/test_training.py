@@ -80,9 +80,13 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(digits, tmp_path
         _net(), digits, s, CFG, checkpoint=tmp_path / "b.pt", progress=False
     )
     assert resumed.step == 40
-    for a, b in zip(ref.net.state_dict().values(), resumed.net.state_dict().values()):
+    for a, b in zip(
+        ref.net.state_dict().values(), resumed.net.state_dict().values(), strict=True
+    ):
         assert_close(a, b, rtol=0, atol=0)
-    for a, b in zip(ref.ema.state_dict().values(), resumed.ema.state_dict().values()):
+    for a, b in zip(
+        ref.ema.state_dict().values(), resumed.ema.state_dict().values(), strict=True
+    ):
         assert_close(a, b, rtol=0, atol=0)
     assert ref.losses == pytest.approx(resumed.losses, rel=1e-6)
     assert load_checkpoint(tmp_path / "b.pt")["done"]
