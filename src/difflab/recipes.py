@@ -45,7 +45,7 @@ class Recipe:
 
 
 def _ddpm(profile: str) -> Recipe:
-    if profile == "quick":  # ~0.3M parameters: about 2 minutes on two CPU cores
+    if profile == "quick":  # 0.25M parameters: under 2 minutes on two idle CPU cores
         return Recipe(
             "ddpm",
             profile,
@@ -53,17 +53,17 @@ def _ddpm(profile: str) -> Recipe:
             UNetConfig(
                 in_channels=1,
                 image_size=8,
-                channels=32,
+                channels=16,
                 channel_mult=(1, 2),
-                num_res_blocks=1,
+                num_res_blocks=2,
             ),
             TrainConfig(
-                steps=1500,
+                steps=1200,
                 batch_size=128,
                 lr=2e-3,
                 warmup=50,
                 ema_decay=0.995,
-                checkpoint_every=250,
+                checkpoint_every=200,
             ),
             description="Unconditional DDPM on the 8x8 digits.",
         )
