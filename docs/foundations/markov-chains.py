@@ -198,7 +198,7 @@ plt.show()
 # contraction, and the memory of $x_0$ decays like $\sqrt{\bar\alpha_t}$. For a
 # constant $\beta$, $\bar\alpha_t = (1-\beta)^t$ decays geometrically. The distance
 # to the stationary law has a closed form through the KL divergence between
-# Gaussians (Eq. (12) of [Probability and Gaussians](probability.md)):
+# Gaussians (Eq. (12) of [Probability and Gaussians](probability.py)):
 #
 # $$ \mathrm{KL}\big(\mathcal{N}(m_t, v_t)\,\|\,\mathcal{N}(0,1)\big)
 #    = \tfrac12\big(v_t + m_t^2 - 1 - \log v_t\big)

@@ -321,7 +321,7 @@ def grad_flat(theta):
     return flat(O.mlp_backprop_by_hand(unflat(theta), x_train, y_train)[1])
 
 
-n_iter = 1000
+n_iter = 600
 curves = {
     "gradient descent, $\\eta = 0.3$": O.gradient_descent(
         grad_flat, flat(p0), 0.3, n_iter

@@ -32,7 +32,7 @@ def random_spd(D: int, g: torch.Generator) -> torch.Tensor:
 def test_reparameterize_moments_and_gradient():
     mu = torch.tensor([1.0, -2.0], dtype=F64, requires_grad=True)
     log_var = torch.tensor([0.0, math.log(4.0)], dtype=F64, requires_grad=True)
-    x = G.reparameterize(mu.expand(100_000, 2), log_var.expand(100_000, 2), gen(1))
+    x = G.reparameterize(mu.expand(50_000, 2), log_var.expand(50_000, 2), gen(1))
     assert_close(x.mean(0), mu.detach(), atol=0.03, rtol=0)
     assert_close(x.var(0), log_var.detach().exp(), atol=0.08, rtol=0)
     x.mean(0).sum().backward()  # d E[x] / d mu = 1: the sample is differentiable
@@ -220,7 +220,7 @@ def test_reverse_sde_recovers_mixture():
 
     f = lambda x, t: -x
     g = lambda x, t: math.sqrt(2.0)
-    x_T = torch.randn(8000, generator=gen(12), dtype=F64)
+    x_T = torch.randn(5000, generator=gen(12), dtype=F64)
     t = torch.linspace(T, 0, 201, dtype=F64)
     x0 = S.euler_maruyama(S.reverse_drift(f, g, score), g, x_T, t, gen(13))[-1]
     assert abs((x0 < 0).to(F64).mean() - 0.3) < 0.02
