@@ -180,11 +180,12 @@ print(
 # On the rotated quadratic above ($\kappa = 20$) and on Rosenbrock's banana
 # [(Rosenbrock 1960)](https://doi.org/10.1093/comjnl/3.3.175)
 # $L(u, w) = (1-u)^2 + 100(w - u^2)^2$, with minimum $0$ at $(1, 1)$ at the end of a
-# long, curved, flat-bottomed valley. Gradient descent needs a small step (the walls
-# are steep: the Hessian there has eigenvalues near 1000) and then crawls along the
-# valley floor; momentum builds up speed along it; Adam's normalised steps move at
-# an almost constant speed, and with a constant learning rate they end up
-# oscillating around the minimum at a scale set by $\eta$.
+# long, curved, flat-bottomed valley. All three methods first drop into the valley
+# and then follow its floor (their paths overlap in the middle panel). Gradient
+# descent needs a small step (the walls are steep: the Hessian there has eigenvalues
+# near 1000) and then crawls along the floor, where the gradient is tiny; momentum
+# builds up speed along it; Adam's normalised steps move at an almost constant speed
+# whatever the size of the gradient.
 
 # %%
 x0_r = torch.tensor([-1.5, 2.0], dtype=F64)
@@ -213,7 +214,9 @@ fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
 u = torch.linspace(-2.5, 2.5, 300, dtype=F64)
 U, V = torch.meshgrid(u, u, indexing="xy")
 Zq = O.quadratic(torch.stack([U, V], -1), A)
-axes[0].contour(U, V, Zq, levels=20, cmap="Greys", linewidths=0.6)
+axes[0].contour(
+    U, V, Zq, levels=torch.logspace(-2, 1.7, 15).tolist(), colors="0.6", linewidths=0.6
+)
 for i, (name, xs) in enumerate(runs_q.items()):
     axes[0].plot(xs[:, 0], xs[:, 1], ".-", color=f"C{i}", ms=3, lw=1, label=name)
 axes[0].set(
@@ -228,7 +231,14 @@ Ur, Wr = torch.meshgrid(ur, wr, indexing="xy")
 Zr = O.rosenbrock(torch.stack([Ur, Wr], -1))
 axes[1].contour(Ur, Wr, torch.log10(Zr + 1e-3), levels=25, cmap="Greys", linewidths=0.6)
 for i, (name, xs) in enumerate(runs_r.items()):
-    axes[1].plot(xs[:, 0], xs[:, 1], "-", color=f"C{i}", lw=1.2, label=name)
+    axes[1].plot(
+        xs[:, 0],
+        xs[:, 1],
+        ["--", "-", ":"][i],
+        color=f"C{i}",
+        lw=[2.5, 1.2, 2.0][i],
+        label=name,
+    )
     axes[2].semilogy(O.rosenbrock(xs) + 1e-16, color=f"C{i}", label=name)
 axes[1].plot([1], [1], "k*", ms=12)
 axes[1].set(title="Rosenbrock", xlabel="$u$", ylabel="$w$")
