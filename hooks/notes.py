@@ -141,9 +141,9 @@ def on_post_page(output, page, config):
 def _install_wrapper() -> None:
     from mkdocs_jupyter import convert
 
-    if getattr(convert.nb2html, "_difflab_cached", False):
-        return
-    original = convert.nb2html
+    # `mkdocs serve` loads this hook afresh for every rebuild while mkdocs_jupyter
+    # stays imported: always wrap the original, with this load's state.
+    original = getattr(convert.nb2html, "_difflab_original", convert.nb2html)
 
     def nb2html(nb_path, *args, execute=False, **kwargs):
         t0 = time.perf_counter()
@@ -159,7 +159,7 @@ def _install_wrapper() -> None:
         _state["rows"].append((rel, time.perf_counter() - t0, status))
         return html
 
-    nb2html._difflab_cached = True
+    nb2html._difflab_original = original
     convert.nb2html = nb2html
 
 

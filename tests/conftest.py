@@ -28,6 +28,17 @@ DOCS = Path(os.environ.get("DIFFLAB_DOCS_DIR") or REPO / "docs").resolve()
 CHROMIUM = Path("/usr/bin/chromium")
 
 
+# The first test that asks for the site waits for the whole build (cold: up to
+# twenty minutes on two cores), so those tests get a long pytest-timeout.
+BUILD_TIMEOUT_S = 60 * 60
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "site_build" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(BUILD_TIMEOUT_S), append=False)
+
+
 def doc_pages() -> list[str]:
     """Every page source under docs/, as a path relative to docs/ (posix)."""
     pages = []
@@ -77,7 +88,10 @@ def site_build(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("site")
     t0 = time.perf_counter()
     res = run_mkdocs(
-        ["build", "--strict", "--site-dir", str(out)], REPO, mkdocs_env(), 45 * 60
+        ["build", "--strict", "--site-dir", str(out)],
+        REPO,
+        mkdocs_env(),
+        BUILD_TIMEOUT_S,
     )
     seconds = time.perf_counter() - t0
     log = res.stdout + res.stderr

@@ -132,7 +132,6 @@ def context(browser):
     ctx.close()
 
 
-@pytest.mark.timeout(300)
 @pytest.mark.parametrize("page_src", doc_pages())
 def test_page_renders(context, site_url, site_dir, page_src):
     rel = html_of(page_src)
