@@ -119,9 +119,12 @@ def bench_train(out=None) -> dict:
     )
     f_ours = lambda m, x, t: m(x, t.float())
     f_theirs = lambda m, x, t: m(x, t).sample
-    settings = [("fp32", False, False), ("bf16+channels_last", True, False)]
-    if gpu:
-        settings.append(("bf16+channels_last+compile", True, True))
+    settings = [("fp32", False, False)]
+    if gpu:  # autocast and channels_last only change anything on a GPU
+        settings += [
+            ("bf16+channels_last", True, False),
+            ("bf16+channels_last+compile", True, True),
+        ]
     rows = []
     for name, amp, comp in settings:
         a = _throughput(ours, f_ours, device, batch, 32, steps, warmup, amp, comp)
@@ -151,7 +154,9 @@ def main(args) -> int:
     if args.recipe == "quality":
         from .bench_quality import bench_quality
 
-        bench_quality(budget=args.budget, out=args.out, progress=not args.no_progress)
+        bench_quality(
+            budget=args.budget, out=args.out, progress=not args.no_progress, n=args.n
+        )
         return 0
     print(f"error: unknown benchmark {args.recipe!r}; use 'train' or 'quality'.")
     return 2
