@@ -93,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             trained = load_or_train(recipe, progress=progress, steps=args.steps)
             r = trained.recipe
+            if torch.distributed.is_initialized():  # under torchrun: report once
+                rank = torch.distributed.get_rank()
+                torch.distributed.destroy_process_group()
+                if rank != 0:
+                    return 0
             how = "found in the cache" if trained.from_cache else "trained"
             print(
                 f"{r.name} ({r.profile}, {r.dataset}): {how}; {r.train.steps} steps, "
