@@ -15,7 +15,8 @@ wraps ``mkdocs_jupyter.convert.nb2html`` (the function both mkdocs-jupyter 0.26 
    working directory the project root, ``src/`` first on ``PYTHONPATH``, inline
    matplotlib, a generous per-cell timeout) and stores the result.
 3. mkdocs-jupyter then converts the executed notebook (``execute=False``), so the
-   page shows the outputs of the code that ran.
+   page shows the outputs of the code that ran; the HTML is kept beside it
+   (``<key>-<options>.html``) so that a warm rebuild converts nothing either.
 
 A note that raises fails the build with ``Error: note docs/<stage>/<name>.py raised
 ...`` and a non-zero exit (with or without ``--strict``). At the end of each build
@@ -153,14 +154,28 @@ def _install_wrapper() -> None:
             html = _rewrite_page_links(html, Path(nb_path))
             _state["rows"].append((rel, time.perf_counter() - t0, "not executed"))
             return html
-        nb, status = _executed_notebook(Path(nb_path), rel)
-        html = _convert_executed(original, nb_path, nb, args, kwargs)
+        nb, status, digest = _executed_notebook(Path(nb_path), rel)
+        html_path = _state["cache"] / f"{digest}-{_options_key(args, kwargs)}.html"
+        if html_path.is_file() and status != "executed":
+            html = html_path.read_text(encoding="utf-8")
+        else:
+            html = _convert_executed(original, nb_path, nb, args, kwargs)
+            html_path.write_text(html, encoding="utf-8")
         html = _rewrite_page_links(html, Path(nb_path))
         _state["rows"].append((rel, time.perf_counter() - t0, status))
         return html
 
     nb2html._difflab_original = original
     convert.nb2html = nb2html
+
+
+def _options_key(args, kwargs) -> str:
+    """Hash of how mkdocs-jupyter asked for the page to be converted."""
+    from mkdocs_jupyter import __about__
+
+    opts = {k: v for k, v in kwargs.items() if k != "image_dependencies"}
+    text = f"{__about__.__version__}|{args!r}|{sorted(opts.items())!r}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _convert_executed(original, nb_path, nb, args, kwargs):
@@ -247,7 +262,7 @@ def _executed_notebook(path: Path, rel: str):
         try:
             nb = nbformat.read(ipynb, as_version=4)
             seconds = json.loads(meta.read_text()).get("seconds", 0.0)
-            return nb, f"cached (executed in {seconds:.1f} s)"
+            return nb, f"cached (executed in {seconds:.1f} s)", digest
         except Exception as exc:  # a corrupt entry is executed again
             log.info("notes: ignoring unreadable cache entry %s (%s)", ipynb, exc)
     log.info("notes: executing %s (profile %s)", rel, _state["profile"])
@@ -261,7 +276,7 @@ def _executed_notebook(path: Path, rel: str):
     meta.write_text(
         json.dumps({"page": rel, "profile": _state["profile"], "seconds": seconds})
     )
-    return nb, "executed"
+    return nb, "executed", digest
 
 
 def _execute(path: Path, rel: str):
@@ -381,6 +396,8 @@ def _evict_stale() -> None:
             m = json.loads(meta.read_text())
             if (m["page"], m["profile"]) in fresh:
                 meta.with_suffix(".ipynb").unlink(missing_ok=True)
+                for html in cache.glob(f"{meta.stem}-*.html"):
+                    html.unlink()
                 meta.unlink()
 
 
