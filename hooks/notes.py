@@ -94,8 +94,17 @@ def on_pre_build(config):
     _state["fingerprint"] = _fingerprint(_state["root"], _state["profile"])
 
 
+def on_build_error(error):
+    """A failed build still says how long the notes before the failure took."""
+    _log_table(finished=False)
+
+
 def on_post_build(config):
     _evict_stale()
+    _log_table(finished=True)
+
+
+def _log_table(finished: bool) -> None:
     rows = sorted(_state["rows"], key=lambda r: r[0])
     total = time.perf_counter() - (_state["t0"] or time.perf_counter())
     if not rows:
@@ -111,7 +120,10 @@ def on_post_build(config):
         f"{'notes':<{width}}  {notes_s:8.1f}  profile {_state['profile']}; "
         f"whole build so far {total:.1f} s"
     )
-    log.info("notes: per-page timing\n%s", "\n".join(lines))
+    title = "per-page timing" if finished else "timing of the notes before the error"
+    log.info("notes: %s\n%s", title, "\n".join(lines))
+    if not finished:
+        return
     summary = {
         "profile": _state["profile"],
         "build_seconds": total,
