@@ -30,8 +30,9 @@ class PageRun:
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
-    def finish(self, dataset: str | None = None) -> str:
-        """Print (and return) the provenance line of the page."""
+    def finish(self, dataset: str | None = None) -> None:
+        """Print the provenance line of the page (returns nothing, so a note's last
+        cell shows no ``Out[n]``)."""
         parts = [f"profile **{self.profile}**"]
         if dataset:
             parts.append(f"dataset **{dataset}**")
@@ -41,7 +42,6 @@ class PageRun:
         ]
         line = "This page was built with " + ", ".join(parts) + "."
         print(line)
-        return line
 
 
 def start() -> PageRun:
