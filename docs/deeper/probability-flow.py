@@ -307,4 +307,4 @@ plt.show()
 #   models*. ICLR 2016. [arXiv:1511.01844](https://arxiv.org/abs/1511.01844)
 
 # %%
-run.finish(dataset="synthetic Gaussian mixtures (exact score)")
+run.finish(dataset=f"synthetic Gaussian mixtures (exact score); {trained.recipe.dataset}")
