@@ -1,0 +1,396 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The VAE and the evidence lower bound
+#
+# A variational autoencoder (VAE) is a latent-variable model trained by maximising
+# a lower bound on its log-likelihood. The same bound, taken over a chain of latent
+# variables, is how DDPM is derived, so this is the page to read first.
+#
+# **What you will learn**
+#
+# - why $\log p(x)$ of a latent-variable model is intractable, and how any
+#   approximate posterior $q(z\mid x)$ gives a lower bound on it, the ELBO, whose
+#   gap is exactly $\mathrm{KL}(q(z\mid x)\,\|\,p(z\mid x))$;
+# - the reparameterisation trick that lets us train encoder and decoder together;
+# - a discretised likelihood for images, so that the numbers are in nats and
+#   bits/dim, comparable with the DDPM chapter;
+# - how big the gap is on a trained model, measured with the importance-weighted
+#   bound of Burda et al. (2016) and, in a 2D latent space, by brute-force quadrature;
+# - what the latent space looks like, and how good the samples are by the site's
+#   distance metric.
+#
+# Papers: [Kingma & Welling 2014, *Auto-Encoding Variational Bayes*](https://arxiv.org/abs/1312.6114);
+# [Rezende, Mohamed & Wierstra 2014, *Stochastic Backpropagation and Approximate
+# Inference in Deep Generative Models*](https://arxiv.org/abs/1401.4082);
+# [Burda, Grosse & Salakhutdinov 2016, *Importance Weighted Autoencoders*](https://arxiv.org/abs/1509.00519).
+
+# %%
+import math
+
+import matplotlib.pyplot as plt
+import torch
+from torch.distributions import Normal
+
+from difflab import page
+from difflab import vae as V
+from difflab.data import load_images
+from difflab.device import default_device
+from difflab.metrics import evaluate_samples, format_scores
+from difflab.plotting import show_grid, smooth
+
+run = page.start()
+device = default_device()
+data = load_images("auto")
+test = load_images(data.name, split="test")
+print(data.note)
+D = data.channels * data.image_size**2  # pixels per image
+print(
+    f"{len(data.images)} training and {len(test.images)} test images of {tuple(data.images.shape[1:])}"
+)
+
+# %% [markdown]
+# ## The model and why its likelihood is hard
+#
+# Draw a code $z\in\mathbb{R}^d$ from a simple prior and an image from a decoder
+# network that reads it:
+#
+# $$ p(z) = \mathcal N(0, I), \qquad p_\theta(x) = \int p_\theta(x\mid z)\, p(z)\, dz. \tag{1} $$
+#
+# The integral in Eq. (1) runs over every code; for a neural decoder it has no
+# closed form, and neither has the posterior
+# $p_\theta(z\mid x) = p_\theta(x\mid z)p(z)/p_\theta(x)$, which needs it.
+#
+# ## The evidence lower bound
+#
+# Take *any* density $q(z\mid x)$ over codes. Bayes' rule says
+# $\log p_\theta(x) = \log p_\theta(x, z) - \log p_\theta(z\mid x)$ for every $z$.
+# Add and subtract $\log q(z\mid x)$, then average over $z\sim q(z\mid x)$ (the
+# left side does not depend on $z$):
+#
+# $$ \log p_\theta(x) = \underbrace{\mathbb E_{q(z\mid x)}\Big[\log \frac{p_\theta(x,z)}{q(z\mid x)}\Big]}_{\mathcal L(x)\ (\text{ELBO})}
+#  + \underbrace{\mathbb E_{q(z\mid x)}\Big[\log \frac{q(z\mid x)}{p_\theta(z\mid x)}\Big]}_{\mathrm{KL}(q(z\mid x)\,\|\,p_\theta(z\mid x))\ \ge\ 0}. \tag{2} $$
+#
+# A KL divergence is never negative, so
+#
+# $$ \log p_\theta(x) \ \ge\ \mathcal L(x) = \mathbb E_{q(z\mid x)}[\log p_\theta(x\mid z)] - \mathrm{KL}(q(z\mid x)\,\|\,p(z)), \tag{3} $$
+#
+# where the second form splits $p_\theta(x,z) = p_\theta(x\mid z)p(z)$. The bound is
+# tight exactly when $q$ equals the true posterior, and Eq. (2) names the gap: it is
+# the KL from $q$ to the posterior. Raising $\mathcal L$ over $q$ therefore does two
+# things at once: it pushes $q$ towards $p_\theta(z\mid x)$ and, over $\theta$, it
+# pushes up (a bound on) the likelihood. The first term of Eq. (3) rewards codes
+# that let the decoder rebuild $x$; the second keeps the codes close to the prior.
+#
+# In a VAE, $q_\phi(z\mid x) = \mathcal N(\mu_\phi(x), \mathrm{diag}\,\sigma^2_\phi(x))$ is
+# produced by an *encoder* network (amortised inference: one network for every
+# $x$). Against the standard normal prior the KL term is a sum over coordinates:
+#
+# $$ \mathrm{KL}(q_\phi(z\mid x)\,\|\,p(z)) = \tfrac12 \sum_{j=1}^{d} \big(\mu_j^2 + \sigma_j^2 - 1 - \log \sigma_j^2\big). \tag{4} $$
+#
+# ## The reparameterisation trick
+#
+# The reconstruction term is an expectation over a distribution that depends on
+# $\phi$, so we cannot just differentiate inside it. Write the sample as a
+# deterministic function of $\phi$ and of noise that does not depend on $\phi$:
+#
+# $$ z = \mu_\phi(x) + \sigma_\phi(x) \odot \epsilon, \quad \epsilon\sim\mathcal N(0, I)
+#   \quad\Longrightarrow\quad
+#   \nabla_\phi\, \mathbb E_{q_\phi}[f(z)] = \mathbb E_{\epsilon}\big[\nabla_\phi f(\mu_\phi + \sigma_\phi\odot\epsilon)\big]. \tag{5} $$
+#
+# One $\epsilon$ per image gives an unbiased, low-variance gradient of Eq. (3); this is
+# how `difflab.vae.elbo` is written and trained with Adam.
+#
+# ## A likelihood for images in $[-1, 1]$
+#
+# The data are 8-bit (MNIST has 256 grey levels; the 8x8 digits have 17, which we
+# treat as a subset of the same 256). A continuous density on discrete data can grow
+# without bound, so the decoder is a **discretised Gaussian**: pixel $i$ gets the
+# Gaussian mass of its bin of half-width $\delta = 1/255$, with the outermost bins open
+# (as in Ho et al. 2020, Eq. 13),
+#
+# $$ p_\theta(x_i\mid z) = \Phi\Big(\frac{x_i+\delta-m_i(z)}{s_i(z)}\Big) - \Phi\Big(\frac{x_i-\delta-m_i(z)}{s_i(z)}\Big), \tag{6} $$
+#
+# with mean $m(z)$ and scale $s(z)$ from the decoder. Eq. (6) is a probability, so
+# $-\mathcal L$ is a code length in **nats**, and $-\mathcal L / (D \ln 2)$ is in
+# **bits per dimension** ($D$ pixels), the unit of the DDPM chapter.
+#
+# ## From scratch: one ELBO by hand
+#
+# Before training, we compute Eq. (3) for a batch with the formulas above, using only
+# `torch.distributions.Normal`, and compare with the package.
+
+# %%
+cfg = V.vae_config(run.profile, data.name)
+print(cfg)
+torch.manual_seed(0)  # only for this untrained check model
+fresh = V.VAE(cfg)
+x = test.images[:16]
+
+with torch.no_grad():
+    mu, log_var = fresh.encode(x)
+    eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(7))
+    z = mu + torch.exp(0.5 * log_var) * eps  # Eq. (5)
+    m, log_s = fresh.decode(z)
+    m, s, xd = m.double(), log_s.double().exp(), x.double()
+    cdf = Normal(m, s).cdf
+    delta = 1 / 255
+    upper = torch.where(xd > 1 - delta, torch.ones_like(xd), cdf(xd + delta))
+    lower = torch.where(xd < -1 + delta, torch.zeros_like(xd), cdf(xd - delta))
+    rec_hand = (upper - lower).log().flatten(1).sum(1)  # Eq. (6), summed over pixels
+    kl_hand = 0.5 * (mu**2 + log_var.exp() - 1 - log_var).sum(1)  # Eq. (4)
+    elbo_hand = rec_hand - kl_hand  # Eq. (3)
+    pkg = V.elbo(fresh, x, torch.Generator().manual_seed(7))
+
+print("ELBO by hand :", elbo_hand[:4].numpy().round(3))
+print("difflab.vae  :", pkg.elbo[:4].numpy().round(3))
+torch.testing.assert_close(pkg.elbo.double(), elbo_hand, rtol=1e-4, atol=1e-2)
+
+# %% [markdown]
+# The analytic KL of Eq. (4) is what the package uses; a Monte Carlo estimate of
+# $\mathbb E_q[\log q(z\mid x) - \log p(z)]$ must agree with it.
+
+# %%
+with torch.no_grad():
+    eps = torch.randn((20000, *mu.shape), generator=torch.Generator().manual_seed(1))
+    zs = mu + torch.exp(0.5 * log_var) * eps
+    log_q = Normal(mu, torch.exp(0.5 * log_var)).log_prob(zs).sum(-1)
+    log_p = Normal(0.0, 1.0).log_prob(zs).sum(-1)
+    kl_mc = (log_q - log_p).mean(0)
+print(
+    "KL Monte Carlo:",
+    kl_mc[:4].numpy().round(3),
+    " analytic:",
+    pkg.kl[:4].numpy().round(3),
+)
+torch.testing.assert_close(kl_mc, pkg.kl, atol=0.05, rtol=0.02)
+
+# %% [markdown]
+# ## Training
+#
+# `difflab.vae.pretrained_vae` maximises the one-sample estimate of Eq. (3) with
+# Adam (Kingma & Welling's Algorithm 1), and caches the result keyed by the
+# configuration printed above (which holds the dataset and the training settings),
+# so a rebuild of this page trains nothing. Encoder and decoder are two-hidden-layer
+# perceptrons; the latent space has $d = 2$ dimensions so that we can draw it.
+
+# %%
+model, history = V.pretrained_vae(cfg, data.images, device=device, progress=False)
+model = model.cpu()
+
+fig, ax = plt.subplots(figsize=(6, 3.2))
+ax.plot(history, lw=0.5, alpha=0.4, label="per step")
+ax.plot(smooth(history, 51), lw=1.5, label="moving average")
+ax.set_ylim(None, 2.5 * sorted(history)[len(history) // 2])
+ax.set(xlabel="step", ylabel="-ELBO (nats / image)", title="VAE training")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# ## How loose is the bound?
+#
+# Burda et al. (2016) tighten Eq. (3) by averaging $K$ importance weights inside the
+# logarithm:
+#
+# $$ \mathcal L_K(x) = \mathbb E_{z_1..z_K \sim q}\Big[\log \frac1K \sum_{k=1}^K \frac{p_\theta(x, z_k)}{q(z_k\mid x)}\Big], \qquad
+#  \mathcal L_1 = \mathcal L \le \mathcal L_K \le \mathcal L_{K+1} \le \log p_\theta(x). \tag{7} $$
+#
+# The weights average to $p_\theta(x)$, so Jensen's inequality gives the bound; more
+# weights make the average less noisy and the bound tighter, and $\mathcal L_K \to
+# \log p_\theta(x)$ as $K\to\infty$. Hence $\mathcal L_{1000} - \mathcal L$ estimates
+# the gap of Eq. (2), the KL between the encoder and the true posterior.
+
+# %%
+n_eval = 100 if run.profile == "quick" else 500
+x_eval, y_eval = test.images[:n_eval], test.labels[:n_eval]
+g = torch.Generator().manual_seed(0)
+with torch.no_grad():
+    terms = V.elbo(model, x_eval, g)
+bounds = {K: V.iwae_bound(model, x_eval, K, g) for K in (1, 10, 100, 1000)}
+
+to_bpd = lambda nats: -nats / (D * math.log(2))  # noqa: E731
+print(
+    f"test ELBO {terms.elbo.mean():.2f} nats = reconstruction {terms.reconstruction.mean():.2f} - KL {terms.kl.mean():.2f}"
+)
+print(f"{'K':>5} {'L_K (nats)':>11} {'+- s.e.':>8} {'bits/dim':>9}")
+for K, b in bounds.items():
+    print(
+        f"{K:>5} {b.mean():>11.3f} {b.std() / n_eval**0.5:>8.3f} {to_bpd(b.mean()):>9.4f}"
+    )
+gap = (bounds[1000] - terms.elbo).mean()
+print(
+    f"gap L_1000 - ELBO = {gap:.3f} nats per image: the KL of q to the posterior, Eq. (2)"
+)
+
+# Eq. (7): L_K increases with K. Each K used fresh samples, so compare per image
+# and allow three standard errors of the paired difference.
+Ks = list(bounds)
+for k1, k2 in zip(Ks[:-1], Ks[1:], strict=True):
+    diff = bounds[k2] - bounds[k1]
+    assert diff.mean() > -3 * diff.std() / n_eval**0.5, (k1, k2)
+assert (bounds[1000] - bounds[1]).mean() > 0
+
+# %%
+fig, ax = plt.subplots(figsize=(5, 3.2))
+ax.plot(Ks, [b.mean().item() for b in bounds.values()], "o-", label=r"$\mathcal{L}_K$")
+ax.axhline(terms.elbo.mean().item(), color="C1", ls="--", label="ELBO (one sample)")
+ax.set(
+    xscale="log",
+    xlabel="K",
+    ylabel="nats / image",
+    title="Importance-weighted bounds on test images",
+)
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# ## The gap by brute force
+#
+# With $d = 2$ we can do what is impossible in general: compute the integral of Eq. (1)
+# on a grid. For a few test images we integrate $p_\theta(x\mid z)p(z)$ over a
+# $161\times161$ grid around the encoder's mean, which gives $\log p_\theta(x)$
+# up to quadrature error, and the exact ELBO of Eq. (3) by integrating against
+# $q$. Eq. (2) then says their difference is $\mathrm{KL}(q\,\|\,p(z\mid x))$, and
+# Eq. (7) puts $\mathcal L_{1000}$ between the two. How much of the gap it closes
+# depends on the tails of the importance weights: where $q$ is narrower than the
+# posterior, rare large weights make $\mathcal L_K$ converge slowly.
+
+
+# %%
+def log_joint_on_grid(x1, half_width=6.0, n=161):
+    """log p(x, z) and log q(z|x) on a grid of z around mu(x); returns cell area too."""
+    mu1, log_var1 = model.encode(x1[None])
+    width = half_width * torch.exp(0.5 * log_var1[0]).clamp(min=0.05) + 0.5
+    axes = [
+        torch.linspace(float(mu1[0, j] - width[j]), float(mu1[0, j] + width[j]), n)
+        for j in range(2)
+    ]
+    zz = torch.cartesian_prod(*axes)  # (n*n, 2)
+    mean, log_s = model.decode(zz)
+    log_px_z = (
+        V.discretized_gaussian_log_likelihood(x1.expand_as(mean), mean, log_s)
+        .flatten(1)
+        .sum(1)
+    )
+    log_pz = Normal(0.0, 1.0).log_prob(zz).sum(1)
+    log_q = Normal(mu1, torch.exp(0.5 * log_var1)).log_prob(zz).sum(1)
+    area = (axes[0][1] - axes[0][0]) * (axes[1][1] - axes[1][0])
+    return log_px_z + log_pz, log_q, area
+
+
+rows = []
+with torch.no_grad():
+    for i in range(4):
+        log_joint, log_q, area = log_joint_on_grid(x_eval[i])
+        log_px = torch.logsumexp(log_joint, 0) + area.log()  # Eq. (1) by quadrature
+        q = log_q.exp() * area
+        elbo_exact = (q * (log_joint - log_q)).sum() / q.sum()  # Eq. (3) by quadrature
+        rows.append(
+            (
+                log_px.item(),
+                elbo_exact.item(),
+                terms.elbo[i].item(),
+                bounds[1000][i].item(),
+            )
+        )
+print(f"{'image':>5} {'log p(x)':>9} {'ELBO':>9} {'KL(q||post)':>11} {'L_1000':>9}")
+for i, (lp, el, _, l1000) in enumerate(rows):
+    print(f"{i:>5} {lp:>9.3f} {el:>9.3f} {lp - el:>11.3f} {l1000:>9.3f}")
+    assert el <= lp + 1e-3  # Eq. (3): the bound holds
+    assert el - 0.05 <= l1000 <= lp + 0.1  # Eq. (7): between the two, up to noise
+
+# %% [markdown]
+# ## The latent space
+#
+# Left: the encoder's means $\mu_\phi(x)$ of test images, coloured by their digit.
+# Right: decoder means $m(z)$ on a grid of codes placed at evenly spaced quantiles
+# of the prior (the picture of Kingma & Welling's Fig. 4). Codes of similar digits
+# cluster, and the decoder morphs smoothly between classes, because the KL term of
+# Eq. (3) packs every code into the same unit Gaussian, leaving no empty space.
+
+# %%
+with torch.no_grad():
+    mu_test = model.encode(test.images)[0]
+n_side = 15
+u = Normal(0.0, 1.0).icdf(torch.linspace(0.03, 0.97, n_side))
+grid_z = torch.stack(torch.meshgrid(u, -u, indexing="xy"), dim=-1).reshape(-1, 2)
+with torch.no_grad():
+    manifold = model.decode(grid_z)[0].clamp(-1, 1)
+
+fig, axs = plt.subplots(1, 2, figsize=(11, 5))
+sc = axs[0].scatter(mu_test[:, 0], mu_test[:, 1], c=test.labels, cmap="tab10", s=6)
+axs[0].legend(*sc.legend_elements(), title="digit", fontsize=7, loc="upper right")
+axs[0].set(xlabel="$z_1$", ylabel="$z_2$", title="encoder means of test images")
+show_grid(
+    axs[1], manifold, nrow=n_side, title="decoder means on a grid of prior quantiles"
+)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Samples and the distance metric
+#
+# Sampling is ancestral: $z\sim\mathcal N(0, I)$, then the decoder's mean image (the
+# per-pixel noise of Eq. (6) is usually left out in pictures). The quality is
+# scored with the site's metric, a Frechet distance in the features of the
+# package's own classifier, printed beside the floor that real images reach with
+# the same sample size (see the DDPM chapter for the protocol).
+
+# %%
+n_samples = 1000 if run.profile == "quick" else 5000
+samples = model.sample(n_samples, generator=torch.Generator().manual_seed(0))
+scores = evaluate_samples(samples, data.name)
+print("VAE samples:", format_scores(scores))
+
+fig, axs = plt.subplots(1, 2, figsize=(10, 5))
+show_grid(axs[0], test.images[:64], nrow=8, title="test images")
+show_grid(axs[1], samples[:64], nrow=8, title="VAE samples (decoder means)")
+plt.show()
+
+# %% [markdown]
+# A two-dimensional code is a very small bottleneck: the decoder mean for a code
+# is the average of the images that share it, which is why VAE samples look blurry
+# and why the distance above is well above the real-data floor. The DDPM chapter
+# uses many latent variables, one per noise level, with no bottleneck at all.
+#
+# ## Summary
+#
+# - Eq. (2): $\log p(x) = \mathcal L(x) + \mathrm{KL}(q(z\mid x)\,\|\,p(z\mid x))$,
+#   so the ELBO is a lower bound whose gap is the posterior mismatch.
+# - Eq. (5): the reparameterisation trick turns the sampling step into a
+#   differentiable function of the encoder's outputs.
+# - With a discretised decoder, Eq. (6), the bounds are code lengths in nats and
+#   bits/dim; the importance-weighted bound $\mathcal L_K$, Eq. (7), tightens the
+#   ELBO and, on this model, matches $\log p(x)$ found by quadrature.
+#
+# ## Exercises
+#
+# 1. Starting from Jensen's inequality $\log \mathbb E[w] \ge \mathbb E[\log w]$ with
+#    $w = p(x,z)/q(z\mid x)$, derive Eq. (3) without Bayes' rule. Which step hides the
+#    KL term of Eq. (2)?
+# 2. Derive Eq. (4) from the densities of two Gaussians. What is the KL between two
+#    diagonal Gaussians that are both not standard?
+# 3. Show that $\mathcal L_2 \ge \mathcal L_1$ (hint: the average of two weights, one
+#    of them chosen uniformly at random, and Jensen's inequality).
+# 4. Replace the reparameterised gradient by the score-function (REINFORCE) estimator
+#    $\mathbb E_q[f(z)\nabla_\phi \log q_\phi(z\mid x)]$ for one batch and compare the
+#    variance of the two gradient estimates of the encoder's last layer.
+# 5. Train with a latent dimension of 16 (`V.vae_config(..., latent_dim=16)`). How do
+#    the ELBO, the gap $\mathcal L_{1000} - \mathcal L$ and the distance change? Why can
+#    the quadrature check no longer be done?
+# 6. For a linear-Gaussian model $x = Wz + b + \text{noise}$ the posterior is
+#    Gaussian. Show that then the ELBO equals $\log p(x)$ for the right $q$ (this is
+#    one of the unit tests in `src/difflab/tests/test_vae_gan.py`).
+
+# %%
+run.finish(dataset=data.name)
