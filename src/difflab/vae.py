@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .cache import checkpoint_path
 from .checkpoint import load_checkpoint, save_checkpoint
+from .losses import discretized_gaussian_log_likelihood
 
 LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 1.0
 
@@ -103,40 +104,6 @@ class VAE(nn.Module):
         p = next(self.parameters())
         z = _randn((n, self.config.latent_dim), generator, p)
         return self.decode(z)[0].clamp(-1, 1)
-
-
-def discretized_gaussian_log_likelihood(
-    x: Tensor, mean: Tensor, log_scale: Tensor, levels: int = 256
-) -> Tensor:
-    """log P(x) of each pixel under N(mean, exp(log_scale)^2) binned on ``levels``.
-
-    Ho et al. 2020, Eq. 13: bins of width 2/(levels-1) around x; the outermost bins
-    extend to -inf and +inf so the probabilities of the levels sum to one.
-    Differences of CDFs are taken in the tail where they are accurate.
-
-    Args:
-        x: data in [-1, 1], any shape.
-        mean, log_scale: same shape as ``x``.
-
-    Returns:
-        Elementwise log-probabilities (nats), shape of ``x``.
-    """
-    half = 1.0 / (levels - 1)
-    inv_s = torch.exp(-log_scale)
-    z_lo, z_hi = (x - half - mean) * inv_s, (x + half - mean) * inv_s
-    # Phi(z_hi) - Phi(z_lo) == Phi(-z_lo) - Phi(-z_hi): use the side with small tails.
-    flip = z_lo > 0
-    a = torch.where(flip, -z_hi, z_lo)
-    b = torch.where(flip, -z_lo, z_hi)
-    log_b, log_a = torch.special.log_ndtr(b), torch.special.log_ndtr(a)
-    diff = (log_a - log_b).clamp(max=-1e-12)
-    log_mid = log_b + torch.log(-torch.expm1(diff))
-    # When the bin is narrow next to the scale, density x width is more accurate.
-    log_pdf = -0.5 * ((x - mean) * inv_s) ** 2 - log_scale - 0.5 * math.log(2 * math.pi)
-    log_mid = torch.where(b - a < 1e-3, log_pdf + math.log(2 * half), log_mid)
-    left = torch.special.log_ndtr(z_hi)  # x at -1: mass of (-inf, -1 + half]
-    right = torch.special.log_ndtr(-z_lo)  # x at +1: mass of [1 - half, inf)
-    return torch.where(x < -1 + half, left, torch.where(x > 1 - half, right, log_mid))
 
 
 def gaussian_kl_standard(mu: Tensor, log_var: Tensor) -> Tensor:
