@@ -110,7 +110,7 @@ torch.testing.assert_close(d_star, d_hand)
 g = torch.Generator().manual_seed(0)
 x_p = p_mean + p_std * torch.randn(20000, 1, generator=g)
 x_q = q_mean + q_std * torch.randn(20000, 1, generator=g)
-net = gan.fit_discriminator(x_p, x_q, steps=1500, generator=g)
+net = gan.fit_discriminator(x_p, x_q, steps=600, generator=g)
 x_plot = torch.linspace(-3, 4, 141)
 with torch.no_grad():
     d_learned = torch.sigmoid(net(x_plot[:, None]).squeeze(-1))

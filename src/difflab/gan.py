@@ -65,7 +65,7 @@ def gan_config(profile: str, dataset: str, **overrides) -> GANConfig:
     """The preset of this site: small on CPU (``quick``), wider and longer (``full``)."""
     size, ch = {"digits": (8, 1), "mnist": (28, 1), "cifar10": (32, 3)}[dataset]
     if profile == "quick":
-        base = dict(width=32, latent_dim=32, steps=3000, batch_size=64)
+        base = dict(width=16, latent_dim=32, steps=1500, batch_size=64)
     else:
         base = dict(width=64, latent_dim=64, steps=10000, batch_size=128)
     base.update(overrides)
