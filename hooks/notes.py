@@ -23,7 +23,7 @@ A note that raises fails the build with ``Error: note docs/<stage>/<name>.py rai
 the hook logs a table: page, seconds, and whether it was executed or cached.
 
 Environment: ``DIFFLAB_NOTES_CACHE`` (cache folder, default ``<root>/.cache/notes``),
-``DIFFLAB_CELL_TIMEOUT`` (seconds per cell, default 600).
+``DIFFLAB_CELL_TIMEOUT`` (seconds per cell, default 1800: a cell may train a model on a busy laptop).
 """
 
 from __future__ import annotations
@@ -308,7 +308,7 @@ def _execute(path: Path, rel: str):
     root = _state["root"]
     client = NotebookClient(
         nb,
-        timeout=int(os.environ.get("DIFFLAB_CELL_TIMEOUT", "600")),
+        timeout=int(os.environ.get("DIFFLAB_CELL_TIMEOUT", "1800")),
         kernel_name=_state["kernel"],
         allow_errors=False,
         record_timing=False,

@@ -472,6 +472,7 @@ print(
     f"model from cache: {trained.from_cache}; training took {trained.train_seconds:.0f} s"
 )
 
+# %%
 quick = run.profile == "quick"
 N_SAMPLES = 250 if quick else 1000
 STEPS = [10, 20, 50, 100, 1000]

@@ -45,7 +45,7 @@ class Recipe:
 
 
 def _ddpm(profile: str) -> Recipe:
-    if profile == "quick":  # 0.25M parameters: under 2 minutes on two idle CPU cores
+    if profile == "quick":  # 0.16M parameters: about 2 minutes on two idle CPU cores
         return Recipe(
             "ddpm",
             profile,
@@ -55,12 +55,12 @@ def _ddpm(profile: str) -> Recipe:
                 image_size=8,
                 channels=16,
                 channel_mult=(1, 2),
-                num_res_blocks=2,
+                num_res_blocks=1,
             ),
             TrainConfig(
-                steps=1200,
+                steps=1000,
                 batch_size=128,
-                lr=2e-3,
+                lr=3e-3,
                 warmup=50,
                 ema_decay=0.995,
                 checkpoint_every=200,
