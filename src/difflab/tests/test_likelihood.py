@@ -20,14 +20,6 @@ from difflab.toy import eight_gaussians, gaussian
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_ode_likelihood_of_sandbox_mixture_is_exact():
     m, sde = eight_gaussians(), VPSDE()
     x = m.sample(16, torch.Generator().manual_seed(0), dtype=F64)

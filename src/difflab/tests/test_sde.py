@@ -29,14 +29,6 @@ from difflab.toy import gaussian, two_blobs
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("sde", [VPSDE(), SubVPSDE(), VESDE()], ids=repr)
 def test_forward_euler_maruyama_matches_closed_form_marginal(sde):
     g = torch.Generator().manual_seed(0)

@@ -10,15 +10,6 @@ from difflab.sandbox import sliced_wasserstein
 from difflab.toy import eight_gaussians, mixture_1d, ring, two_blobs
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny 2D tensors: threads only add contention on a shared machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("make", [two_blobs, eight_gaussians, mixture_1d])
 def test_score_is_gradient_of_log_prob(make):
     m = make()
