@@ -431,8 +431,8 @@ assert abs(kl_beta - kl_mc) < 4 * kl_se
 assert C_t > 10 * kl_se  # the test would notice a wrong variance term
 
 # %% [markdown]
-# **Step 6: predict the noise.** By Eq. (4), $x_t(x_0, \epsilon) = \sqrt{\bar\alpha_t}x_0
-# + \sqrt{1-\bar\alpha_t}\,\epsilon$, so $x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon)/\sqrt{\bar\alpha_t}$.
+# **Step 6: predict the noise.** By Eq. (4),
+# $x_t(x_0, \epsilon) = \sqrt{\bar\alpha_t}x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$, so $x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon)/\sqrt{\bar\alpha_t}$.
 # Putting this into Eq. (13), the coefficient of $x_t$ becomes
 # $\big(\beta_t + \alpha_t(1-\bar\alpha_{t-1})\big)/\big(\sqrt{\alpha_t}(1-\bar\alpha_t)\big) = 1/\sqrt{\alpha_t}$
 # and the posterior mean reads

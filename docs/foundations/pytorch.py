@@ -151,7 +151,7 @@ with torch.no_grad():  # no graph is recorded: use it for sampling and evaluatio
 assert not y.requires_grad
 
 # %% [markdown]
-# ## 4. `nn.Module`
+# ## 4. Modules: nn.Module
 #
 # A module bundles parameters (tensors registered with `nn.Parameter`, found by
 # `.parameters()` and saved by `.state_dict()`) with a `forward` method. Modules nest:
@@ -320,7 +320,7 @@ print(
 assert rel_err[0] > 1e-5 and (1 - ab64[0] - betas[0]).abs() < 1e-15
 
 # %% [markdown]
-# ## 7. Reproducibility with `torch.Generator`
+# ## 7. Reproducibility with a torch.Generator
 #
 # `torch.manual_seed` resets one global random stream that every library shares,
 # so any extra call anywhere shifts all later numbers. `difflab` instead takes an
