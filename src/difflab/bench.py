@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .device import autocast_dtype, default_device, describe
-from .unet import UNet, UNetConfig, ddpm_cifar10_config
+from .unet import UNet, ddpm_cifar10_config
 
 
 def _diffusers():
@@ -160,6 +160,3 @@ def main(args) -> int:
         return 0
     print(f"error: unknown benchmark {args.recipe!r}; use 'train' or 'quality'.")
     return 2
-
-
-__all__ = ["bench_train", "diffusers_ddpm_cifar10", "UNetConfig"]

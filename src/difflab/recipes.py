@@ -9,7 +9,6 @@ recipe and the package source, so an unchanged rebuild trains nothing.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -320,8 +319,3 @@ def load_or_train(
         False,
         data.note,
     )
-
-
-def describe(recipe: Recipe) -> dict:
-    """The recipe as a flat dict, for printing in a page."""
-    return dataclasses.asdict(recipe)
