@@ -3,7 +3,7 @@
 #
 #   bash download-datasets.sh [mnist] [cifar10] [fsdd] [all]     (default: all)
 #
-# Where the files land (what difflab.data reads):
+# Where the files land (what difflab.data.images reads):
 #   data/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte   uncompressed IDX
 #   data/cifar-10-batches-py/                                     official archive
 #   data/CIFAR10/{train,test}/<class>/*.png                       PNG subset (mirror)

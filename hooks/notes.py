@@ -364,7 +364,7 @@ def _resolved_profile() -> str:
         return name
     try:
         sys.path.insert(0, str(_state["root"] / "src"))
-        from difflab.profiles import current_profile
+        from difflab.train.profiles import current_profile
 
         return current_profile()
     except Exception:  # no package yet: the notes decide

@@ -47,15 +47,15 @@ import matplotlib.pyplot as plt
 import torch
 from torch.testing import assert_close
 
-from difflab import page
-from difflab.data import load_images
-from difflab.diffusion import gaussian_eps_model, q_sample
-from difflab.metrics import evaluate_samples
-from difflab.parameterization import x0_from_eps
-from difflab.plotting import show_grid
-from difflab.recipes import load_or_train
-from difflab.samplers import ddim_sample, ddim_timesteps, ddpm_sample
-from difflab.schedules import make_schedule
+from difflab.data.images import load_images
+from difflab.diffusion.forward import gaussian_eps_model, q_sample
+from difflab.diffusion.parameterization import x0_from_eps
+from difflab.diffusion.samplers import ddim_sample, ddim_timesteps, ddpm_sample
+from difflab.diffusion.schedules import make_schedule
+from difflab.eval.metrics import evaluate_samples
+from difflab.notes import page
+from difflab.notes.plotting import show_grid
+from difflab.train.recipes import load_or_train
 
 run = page.start()
 F64 = torch.float64
@@ -215,7 +215,7 @@ mine = q_sigma_sample(
     x0[:m], x_t, alpha_bar[t], alpha_bar[s], sig, torch.Generator().manual_seed(1)
 )
 assert_close(steps[0], mine)
-print("from-scratch Eq. (3) == difflab.samplers.ddim_sample step: OK")
+print("from-scratch Eq. (3) == difflab.diffusion.samplers.ddim_sample step: OK")
 
 # %% [markdown]
 # The mean matches to within five standard errors and the variance ratio is 1 for
@@ -255,7 +255,7 @@ print("from-scratch Eq. (3) == difflab.samplers.ddim_sample step: OK")
 # (1-\beta_t)(1-\bar\alpha_{t-1})/(1-\bar\alpha_t)$). So DDPM's Markovian forward
 # process is the member $\eta = 1$ of the family, and $\eta = 0$ is the member
 # whose reverse step adds no noise at all. Both statements are checked below
-# against the tables of `difflab.schedules.Schedule`.
+# against the tables of `difflab.diffusion.schedules.Schedule`.
 
 # %%
 ab_prev = schedule.alpha_bar_prev  # alpha_bar_{t-1}, with alpha_bar_0 = 1
@@ -368,7 +368,7 @@ for t, eta in [(10, 1.0), (400, 0.5), (900, 0.2)]:
 # $$ x_0 = \mu + U \operatorname{diag}\Big(\sqrt{\tfrac{\lambda}{\lambda +
 #    \sigma_T^2}}\Big) U^\top (\bar x_T - \mu). \tag{11} $$
 #
-# `difflab.diffusion.gaussian_eps_model(mean, cov, schedule)` is the exact
+# `difflab.diffusion.forward.gaussian_eps_model(mean, cov, schedule)` is the exact
 # $\mathbb{E}[\epsilon \mid x_t]$ for such data, so `ddim_sample` run on it has
 # no network error, only discretisation error, which we measure against
 # Eq. (11). Three checks: with all 1000 steps, samples from $x_T \sim
@@ -457,7 +457,7 @@ print("ddim_sample(eta=1, all T steps) == ddpm_sample(variance='beta_tilde'): OK
 # shared with the DDPM chapter; cached on disk, trained on first use), sampled by
 # DDIM with $S$ uniformly spaced steps, at $\eta = 0$ and $\eta = 1$. Quality is
 # the Frechet distance in the features of the package's small digit classifier
-# (`difflab.metrics.evaluate_samples`); the *floor* is the same distance for as
+# (`difflab.eval.metrics.evaluate_samples`); the *floor* is the same distance for as
 # many real training images, which is what a perfect sampler would score at this
 # sample size. All runs start from the same noises.
 #
@@ -696,10 +696,10 @@ plt.show()
 # | --- | --- |
 # | $q_\sigma(x_{t-1} \mid x_t, x_0)$, Eq. (3) | `q_sigma_sample` above; the step inside `ddim_sample` |
 # | $\sigma_t(\eta)$, Eq. (7) | `ddim_sigma` above; `sigma` inside `ddim_sample` |
-# | DDIM step, Eq. (6) | `difflab.samplers.ddim_sample(eps_model, x_T, schedule, timesteps, eta=)` |
-# | subsequence $\tau$ | `difflab.samplers.ddim_timesteps(T, S, "uniform" \| "quadratic")` |
+# | DDIM step, Eq. (6) | `difflab.diffusion.samplers.ddim_sample(eps_model, x_T, schedule, timesteps, eta=)` |
+# | subsequence $\tau$ | `difflab.diffusion.samplers.ddim_timesteps(T, S, "uniform" \| "quadratic")` |
 # | $\sigma = \sqrt{(1-\bar\alpha)/\bar\alpha}$, Eq. (10) | `Schedule.sigma()` |
-# | exact $\epsilon$ for Gaussian data | `difflab.diffusion.gaussian_eps_model(mean, cov, schedule)` |
+# | exact $\epsilon$ for Gaussian data | `difflab.diffusion.forward.gaussian_eps_model(mean, cov, schedule)` |
 #
 # - DDPM's loss only sees the marginals $q(x_t \mid x_0)$; Eq. (3) is a family of
 #   non-Markovian processes with those marginals, indexed by $\sigma_t$ (or $\eta$).

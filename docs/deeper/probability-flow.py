@@ -34,12 +34,12 @@ import matplotlib.pyplot as plt
 import torch
 from torch.testing import assert_close
 
-from difflab import page
-from difflab.likelihood import bits_per_dim, ode_log_likelihood
-from difflab.sandbox import exact_score_fn, sliced_wasserstein
-from difflab.sde import VPSDE
-from difflab.sde_samplers import ode_sample, reverse_sde_sample
-from difflab.toy import eight_gaussians, mixture_1d
+from difflab.notes import page
+from difflab.score.likelihood import bits_per_dim, ode_log_likelihood
+from difflab.score.samplers import ode_sample, reverse_sde_sample
+from difflab.score.sde import VPSDE
+from difflab.toy.mixtures import eight_gaussians, mixture_1d
+from difflab.toy.sandbox import exact_score_fn, sliced_wasserstein
 
 torch.set_num_threads(1)  # 2D toys: threads only add overhead
 run = page.start()
@@ -207,7 +207,7 @@ assert math.isclose(bits_per_dim(-D * math.log(2), D), 8.0)
 assert math.isclose(bits_per_dim(0.0, D, data_range=(0.0, 1.0)), 8.0)
 
 # %% [markdown]
-# `difflab.likelihood.ode_bits_per_dim(eps_model, images, schedule, generator=...)`
+# `difflab.score.likelihood.ode_bits_per_dim(eps_model, images, schedule, generator=...)`
 # applies Eq. (3)-(5) to a trained DDPM: the discrete model is mapped to the VP SDE
 # ($\beta_{\min} = T\beta_1 = 0.1$, $\beta_{\max} = T\beta_T = 20$, continuous
 # $t = (i + 1)/T$, $s = -\epsilon_\theta / \sqrt{1 - \bar\alpha_i}$), the images are
@@ -218,7 +218,7 @@ assert math.isclose(bits_per_dim(0.0, D, data_range=(0.0, 1.0)), 8.0)
 #
 # The same DDPM network defines two models of the data. Its ancestral sampler is a
 # latent-variable model whose negative log-likelihood is bounded above by the
-# variational bound of the DDPM chapter (`difflab.losses.vlb_terms`: $L_T + \sum
+# variational bound of the DDPM chapter (`difflab.diffusion.losses.vlb_terms`: $L_T + \sum
 # L_{t-1} + L_0$, with the discretised decoder). Its probability-flow ODE is a
 # continuous normalising flow whose likelihood Eq. (3) gives *exactly* (up to the
 # Hutchinson estimate's noise and the solver's tolerance). The two numbers need not
@@ -228,10 +228,10 @@ assert math.isclose(bits_per_dim(0.0, D, data_range=(0.0, 1.0)), 8.0)
 # numbers compare with each other, not with published MNIST figures).
 
 # %%
-from difflab.data import load_images
-from difflab.likelihood import ode_bits_per_dim
-from difflab.losses import bits_per_dim as vlb_bits_per_dim
-from difflab.recipes import load_or_train
+from difflab.data.images import load_images
+from difflab.diffusion.losses import bits_per_dim as vlb_bits_per_dim
+from difflab.score.likelihood import ode_bits_per_dim
+from difflab.train.recipes import load_or_train
 
 trained = load_or_train("ddpm", progress=False)
 test = load_images(trained.recipe.dataset, split="test")

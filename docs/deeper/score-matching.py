@@ -29,7 +29,7 @@
 #   noise levels (Song & Ermon 2019) repairs it.
 #
 # Everything runs on a Gaussian mixture whose density and score are known exactly
-# (`difflab.toy`), so every claim is checked against the truth.
+# (`difflab.toy.mixtures`), so every claim is checked against the truth.
 
 # %%
 import math
@@ -38,15 +38,15 @@ import matplotlib.pyplot as plt
 import torch
 from torch.testing import assert_close
 
-from difflab import page
-from difflab.score_matching import (
+from difflab.notes import page
+from difflab.score.matching import (
     denoising_score_matching_loss,
     explicit_score_matching_loss,
     implicit_score_matching_loss,
     sliced_score_matching_loss,
 )
-from difflab.sde_samplers import annealed_langevin_sample, langevin_sample
-from difflab.toy import GaussianMixture, two_blobs
+from difflab.score.samplers import annealed_langevin_sample, langevin_sample
+from difflab.toy.mixtures import GaussianMixture, two_blobs
 
 torch.set_num_threads(1)  # 2D toys: threads only add overhead
 run = page.start()

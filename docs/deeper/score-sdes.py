@@ -27,7 +27,7 @@
 # - predictor-corrector sampling with a Langevin corrector and its signal-to-noise
 #   ratio.
 #
-# Scores are exact throughout (a Gaussian mixture, `difflab.toy`), so what you see is
+# Scores are exact throughout (a Gaussian mixture, `difflab.toy.mixtures`), so what you see is
 # the SDE and the sampler, never a network's error.
 
 # %%
@@ -37,12 +37,12 @@ import matplotlib.pyplot as plt
 import torch
 from torch.testing import assert_close
 
-from difflab import page
-from difflab.sandbox import exact_score_fn, sliced_wasserstein
-from difflab.schedules import linear_betas
-from difflab.sde import VESDE, VPSDE, SubVPSDE
-from difflab.sde_samplers import CountedScore, pc_sample, reverse_sde_sample
-from difflab.toy import eight_gaussians
+from difflab.diffusion.schedules import linear_betas
+from difflab.notes import page
+from difflab.score.samplers import CountedScore, pc_sample, reverse_sde_sample
+from difflab.score.sde import VESDE, VPSDE, SubVPSDE
+from difflab.toy.mixtures import eight_gaussians
+from difflab.toy.sandbox import exact_score_fn, sliced_wasserstein
 
 torch.set_num_threads(1)  # 2D toys: threads only add overhead
 run = page.start()

@@ -16,7 +16,7 @@
 # Papers compare samplers on trained networks, where a sampler's error and the
 # network's error are tangled. Here the score is **exact**: the data is a mixture of
 # eight Gaussians, so $\nabla_x \log p_t$ is known in closed form at every $t$
-# (`difflab.toy`), and whatever error remains belongs to the sampler alone.
+# (`difflab.toy.mixtures`), and whatever error remains belongs to the sampler alone.
 #
 # **What you will learn**
 #
@@ -32,10 +32,10 @@
 import matplotlib.pyplot as plt
 import torch
 
-from difflab import page
-from difflab.profiles import current_profile
-from difflab.sandbox import SAMPLERS, best_by_budget, format_table, run_sandbox
-from difflab.toy import eight_gaussians
+from difflab.notes import page
+from difflab.toy.mixtures import eight_gaussians
+from difflab.toy.sandbox import SAMPLERS, best_by_budget, format_table, run_sandbox
+from difflab.train.profiles import current_profile
 
 torch.set_num_threads(1)  # 2D toys: threads only add overhead
 run = page.start()
@@ -152,7 +152,7 @@ for budget, (name, nfe, sw) in best_by_budget(rows, (10, 20, 50, 100, top)).item
 #    matter?
 # 2. Run the sandbox with `VESDE()` instead of the VP SDE (the discrete samplers stay
 #    VP). How do the reverse SDE and PC compare now?
-# 3. Change the predictor-corrector `snr` (see `difflab.sde_samplers.pc_sample`) and
+# 3. Change the predictor-corrector `snr` (see `difflab.score.samplers.pc_sample`) and
 #    find the best value at NFE 50.
 # 4. Replace the sliced Wasserstein distance by the NLL gap alone and find a sampler
 #    configuration that scores better than the truth. What does it do to the samples?

@@ -51,11 +51,15 @@ import torch
 from torch.distributions import Normal
 from torch.testing import assert_close
 
-from difflab import diffusion, losses, metrics, page, recipes, samplers
-from difflab.data import load_images
-from difflab.parameterization import x0_from_eps
-from difflab.plotting import show_grid, smooth
-from difflab.schedules import Schedule, gather, make_schedule
+from difflab.data.images import load_images
+from difflab.diffusion import forward as diffusion
+from difflab.diffusion import losses, samplers
+from difflab.diffusion.parameterization import x0_from_eps
+from difflab.diffusion.schedules import Schedule, gather, make_schedule
+from difflab.eval import metrics
+from difflab.notes import page
+from difflab.notes.plotting import show_grid, smooth
+from difflab.train import recipes
 
 run = page.start()
 F64 = torch.float64
@@ -115,8 +119,8 @@ print(f"train: {tuple(data.images.shape)}, test: {tuple(test.images.shape)}")
 # image: the chain forgets where it started, which is what lets sampling start from
 # pure noise.
 #
-# `difflab.schedules.make_schedule` tabulates $\beta_t$, $\alpha_t$ and $\bar\alpha_t$;
-# `difflab.diffusion.q_sample` is Eq. (4). First from scratch: the cumulative
+# `difflab.diffusion.schedules.make_schedule` tabulates $\beta_t$, $\alpha_t$ and $\bar\alpha_t$;
+# `difflab.diffusion.forward.q_sample` is Eq. (4). First from scratch: the cumulative
 # product by a plain loop, and Eq. (4) by hand.
 
 # %%
@@ -144,7 +148,7 @@ print(
 
 # %% [markdown]
 # Now the real test of the derivation: run the chain of Eq. (3) step by step
-# (`difflab.diffusion.q_step`) for many independent copies of one image, and compare
+# (`difflab.diffusion.forward.q_step`) for many independent copies of one image, and compare
 # the mean and variance of every pixel at a few times with Eq. (4)
 # (`q_mean_variance`). With $N$ chains, a sample mean has standard error
 # $\sqrt{v/N}$ and a sample variance about $v\sqrt{2/(N-1)}$, where $v$ is the true
@@ -336,7 +340,7 @@ assert_close(cosine.alpha_bar[:-5], (f[1:] / f[0])[:-5])
 # should be" and "a slightly rescaled $x_t$"; $\tilde\beta_t < \beta_t$, since
 # knowing $x_0$ removes some uncertainty.
 #
-# Two checks of `difflab.diffusion.q_posterior`. First against the precision form
+# Two checks of `difflab.diffusion.forward.q_posterior`. First against the precision form
 # $1/A$, $B/A$ above. Then, independently of any algebra, against Bayes' rule done
 # numerically: on a fine grid of $x_{t-1}$, multiply the two densities, normalise,
 # and take the mean and variance by quadrature.
@@ -382,7 +386,7 @@ assert_close(var_pkg[0, 0], v_grid, rtol=1e-5, atol=1e-8)
 #
 # $$ L_{t-1} = \mathbb E_q\Big[\frac{1}{2\sigma_t^2}\big\lVert\tilde\mu_t(x_t, x_0) - \mu_\theta(x_t, t)\big\rVert^2\Big] + C_t. \tag{15} $$
 #
-# `difflab.losses.normal_kl` is Eq. (14) per coordinate. We check it on a whole
+# `difflab.diffusion.losses.normal_kl` is Eq. (14) per coordinate. We check it on a whole
 # image: the true posterior at a test digit against a reverse step whose mean is
 # the posterior mean at a *wrong* guess of $x_0$. With equal variances it must equal
 # the squared error of Eq. (15). With $\sigma_t^2 = \beta_t$ it must equal a Monte
@@ -528,7 +532,7 @@ plt.show()
 # Algorithm 1 of Ho et al. repeats: take a batch of images $x_0$, draw $t$
 # uniformly and $\epsilon \sim \mathcal N(0, I)$, form $x_t$ by Eq. (4), and take a
 # gradient step on $\lVert\epsilon - \epsilon_\theta(x_t, t)\rVert^2$, Eq. (19). The
-# site's loop (`difflab.training.train`) adds what practice needs: AdamW with a
+# site's loop (`difflab.train.loop.train`) adds what practice needs: AdamW with a
 # warm-up, gradient clipping, an exponential moving average (EMA) of the weights,
 # which is the network we sample from, and resumable checkpoints. The recipe `ddpm`
 # names everything; `load_or_train` trains it once and caches the result, keyed by
@@ -740,7 +744,7 @@ assert bpd.mean() < 8.0  # beats the 8 bits/dim of a uniform code over 256 value
 # ## 7. Measuring the samples
 #
 # A picture of samples is not a measurement. The site scores samples with a
-# protocol that works offline and fast on a CPU (`difflab.metrics`):
+# protocol that works offline and fast on a CPU (`difflab.eval.metrics`):
 #
 # 1. **Features.** A small CNN classifier is trained by the package on the training
 #    split (and cached). Its penultimate-layer features stand in for the Inception

@@ -41,11 +41,13 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from difflab import gan, page
-from difflab.data import load_images
-from difflab.device import default_device
-from difflab.metrics import evaluate_samples, format_scores
-from difflab.plotting import show_grid, smooth
+from difflab.data.images import load_images
+from difflab.eval.metrics import evaluate_samples, format_scores
+from difflab.foundations import gan
+from difflab.notes import page
+from difflab.notes.plotting import show_grid, smooth
+from difflab.train import pretrained
+from difflab.train.device import default_device
 
 run = page.start()
 device = default_device()
@@ -90,7 +92,7 @@ print(data.note)
 # ## From scratch in 1D
 #
 # Two Gaussians stand in for data and generator. We compute $D^*$ by hand from Eq. (2)
-# and compare with `difflab.gan.optimal_discriminator`; then we *train* a small
+# and compare with `difflab.foundations.gan.optimal_discriminator`; then we *train* a small
 # discriminator on samples alone and see that it finds the same curve.
 
 # %%
@@ -178,7 +180,7 @@ assert v_trained < v_star + 0.01
 # $\log(1-D)$ is flat and the generator learns nothing. Goodfellow et al. therefore let
 # $G$ maximise $\mathbb E_z[\log D(G(z))]$ instead: the same fixed point, strong
 # gradients when $G$ is bad. In terms of the discriminator's logit $\ell$ both losses
-# are softplus functions (`difflab.gan.gan_losses`):
+# are softplus functions (`difflab.foundations.gan.gan_losses`):
 #
 # $$ \mathcal L_D = \mathbb E_p[\operatorname{softplus}(-\ell(x))] + \mathbb E_z[\operatorname{softplus}(\ell(G(z)))], \qquad
 #    \mathcal L_G = \mathbb E_z[\operatorname{softplus}(-\ell(G(z)))]. \tag{4} $$
@@ -198,7 +200,7 @@ assert v_trained < v_star + 0.01
 # %%
 cfg = gan.gan_config(run.profile, data.name)
 print(cfg)
-G, D, hist = gan.pretrained_gan(cfg, data.images, device=device, progress=False)
+G, D, hist = pretrained.pretrained_gan(cfg, data.images, device=device, progress=False)
 G, D = G.cpu(), D.cpu()
 
 fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -245,13 +247,13 @@ plt.show()
 # The data are eight Gaussians of standard deviation 0.02 on a circle of radius 2.
 # Both players are small perceptrons. Every 250 steps we draw 2000 samples and count
 # a mode as covered if at least 1% of them lie within three standard deviations of
-# its centre (`difflab.gan.modes_covered`). A generator that matched $p$ would cover
+# its centre (`difflab.foundations.gan.modes_covered`). A generator that matched $p$ would cover
 # all eight, with an eighth of its samples each.
 
 # %%
 ring_cfg = gan.RingGANConfig()
 centers = gan.ring_centers(ring_cfg.modes, ring_cfg.radius)
-G_ring, ring = gan.pretrained_ring_gan(ring_cfg, every=250, progress=False)
+G_ring, ring = pretrained.pretrained_ring_gan(ring_cfg, every=250, progress=False)
 real = gan.sample_ring(2000, generator=torch.Generator().manual_seed(0))
 assert gan.modes_covered(real, centers, 3 * ring_cfg.std, min_count=20) == 8
 print("step :", ring["step"])

@@ -35,10 +35,10 @@ import matplotlib.pyplot as plt
 import torch
 from torch.testing import assert_close
 
-from difflab import gaussians as G
-from difflab import markov as M
-from difflab import page
-from difflab.schedules import linear_betas
+from difflab.diffusion.schedules import linear_betas
+from difflab.foundations import gaussians as G
+from difflab.foundations import markov as M
+from difflab.notes import page
 
 run = page.start()
 F64 = torch.float64
@@ -74,7 +74,7 @@ F64 = torch.float64
 # $$ \|p_t - \pi\|_{\rm TV} \le C\,|\lambda_2|^t, \qquad
 #    \|p - q\|_{\rm TV} = \tfrac12 \textstyle\sum_j |p_j - q_j|. \tag{4} $$
 #
-# `difflab.markov.stationary_distribution` takes the eigenvector of Eq. (3). From
+# `difflab.foundations.markov.stationary_distribution` takes the eigenvector of Eq. (3). From
 # scratch, we can instead iterate Eq. (2) many times (power iteration); both must
 # agree.
 
@@ -356,7 +356,7 @@ assert abs(x_T.mean()) < 0.03 and abs(x_T.var() - 1) < 0.05
 # 4. Replace $\sqrt{1-\beta}$ by $1$ (add noise without shrinking, the
 #    "variance exploding" chain). Derive $m_t$ and $v_t$; does it have a stationary law?
 # 5. For the cosine schedule of [Nichol & Dhariwal (2021)](https://arxiv.org/abs/2102.09672)
-#    (`difflab.schedules.cosine_betas`), plot the KL of Eq. (8) against $t$ and
+#    (`difflab.diffusion.schedules.cosine_betas`), plot the KL of Eq. (8) against $t$ and
 #    compare with the linear schedule.
 #
 # ## References

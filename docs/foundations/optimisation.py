@@ -34,8 +34,8 @@ import matplotlib.pyplot as plt
 import torch
 from torch.testing import assert_close
 
-from difflab import optim_toys as O
-from difflab import page
+from difflab.foundations import optim as O
+from difflab.notes import page
 
 run = page.start()
 F64 = torch.float64

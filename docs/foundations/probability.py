@@ -17,7 +17,7 @@
 # Gaussians: noise is added with Gaussians, the reverse steps are Gaussians, and the
 # training loss is a sum of divergences between Gaussians. This page collects the
 # facts that the rest of the site uses, derives each one, and checks each one
-# numerically against the package `difflab.gaussians`.
+# numerically against the package `difflab.foundations.gaussians`.
 #
 # **What you will learn**
 #
@@ -36,8 +36,8 @@ import matplotlib.pyplot as plt
 import torch
 from torch.testing import assert_close
 
-from difflab import gaussians as G
-from difflab import page
+from difflab.foundations import gaussians as G
+from difflab.notes import page
 
 run = page.start()
 F64 = torch.float64
@@ -73,7 +73,7 @@ F64 = torch.float64
 #    = \mathbb{E}_{\epsilon}\big[f'(\mu + \sigma\epsilon)\,(1, \epsilon)\big]. \tag{3} $$
 #
 # Networks usually output $\log \sigma^2$ (any real number is a valid output),
-# so `difflab.gaussians.reparameterize(mu, log_var, generator)` computes
+# so `difflab.foundations.gaussians.reparameterize(mu, log_var, generator)` computes
 # $\mu + e^{\frac12 \log\sigma^2}\epsilon$. This is the trick that lets a VAE train
 # its encoder [(Kingma & Welling 2014)](https://arxiv.org/abs/1312.6114), and it is
 # also exactly how a diffusion model samples $x_t$ from $x_0$ during training.

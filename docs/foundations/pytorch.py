@@ -23,7 +23,7 @@
 #   noise to a whole batch at different time steps;
 # - autograd: how `backward()` computes gradients, checked on a Gaussian score;
 # - `nn.Module`, parameters and a training loop, on the 8x8 digits that ship with
-#   scikit-learn (`difflab.data.load_images("digits")`);
+#   scikit-learn (`difflab.data.images.load_images("digits")`);
 # - devices and dtypes: why library code follows `x.device` and `x.dtype`, and what
 #   float32 costs in accuracy;
 # - reproducibility with an explicit `torch.Generator` instead of a global seed.
@@ -35,13 +35,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.testing import assert_close
 
-from difflab import gaussians as G
-from difflab import page
-from difflab.classifier import Classifier, ClassifierConfig
-from difflab.data import load_images
-from difflab.device import autocast_dtype, default_device, describe
-from difflab.diffusion import q_sample
-from difflab.schedules import gather, make_schedule
+from difflab.data.images import load_images
+from difflab.diffusion.forward import q_sample
+from difflab.diffusion.schedules import gather, make_schedule
+from difflab.foundations import gaussians as G
+from difflab.nets.classifier import Classifier, ClassifierConfig
+from difflab.notes import page
+from difflab.train.device import autocast_dtype, default_device, describe
 
 run = page.start()
 
@@ -85,7 +85,7 @@ print(
 #
 # `alpha_bar[t]` has shape $(B,)$, which aligned from the right would meet $W$, not
 # $B$. Reshaping it to $(B, 1, 1, 1)$ makes it broadcast over channels and pixels,
-# one coefficient per image: that is what `difflab.schedules.gather` does. A loop over
+# one coefficient per image: that is what `difflab.diffusion.schedules.gather` does. A loop over
 # the batch from scratch, and the package's `q_sample`, must agree.
 
 # %%
@@ -129,7 +129,7 @@ except RuntimeError as e:
 # $$ \nabla_x \log\mathcal{N}(x;\mu,\sigma^2 I) = -\frac{x - \mu}{\sigma^2}, \qquad
 #    \nabla_x\cdot\nabla_x\log\mathcal{N} = -\frac{D}{\sigma^2}, \tag{2} $$
 #
-# so autograd of `difflab.gaussians.gaussian_log_prob` must reproduce both the score
+# so autograd of `difflab.foundations.gaussians.gaussian_log_prob` must reproduce both the score
 # and (differentiating once more) its divergence.
 
 # %%
@@ -288,7 +288,7 @@ assert out.shape == (4, 10)
 # %% [markdown]
 # ## 6. Devices and dtypes
 #
-# `difflab.device.default_device()` picks CUDA, then Apple's MPS, then the CPU (the
+# `difflab.train.device.default_device()` picks CUDA, then Apple's MPS, then the CPU (the
 # `DIFFLAB_DEVICE` environment variable overrides it); only entry points such as
 # recipes and pages call it. Everything else *follows its inputs*: new tensors are
 # created with `device=x.device, dtype=x.dtype`, so the same function runs on a GPU or
@@ -355,7 +355,7 @@ if device.type == "cpu":
 # | gradients, scores, Eq. (2) | `loss.backward()`, `torch.autograd.grad(..., create_graph=True)` |
 # | modules, Eq. (3) | `nn.Module`, `nn.Parameter`, `state_dict()` |
 # | training, Eq. (4) | shuffle with a generator, `zero_grad`, `backward`, `step` |
-# | devices | `difflab.device.default_device()`; library code follows `x.device`, `x.dtype` |
+# | devices | `difflab.train.device.default_device()`; library code follows `x.device`, `x.dtype` |
 # | randomness | `torch.Generator().manual_seed(s)` passed as `generator=` |
 #
 # ## Exercises
@@ -367,7 +367,7 @@ if device.type == "cpu":
 #    Eq. (2) and check that its trace is the divergence computed above.
 # 3. Replace `nn.SiLU` by `nn.Tanh` in `DigitMLP` and compare the test accuracy after
 #    the same number of steps.
-# 4. Train `difflab.classifier.Classifier` on the digits with the loop of Section 5.
+# 4. Train `difflab.nets.classifier.Classifier` on the digits with the loop of Section 5.
 #    How many steps does it need to beat the MLP?
 # 5. Compute $1 - \bar\alpha_t$ as `-torch.expm1(torch.log1p(-betas).cumsum(0))` in
 #    float32. Is the cancellation of Section 6 gone?

@@ -36,8 +36,8 @@ import matplotlib.pyplot as plt
 import torch
 from torch.testing import assert_close
 
-from difflab import page
-from difflab import sde_basics as S
+from difflab.foundations import sdes as S
+from difflab.notes import page
 
 run = page.start()
 F64 = torch.float64
@@ -477,7 +477,7 @@ plt.show()
 # | Fokker-Planck right side, Eq. (9) | `fokker_planck_rhs(p, x, f, g2)` |
 # | reverse drift, Eq. (10); mixture score, Eq. (12) | `reverse_drift(f, g, score)`, `mixture_1d_score` |
 #
-# The SDE classes used by score models (VP, VE, sub-VP) are in `difflab.sde`; they
+# The SDE classes used by score models (VP, VE, sub-VP) are in `difflab.score.sde`; they
 # package exactly these pieces for images.
 #
 # ## Exercises

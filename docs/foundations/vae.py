@@ -42,12 +42,13 @@ import matplotlib.pyplot as plt
 import torch
 from torch.distributions import Normal
 
-from difflab import page
-from difflab import vae as V
-from difflab.data import load_images
-from difflab.device import default_device
-from difflab.metrics import evaluate_samples, format_scores
-from difflab.plotting import show_grid, smooth
+from difflab.data.images import load_images
+from difflab.eval.metrics import evaluate_samples, format_scores
+from difflab.foundations import vae as V
+from difflab.notes import page
+from difflab.notes.plotting import show_grid, smooth
+from difflab.train import pretrained
+from difflab.train.device import default_device
 
 run = page.start()
 device = default_device()
@@ -109,7 +110,7 @@ print(
 #   \nabla_\phi\, \mathbb E_{q_\phi}[f(z)] = \mathbb E_{\epsilon}\big[\nabla_\phi f(\mu_\phi + \sigma_\phi\odot\epsilon)\big]. \tag{5} $$
 #
 # One $\epsilon$ per image gives an unbiased, low-variance gradient of Eq. (3); this is
-# how `difflab.vae.elbo` is written and trained with Adam.
+# how `difflab.foundations.vae.elbo` is written and trained with Adam.
 #
 # ## A likelihood for images in $[-1, 1]$
 #
@@ -153,7 +154,7 @@ with torch.no_grad():
     pkg = V.elbo(fresh, x, torch.Generator().manual_seed(7))
 
 print("ELBO by hand :", elbo_hand[:4].numpy().round(3))
-print("difflab.vae  :", pkg.elbo[:4].numpy().round(3))
+print("difflab.foundations.vae  :", pkg.elbo[:4].numpy().round(3))
 torch.testing.assert_close(pkg.elbo.double(), elbo_hand, rtol=1e-4, atol=1e-2)
 
 # %% [markdown]
@@ -178,14 +179,14 @@ torch.testing.assert_close(kl_mc, pkg.kl, atol=0.05, rtol=0.02)
 # %% [markdown]
 # ## Training
 #
-# `difflab.vae.pretrained_vae` maximises the one-sample estimate of Eq. (3) with
+# `difflab.train.pretrained.pretrained_vae` maximises the one-sample estimate of Eq. (3) with
 # Adam (Kingma & Welling's Algorithm 1), and caches the result keyed by the
 # configuration printed above (which holds the dataset and the training settings),
 # so a rebuild of this page trains nothing. Encoder and decoder are two-hidden-layer
 # perceptrons; the latent space has $d = 2$ dimensions so that we can draw it.
 
 # %%
-model, history = V.pretrained_vae(cfg, data.images, device=device, progress=False)
+model, history = pretrained.pretrained_vae(cfg, data.images, device=device, progress=False)
 model = model.cpu()
 
 fig, ax = plt.subplots(figsize=(6, 3.2))

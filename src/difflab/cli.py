@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError
-from .data import DatasetMissingError
-from .recipes import RECIPES, UnknownRecipe, get_recipe, load_or_train
-from .training import TrainingDiverged
+from difflab.data.images import DatasetMissingError
+from difflab.train.checkpoint import CheckpointError
+from difflab.train.loop import TrainingDiverged
+from difflab.train.recipes import RECIPES, UnknownRecipe, get_recipe, load_or_train
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             else f"DDIM {steps} steps, eta {args.eta}"
         )
         if args.command == "sample":
-            from .plotting import save_grid, to_uint8
+            from difflab.notes.plotting import save_grid, to_uint8
 
             out = save_grid(
                 x,
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(f"uint8 array {arrays.shape} -> {args.npz}")
             return 0
-        from .metrics import evaluate_samples, format_scores
+        from difflab.eval.metrics import evaluate_samples, format_scores
 
         scores = evaluate_samples(x, trained.recipe.dataset, labels=labels)
         print(

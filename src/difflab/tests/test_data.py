@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from difflab import data
-from difflab.audio_data import load_audio, load_fsdd, load_tones
-from difflab.data import (
+from difflab.data import images as data
+from difflab.data.audio import load_audio, load_fsdd, load_tones
+from difflab.data.images import (
     CIFAR10_CLASSES,
     DatasetCorruptError,
     DatasetMissingError,

@@ -5,8 +5,8 @@ import math
 import torch
 from torch.testing import assert_close
 
-from difflab.diffusion import q_mean_variance, q_posterior, q_sample, q_step
-from difflab.parameterization import (
+from difflab.diffusion.forward import q_mean_variance, q_posterior, q_sample, q_step
+from difflab.diffusion.parameterization import (
     eps_from_score,
     eps_from_v,
     eps_from_x0,
@@ -15,7 +15,12 @@ from difflab.parameterization import (
     x0_from_eps,
     x0_from_v,
 )
-from difflab.schedules import cosine_betas, gather, linear_betas, make_schedule
+from difflab.diffusion.schedules import (
+    cosine_betas,
+    gather,
+    linear_betas,
+    make_schedule,
+)
 
 
 def test_schedules_match_their_definitions():

@@ -9,10 +9,10 @@ import math
 import torch
 from torch.testing import assert_close
 
-from difflab import gaussians as G
-from difflab import markov as M
-from difflab import optim_toys as O
-from difflab import sde_basics as S
+from difflab.foundations import gaussians as G
+from difflab.foundations import markov as M
+from difflab.foundations import optim as O
+from difflab.foundations import sdes as S
 
 F64 = torch.float64
 

@@ -6,16 +6,16 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from difflab.likelihood import (
+from difflab.diffusion.schedules import make_schedule
+from difflab.score.likelihood import (
     bits_per_dim,
     dequantize,
     ode_bits_per_dim,
     ode_log_likelihood,
 )
-from difflab.sandbox import exact_eps_model, exact_score_fn
-from difflab.schedules import make_schedule
-from difflab.sde import VESDE, VPSDE, SubVPSDE
-from difflab.toy import eight_gaussians, gaussian
+from difflab.score.sde import VESDE, VPSDE, SubVPSDE
+from difflab.toy.mixtures import eight_gaussians, gaussian
+from difflab.toy.sandbox import exact_eps_model, exact_score_fn
 
 F64 = torch.float64
 

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from difflab.classifier import Classifier, ClassifierConfig
-from difflab.mlp import MLP, MLPConfig
-from difflab.unet import (
+from difflab.nets.classifier import Classifier, ClassifierConfig
+from difflab.nets.mlp import MLP, MLPConfig
+from difflab.nets.unet import (
     CrossAttention,
     SelfAttention,
     UNet,

@@ -6,10 +6,14 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from difflab.diffusion import gaussian_eps_model
-from difflab.losses import discretized_gaussian_log_likelihood, normal_kl, vlb_terms
-from difflab.samplers import ddim_sample, ddim_timesteps, ddpm_sample
-from difflab.schedules import make_schedule
+from difflab.diffusion.forward import gaussian_eps_model
+from difflab.diffusion.losses import (
+    discretized_gaussian_log_likelihood,
+    normal_kl,
+    vlb_terms,
+)
+from difflab.diffusion.samplers import ddim_sample, ddim_timesteps, ddpm_sample
+from difflab.diffusion.schedules import make_schedule
 
 MEAN = torch.tensor([1.0, -0.5], dtype=torch.float64)
 COV = torch.tensor([[0.5, 0.3], [0.3, 0.4]], dtype=torch.float64)

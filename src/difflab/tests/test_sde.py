@@ -6,17 +6,15 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from difflab.sandbox import exact_score_fn, noise_conditional_score, sliced_wasserstein
-from difflab.schedules import linear_betas
-from difflab.score_matching import (
+from difflab.diffusion.schedules import linear_betas
+from difflab.score.matching import (
     denoising_score_matching_loss,
     dsm_loss,
     explicit_score_matching_loss,
     implicit_score_matching_loss,
     sliced_score_matching_loss,
 )
-from difflab.sde import VESDE, VPSDE, SubVPSDE
-from difflab.sde_samplers import (
+from difflab.score.samplers import (
     CountedScore,
     annealed_langevin_sample,
     langevin_sample,
@@ -24,7 +22,13 @@ from difflab.sde_samplers import (
     pc_sample,
     reverse_sde_sample,
 )
-from difflab.toy import gaussian, two_blobs
+from difflab.score.sde import VESDE, VPSDE, SubVPSDE
+from difflab.toy.mixtures import gaussian, two_blobs
+from difflab.toy.sandbox import (
+    exact_score_fn,
+    noise_conditional_score,
+    sliced_wasserstein,
+)
 
 F64 = torch.float64
 

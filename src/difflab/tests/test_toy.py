@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from difflab.sandbox import sliced_wasserstein
-from difflab.toy import eight_gaussians, mixture_1d, ring, two_blobs
+from difflab.toy.mixtures import eight_gaussians, mixture_1d, ring, two_blobs
+from difflab.toy.sandbox import sliced_wasserstein
 
 
 @pytest.mark.parametrize("make", [two_blobs, eight_gaussians, mixture_1d])

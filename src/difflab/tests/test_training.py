@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from difflab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from difflab.cli import main as cli_main
-from difflab.data import load_images
-from difflab.schedules import make_schedule
-from difflab.training import TrainConfig, TrainingDiverged, train
-from difflab.unet import UNet, UNetConfig
+from difflab.data.images import load_images
+from difflab.diffusion.schedules import make_schedule
+from difflab.nets.unet import UNet, UNetConfig
+from difflab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from difflab.train.loop import TrainConfig, TrainingDiverged, train
 
 TINY = UNetConfig(
     in_channels=1,

@@ -1,0 +1,305 @@
+"""Image and audio datasets, with embedded defaults so every page runs offline.
+
+Images come as float32 tensors in [-1, 1], the range DDPM's forward process
+assumes (Ho et al. 2020, Sec. 3.3: "data consists of integers in {0, ..., 255}
+scaled linearly to [-1, 1]"). Real datasets are fetched by
+``bash download-datasets.sh`` into ``data/``; without them the loaders fall back
+to scikit-learn's bundled 8x8 digits, and the ``note`` field says so and how to
+get the real data. Audio (spoken digits) lives in :mod:`difflab.data.audio`;
+``load_audio`` and ``AudioData`` are importable from here too.
+
+Where ``data/`` is looked for (:func:`data_root`), first match wins:
+
+1. ``$DIFFLAB_DATA`` if set;
+2. ``./data`` in the current directory, if it exists;
+3. ``data/`` beside the nearest ``pyproject.toml`` or ``mkdocs.yml`` above the
+   current directory (so notes executed from ``docs/<stage>/`` find it);
+4. ``data/`` in the project checkout this package lives in (editable install);
+5. otherwise ``./data`` (which does not exist: loaders then say how to fill it).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from difflab.data.common import (
+    DatasetCorruptError,
+    DatasetMissingError,
+    check_split,
+    data_root,
+    describe_error,
+    fix_hint,
+)
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+MNIST_SIZES = {  # uncompressed IDX sizes in bytes; 16/8-byte header + payload
+    "train-images-idx3-ubyte": 16 + 60000 * 784,
+    "train-labels-idx1-ubyte": 8 + 60000,
+    "t10k-images-idx3-ubyte": 16 + 10000 * 784,
+    "t10k-labels-idx1-ubyte": 8 + 10000,
+}
+IMAGE_NAMES = ("auto", "digits", "mnist", "cifar10")
+
+
+@dataclass
+class ImageData:
+    """An image dataset held in memory.
+
+    Attributes:
+        images: (N, C, H, W) float32 in [-1, 1].
+        labels: (N,) int64 class indices.
+        name: "digits", "mnist" or "cifar10".
+        note: one sentence saying which data was used (and how to get the real one).
+        classes: class names, index i naming label i.
+    """
+
+    images: Tensor
+    labels: Tensor
+    name: str
+    note: str
+    classes: tuple[str, ...] = field(default=tuple(str(d) for d in range(10)))
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[-1]
+
+
+def _uint8_to_unit(x: Tensor) -> Tensor:
+    return x.to(torch.float32).div_(127.5).sub_(1.0)  # {0..255} -> [-1, 1]
+
+
+def load_digits(split: str = "train") -> ImageData:
+    """scikit-learn's 8x8 digits (1,797 images, values 0..16) scaled to [-1, 1].
+
+    The split is fixed, not random: the last 20% (359 images) are the test set
+    and the first 1,438 the training set, in scikit-learn's order.
+    """
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    train = check_split(split)
+    bunch = sk_load_digits()
+    x = torch.from_numpy(bunch.images.astype(np.float32)) / 8.0 - 1.0  # (N, 8, 8)
+    y = torch.from_numpy(bunch.target.astype(np.int64))
+    n_train = len(y) - round(0.2 * len(y))
+    sl = slice(0, n_train) if train else slice(n_train, None)
+    note = "scikit-learn's 8x8 digits (the embedded default)"
+    return ImageData(x[sl, None].contiguous(), y[sl].clone(), "digits", note + ".")
+
+
+def _mnist_files(train: bool) -> tuple[str, str]:
+    prefix = "train" if train else "t10k"
+    return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+
+
+def _mnist_present(root: Path, train: bool) -> bool:
+    raw = root / "MNIST" / "raw"
+    return all(
+        (raw / f).is_file() or (raw / f"{f}.gz").is_file() for f in _mnist_files(train)
+    )
+
+
+def _gunzip(src: Path, dst: Path) -> None:
+    part = dst.with_name(dst.name + ".part")
+    try:
+        with gzip.open(src, "rb") as fin, open(part, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+    except (OSError, EOFError, zlib.error) as e:
+        part.unlink(missing_ok=True)
+        if isinstance(e, PermissionError):
+            raise
+        raise DatasetCorruptError(
+            f"{src} is not a valid gzip file ({e}): delete it and {fix_hint('mnist')}."
+        ) from e
+    part.replace(dst)
+
+
+def load_mnist(split: str = "train", root: str | Path | None = None) -> ImageData:
+    """MNIST from the IDX files in ``<root>/MNIST/raw`` (torchvision's layout).
+
+    Only the split asked for is needed. Where only ``.gz`` files are present they
+    are unpacked beside themselves first (into a temporary folder when ``raw/`` is
+    read-only). Returns (N, 1, 28, 28) in [-1, 1] with pixel k mapped to k/127.5-1.
+    """
+    # The parsers torchvision.datasets.MNIST uses; the class itself insists on
+    # all four files, which would refuse a folder holding only the split asked for.
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    train = check_split(split)
+    root = Path(root) if root is not None else data_root()
+    raw = root / "MNIST" / "raw"
+    if not _mnist_present(root, train):
+        raise DatasetMissingError(f"MNIST is not in {raw}: {fix_hint('mnist')}.")
+    read_root = root
+    for f in _mnist_files(train):
+        if (raw / f).is_file():
+            continue
+        try:
+            _gunzip(raw / f"{f}.gz", raw / f)
+        except PermissionError:
+            read_root = Path(tempfile.mkdtemp(prefix="difflab-mnist-"))
+            (read_root / "MNIST" / "raw").mkdir(parents=True)
+            for g in _mnist_files(train):
+                src = raw / g
+                dst = read_root / "MNIST" / "raw" / g
+                if src.is_file():
+                    shutil.copy(src, dst)
+                else:
+                    _gunzip(raw / f"{g}.gz", dst)
+            break
+    for f in _mnist_files(train):
+        path = read_root / "MNIST" / "raw" / f
+        if path.stat().st_size != MNIST_SIZES[f]:
+            raise DatasetCorruptError(
+                f"{path} has {path.stat().st_size:,} bytes, expected "
+                f"{MNIST_SIZES[f]:,} (truncated or wrong file): delete it and "
+                f"{fix_hint('mnist')}."
+            )
+    try:
+        image_file, label_file = (
+            read_root / "MNIST/raw" / f for f in _mnist_files(train)
+        )
+        x = read_image_file(str(image_file))  # (N, 28, 28) uint8
+        y = read_label_file(str(label_file))  # (N,) uint8
+        if x.shape[1:] != (28, 28) or len(x) != len(y) or int(y.max()) > 9:
+            raise ValueError(f"unexpected shapes {tuple(x.shape)}, {tuple(y.shape)}")
+    except Exception as e:
+        raise DatasetCorruptError(
+            f"MNIST in {raw} could not be read ({describe_error(e)}): {fix_hint('mnist')} again."
+        ) from e
+    note = f"MNIST {split} split ({len(y):,} images of 28x28) from {raw}."
+    return ImageData(_uint8_to_unit(x[:, None]), y.long(), "mnist", note)
+
+
+def _cifar_png_dir(root: Path, split: str) -> Path:
+    return root / "CIFAR10" / split
+
+
+def _load_png_tree(folder: Path) -> tuple[Tensor, Tensor]:
+    from PIL import Image
+
+    paths, labels = [], []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if sub.name not in CIFAR10_CLASSES:
+            raise DatasetCorruptError(
+                f"{sub} is not a CIFAR-10 class folder (expected one of "
+                f"{', '.join(CIFAR10_CLASSES)}); remove it or {fix_hint('cifar10')}."
+            )
+        for p in sorted(sub.glob("*.png")):
+            paths.append(p)
+            labels.append(CIFAR10_CLASSES.index(sub.name))
+    if not paths:
+        raise DatasetMissingError(f"no PNG images under {folder}: {fix_hint('cifar10')}.")
+    x = np.empty((len(paths), 32, 32, 3), dtype=np.uint8)
+    for i, p in enumerate(paths):
+        try:
+            with Image.open(p) as im:
+                im = im.convert("RGB")
+                if im.size != (32, 32):
+                    raise ValueError(f"size {im.size[0]}x{im.size[1]}, expected 32x32")
+                x[i] = np.asarray(im)
+        except Exception as e:
+            raise DatasetCorruptError(
+                f"{p} is not a valid 32x32 CIFAR-10 PNG ({describe_error(e)}): "
+                f"{fix_hint('cifar10')} again."
+            ) from e
+    return torch.from_numpy(x).permute(0, 3, 1, 2), torch.tensor(labels)
+
+
+def load_cifar10(split: str = "train", root: str | Path | None = None) -> ImageData:
+    """CIFAR-10 as (N, 3, 32, 32) in [-1, 1], labels in the official class order.
+
+    Reads torchvision's layout ``<root>/cifar-10-batches-py`` (the official
+    archive) if present, else the PNG tree ``<root>/CIFAR10/{train,test}/<class>/``.
+    """
+    from torchvision.datasets import CIFAR10
+
+    train = check_split(split)
+    root = Path(root) if root is not None else data_root()
+    official = root / "cifar-10-batches-py"
+    if official.is_dir():
+        try:
+            ds = CIFAR10(root, train=train, download=False)
+            if tuple(ds.classes) != CIFAR10_CLASSES:
+                raise ValueError(f"unexpected classes {ds.classes}")
+        except Exception as e:
+            raise DatasetCorruptError(
+                f"CIFAR-10 in {official} could not be read ({describe_error(e)}): delete that "
+                f"folder and {fix_hint('cifar10')}."
+            ) from e
+        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2)  # (N, H, W, C) -> NCHW
+        y = torch.tensor(ds.targets)
+        src = official
+    elif _cifar_png_dir(root, split).is_dir():
+        src = _cifar_png_dir(root, split)
+        x, y = _load_png_tree(src)
+    else:
+        raise DatasetMissingError(
+            f"CIFAR-10 is not in {root} (neither cifar-10-batches-py/ nor "
+            f"CIFAR10/{split}/): {fix_hint('cifar10')}."
+        )
+    note = f"CIFAR-10 {split} split ({len(y):,} images of 32x32) from {src}."
+    return ImageData(_uint8_to_unit(x), y.long(), "cifar10", note, CIFAR10_CLASSES)
+
+
+def load_images(
+    name: str = "auto", split: str = "train", root: str | Path | None = None
+) -> ImageData:
+    """Load an image dataset by name; see the module docstring for ``root``.
+
+    Args:
+        name: "auto" (MNIST if downloaded, else the digits), "digits", "mnist"
+            or "cifar10".
+        split: "train" or "test".
+        root: the data folder; default :func:`data_root`.
+
+    Raises:
+        DatasetMissingError: a named dataset is not downloaded.
+        DatasetCorruptError: a file is there but unreadable.
+    """
+    if name not in IMAGE_NAMES:
+        raise ValueError(f"unknown dataset {name!r}; choose from {IMAGE_NAMES}")
+    root = Path(root) if root is not None else data_root()
+    if name == "auto":
+        if _mnist_present(root, check_split(split)):
+            return load_mnist(split, root)
+        data = load_digits(split)
+        data.note = (
+            f"scikit-learn's 8x8 digits (the embedded default, since MNIST is not in "
+            f"{root}); for MNIST run `bash download-datasets.sh mnist`."
+        )
+        return data
+    if name == "digits":
+        return load_digits(split)
+    return load_mnist(split, root) if name == "mnist" else load_cifar10(split, root)
+
+
+def __getattr__(name: str):  # PEP 562: audio names, imported on first use
+    if name in ("AudioData", "load_audio", "load_fsdd", "load_tones"):
+        from difflab.data import audio as audio_data
+
+        return getattr(audio_data, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

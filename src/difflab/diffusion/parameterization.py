@@ -1,0 +1,130 @@
+"""What a network predicts (eps, x_0, v or the score) and the conversions between them.
+
+Every conversion takes ``alpha_bar`` already broadcast against ``x_t`` (see
+:func:`difflab.diffusion.schedules.gather`). With x_t = sqrt(a) x_0 + sqrt(1 - a) eps:
+
+- eps -> x_0 (Ho et al. 2020, Eq. 15): x_0 = (x_t - sqrt(1 - a) eps) / sqrt(a)
+- v = sqrt(a) eps - sqrt(1 - a) x_0 (Salimans & Ho 2022, Sec. 4)
+- score = grad log q(x_t) = -E[eps | x_t] / sqrt(1 - a) (Song et al. 2021b, Eq. 7)
+
+:func:`as_eps_model` turns any network into the ``eps_model(x_t, t)`` callable that
+every sampler takes, so that samplers compare on one trained network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from difflab.diffusion.schedules import Schedule, gather
+
+PREDICTIONS = ("eps", "x0", "v")
+EpsModel = Callable[[Tensor, Tensor], Tensor]
+
+
+def x0_from_eps(x_t: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
+    """x_0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar) (Ho et al. 2020, Eq. 15)."""
+    return (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+
+
+def eps_from_x0(x_t: Tensor, x0: Tensor, alpha_bar: Tensor) -> Tensor:
+    """eps = (x_t - sqrt(alpha_bar) x_0) / sqrt(1 - alpha_bar), the inverse of the above."""
+    return (x_t - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+
+
+def v_from_x0_eps(x0: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
+    """v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 (Salimans & Ho 2022, Sec. 4)."""
+    return alpha_bar.sqrt() * eps - (1 - alpha_bar).sqrt() * x0
+
+
+def x0_from_v(x_t: Tensor, v: Tensor, alpha_bar: Tensor) -> Tensor:
+    """x_0 = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v."""
+    return alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * v
+
+
+def eps_from_v(x_t: Tensor, v: Tensor, alpha_bar: Tensor) -> Tensor:
+    """eps = sqrt(1 - alpha_bar) x_t + sqrt(alpha_bar) v."""
+    return (1 - alpha_bar).sqrt() * x_t + alpha_bar.sqrt() * v
+
+
+def score_from_eps(eps: Tensor, alpha_bar: Tensor) -> Tensor:
+    """grad_x log q_t(x) = -eps / sqrt(1 - alpha_bar) for the optimal eps (Song et al. 2021b)."""
+    return -eps / (1 - alpha_bar).sqrt()
+
+
+def eps_from_score(score: Tensor, alpha_bar: Tensor) -> Tensor:
+    """eps = -sqrt(1 - alpha_bar) score, the inverse of :func:`score_from_eps`."""
+    return -(1 - alpha_bar).sqrt() * score
+
+
+def target(prediction: str, x0: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
+    """The regression target of a network that predicts ``prediction``."""
+    if prediction == "eps":
+        return eps
+    if prediction == "x0":
+        return x0
+    if prediction == "v":
+        return v_from_x0_eps(x0, eps, alpha_bar)
+    raise ValueError(f"Unknown prediction {prediction!r}; use one of {PREDICTIONS}.")
+
+
+def to_eps(prediction: str, out: Tensor, x_t: Tensor, alpha_bar: Tensor) -> Tensor:
+    """Convert a network output of kind ``prediction`` into an eps prediction."""
+    if prediction == "eps":
+        return out
+    if prediction == "x0":
+        return eps_from_x0(x_t, out, alpha_bar)
+    if prediction == "v":
+        return eps_from_v(x_t, out, alpha_bar)
+    raise ValueError(f"Unknown prediction {prediction!r}; use one of {PREDICTIONS}.")
+
+
+def as_eps_model(
+    net: Callable[..., Tensor],
+    schedule: Schedule,
+    prediction: str = "eps",
+    *,
+    y: Tensor | None = None,
+    guidance_scale: float | None = None,
+    null_label: int | None = None,
+    context: Tensor | None = None,
+) -> EpsModel:
+    """Wrap ``net(x, t, y=..., context=...)`` as ``eps_model(x_t, t) -> eps_hat``.
+
+    Args:
+        net: predicts ``prediction`` from (x_t, t as float, ...).
+        y: class labels (B,) for a class-conditional network.
+        guidance_scale: classifier-free guidance weight w: eps = eps_u + w (eps_c - eps_u)
+            (Ho & Salimans 2022, Eq. 6 with w = 1 + their w); needs ``null_label``.
+        context: cross-attention context (B, L, D) for text-conditioned networks.
+    """
+    if prediction not in PREDICTIONS:
+        raise ValueError(
+            f"Unknown prediction {prediction!r}; use one of {PREDICTIONS}."
+        )
+    if guidance_scale is not None and (y is None or null_label is None):
+        raise ValueError("Classifier-free guidance needs both y and null_label.")
+
+    def eps_model(x_t: Tensor, t: Tensor) -> Tensor:
+        alpha_bar = gather(schedule.alpha_bar, t, x_t)
+        kwargs = {} if context is None else {"context": context}
+        if guidance_scale is None:
+            out = net(x_t, t.to(x_t.dtype), y=y, **kwargs)
+            return to_eps(prediction, out, x_t, alpha_bar)
+        y_null = torch.full_like(y, null_label)
+        if context is not None:
+            kwargs = {"context": torch.cat([context, context])}
+        out = net(
+            torch.cat([x_t, x_t]),
+            torch.cat([t, t]).to(x_t.dtype),
+            y=torch.cat([y, y_null]),
+            **kwargs,
+        )
+        eps_c, eps_u = to_eps(
+            prediction, out, torch.cat([x_t, x_t]), torch.cat([alpha_bar, alpha_bar])
+        ).chunk(2)
+        return eps_u + guidance_scale * (eps_c - eps_u)
+
+    return eps_model

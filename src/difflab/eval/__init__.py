@@ -1,0 +1,1 @@
+"""Layer 6: measuring: the classifier-feature metrics and the benchmarks."""

@@ -1,0 +1,1 @@
+"""Layer 1, stage 1 of the path: Gaussians, Markov chains, SDE basics, optimisation, the VAE and the GAN."""
