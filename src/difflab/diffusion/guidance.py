@@ -40,6 +40,7 @@ def guided(eps_model: EpsModel, w: float, null: NullCond) -> EpsModel:
             torch.cat([x_t, x_t]), torch.cat([t, t]), cat(cond, null(cond))
         )
         eps_c, eps_u = both.chunk(2)
-        return eps_u + w * (eps_c - eps_u)
+        # = eps_u + w (eps_c - eps_u), written so that w = 1 returns eps_c exactly.
+        return eps_c + (w - 1) * (eps_c - eps_u)
 
     return model

@@ -270,7 +270,9 @@ def quadratic_grid(
     """sqrt(t) evenly spaced, so steps bunch up at low noise (Song et al. 2021a,
     App. D.2's quadratic DDIM spacing; Lu et al. 2022, "time_quadratic")."""
     hi, lo = _ends(noise, t_max, t_min)
-    return torch.linspace(hi**0.5, lo**0.5, steps + 1, dtype=torch.float64) ** 2
+    t = torch.linspace(hi**0.5, lo**0.5, steps + 1, dtype=torch.float64) ** 2
+    t[0], t[-1] = hi, lo  # exact end points despite rounding in the square
+    return t
 
 
 def half_log_snr_grid(
