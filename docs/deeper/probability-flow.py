@@ -235,7 +235,7 @@ assert math.isclose(bpd(0.0, D, data_range=(0.0, 1.0)), 8.0)
 # %%
 from difflab.data.images import load_images
 from difflab.diffusion.losses import vlb_bits_per_dim
-from difflab.diffusion.noise import DiscreteNoise, score_from_eps
+from difflab.diffusion.noise import DiscreteNoise, score_model_from_eps
 from difflab.score.likelihood import ode_bits_per_dim
 from difflab.train.recipes import load_or_train
 
@@ -244,7 +244,7 @@ test = load_images(trained.recipe.dataset, split="test")
 x_test = test.images[:16]
 g = torch.Generator().manual_seed(0)
 noise = DiscreteNoise(trained.schedule)
-score_fn = score_from_eps(noise.continuous(trained.eps_model()), noise)
+score_fn = score_model_from_eps(noise.continuous(trained.eps_model()), noise)
 ode_bpd, ode_res = ode_bits_per_dim(
     score_fn, x_test, noise, generator=g, rtol=1e-4, atol=1e-4
 )
@@ -290,7 +290,7 @@ plt.show()
 # | ODE sampling | `ode_sample(score_fn, x_T, grid, sde=sde, method="euler" / "heun" / "rk45")` |
 # | Eq. (3) and (4) | `ode_log_likelihood(score_fn, x, sde, trace="exact" / "hutchinson")` |
 # | Eq. (5) | `dequantized_bits_per_dim(log_p, dims)`, `dequantize(images, generator)` |
-# | a DDPM in continuous time | `DiscreteNoise(schedule)`, `score_from_eps(noise.continuous(eps_model), noise)` |
+# | a DDPM in continuous time | `DiscreteNoise(schedule)`, `score_model_from_eps(noise.continuous(eps_model), noise)` |
 #
 # ## Exercises
 #

@@ -229,7 +229,7 @@ class DiscreteNoise(NoiseLevels):
         return f"DiscreteNoise({self.schedule!r})"
 
 
-def score_from_eps(eps_model: Model, noise: NoiseLevels) -> Model:
+def score_model_from_eps(eps_model: Model, noise: NoiseLevels) -> Model:
     """s(x, t) = -eps(x, t) / sigma(t) (Song et al. 2021b, Eq. 7; Ho et al. 2020, Eq. 11)."""
 
     def score_fn(x: Tensor, t: Tensor, cond=None) -> Tensor:
@@ -238,8 +238,8 @@ def score_from_eps(eps_model: Model, noise: NoiseLevels) -> Model:
     return score_fn
 
 
-def eps_from_score(score_fn: Model, noise: NoiseLevels) -> Model:
-    """eps(x, t) = -sigma(t) s(x, t), the inverse of :func:`score_from_eps`."""
+def eps_model_from_score(score_fn: Model, noise: NoiseLevels) -> Model:
+    """eps(x, t) = -sigma(t) s(x, t), the inverse of :func:`score_model_from_eps`."""
 
     def eps_model(x: Tensor, t: Tensor, cond=None) -> Tensor:
         return -append_dims(noise.sigma(t), x) * _call(score_fn, x, t, cond)

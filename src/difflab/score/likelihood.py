@@ -192,7 +192,7 @@ def ode_bits_per_dim(
 
     Args:
         score_fn: s(x, t) of ``sde``. For a DDPM eps model over step indices use
-            ``score_from_eps(DiscreteNoise(schedule).continuous(eps_model), noise)``
+            ``score_model_from_eps(DiscreteNoise(schedule).continuous(eps_model), noise)``
             (:mod:`difflab.diffusion.noise`).
         images: (B, C, H, W) in [-1, 1].
         sde: an SDE or a ``DiscreteNoise``; its probability-flow ODE is used.

@@ -6,7 +6,7 @@ from torch.testing import assert_close
 
 from difflab.core.cond import NullCond
 from difflab.diffusion.guidance import guided
-from difflab.diffusion.noise import eps_from_score, score_from_eps
+from difflab.diffusion.noise import eps_model_from_score, score_model_from_eps
 from difflab.score.sde import VPSDE
 from difflab.toy.mixtures import two_blobs
 from difflab.toy.sandbox import class_score_fn
@@ -44,7 +44,7 @@ def _tilted_score(mix, sde, x, t, y, w):
 def test_guided_score_is_the_score_of_the_tilted_density(w):
     """eps_w = -sigma grad log [p_t(x | y)^w p_t(x)^(1 - w)] (Ho & Salimans 2022)."""
     mix, sde, x, t, y = _setup()
-    eps = eps_from_score(class_score_fn(mix, sde), sde)
+    eps = eps_model_from_score(class_score_fn(mix, sde), sde)
     calls = []
 
     def counted(x_t, t_, cond):
@@ -54,7 +54,7 @@ def test_guided_score_is_the_score_of_the_tilted_density(w):
     null = NullCond((("y", mix.n_components),))
     eps_w = guided(counted, w, null)(x, t, {"y": y})
     assert calls == [2 * len(x)]  # one batched call for both halves
-    score_w = score_from_eps(lambda *a: eps_w, sde)(x, t)
+    score_w = score_model_from_eps(lambda *a: eps_w, sde)(x, t)
     # Two routes, analytic component scores vs autograd of log-sum-exp densities:
     # equal to float64 rounding.
     assert_close(score_w, _tilted_score(mix, sde, x, t, y, w), atol=1e-9, rtol=1e-9)
@@ -62,13 +62,13 @@ def test_guided_score_is_the_score_of_the_tilted_density(w):
 
 def test_guidance_weight_one_is_the_conditional_model_and_zero_the_unconditional():
     mix, sde, x, t, y = _setup(seed=1)
-    eps = eps_from_score(class_score_fn(mix, sde), sde)
+    eps = eps_model_from_score(class_score_fn(mix, sde), sde)
     null = NullCond((("y", 2),))
     cond = {"y": y}
     assert torch.equal(guided(eps, 1.0, null)(x, t, cond), eps(x, t, cond))
     assert_close(guided(eps, 0.0, null)(x, t, cond), eps(x, t, null(cond)))
     # Without a condition there is nothing to guide.
-    plain = eps_from_score(class_score_fn(mix, sde), sde)
+    plain = eps_model_from_score(class_score_fn(mix, sde), sde)
     uncond = lambda x_t, t_, cond=None: plain(
         x_t, t_, {"y": torch.full((len(x_t),), 2)}
     )
@@ -78,7 +78,7 @@ def test_guidance_weight_one_is_the_conditional_model_and_zero_the_unconditional
 def test_a_wrong_guidance_formula_fails():
     """Ho & Salimans' own weight w' = w - 1 used as ours misses the tilted score."""
     mix, sde, x, t, y = _setup(seed=2)
-    eps = eps_from_score(class_score_fn(mix, sde), sde)
+    eps = eps_model_from_score(class_score_fn(mix, sde), sde)
     eps_w = guided(eps, 3.0 - 1, NullCond((("y", 2),)))(x, t, {"y": y})
-    score_w = score_from_eps(lambda *a: eps_w, sde)(x, t)
+    score_w = score_model_from_eps(lambda *a: eps_w, sde)(x, t)
     assert (score_w - _tilted_score(mix, sde, x, t, y, 3.0)).abs().max() > 0.1

@@ -7,7 +7,7 @@ import torch
 from torch.testing import assert_close
 
 from difflab.diffusion.forward import gaussian_eps_model
-from difflab.diffusion.noise import DiscreteNoise, score_from_eps
+from difflab.diffusion.noise import DiscreteNoise, score_model_from_eps
 from difflab.diffusion.schedules import make_schedule
 from difflab.score.likelihood import (
     dequantize,
@@ -98,7 +98,7 @@ def test_ode_bits_per_dim_of_ddpm_eps_model_for_gaussian_images():
     flat_eps = gaussian_eps_model(mean, cov, s)
     eps_model = lambda x, n: flat_eps(x.reshape(len(x), 4), n).reshape(x.shape)
     noise = DiscreteNoise(s)
-    score = score_from_eps(noise.continuous(eps_model), noise)
+    score = score_model_from_eps(noise.continuous(eps_model), noise)
     images = p.sample(6, torch.Generator().manual_seed(6), dtype=F64).reshape(
         6, 1, 2, 2
     )

@@ -26,7 +26,7 @@ from torch import Tensor
 from difflab.diffusion.noise import (
     DiscreteNoise,
     NoiseLevels,
-    eps_from_score,
+    eps_model_from_score,
     uniform_grid,
 )
 from difflab.diffusion.samplers import ddim_grid_sample, ddim_timesteps
@@ -68,7 +68,7 @@ def exact_score_fn(mixture: GaussianMixture, noise: NoiseLevels) -> ScoreFn:
 
     ``noise`` is any :class:`~difflab.diffusion.noise.NoiseLevels`: an SDE or a
     discrete schedule (``DiscreteNoise``). Its eps model, the minimiser of
-    L_simple (Ho et al. 2020, Eq. 14), is ``eps_from_score(score_fn, noise)``.
+    L_simple (Ho et al. 2020, Eq. 14), is ``eps_model_from_score(score_fn, noise)``.
     """
 
     def score_fn(x: Tensor, t: Tensor) -> Tensor:
@@ -115,7 +115,7 @@ def _run_one(name: str, nfe: int, mixture, sde, schedule, x_T, generator, rtol):
     """Run sampler ``name`` at about ``nfe`` evaluations; returns (x0, nfe used)."""
     if name in ("ddpm", "ddim"):
         noise = DiscreteNoise(schedule)
-        eps = CountedScore(eps_from_score(exact_score_fn(mixture, noise), noise))
+        eps = CountedScore(eps_model_from_score(exact_score_fn(mixture, noise), noise))
         grid = noise.grid(ddim_timesteps(schedule.T, nfe))
         eta = 1.0 if name == "ddpm" else 0.0  # eta = 1: DDPM on a respaced chain
         x0 = ddim_grid_sample(
