@@ -34,8 +34,9 @@ import matplotlib.pyplot as plt
 import torch
 from torch.testing import assert_close
 
+from difflab.diffusion.noise import uniform_grid
 from difflab.notes import page
-from difflab.score.likelihood import bits_per_dim, ode_log_likelihood
+from difflab.score.likelihood import dequantized_bits_per_dim, ode_log_likelihood
 from difflab.score.samplers import ode_sample, reverse_sde_sample
 from difflab.score.sde import VPSDE
 from difflab.toy.mixtures import eight_gaussians, mixture_1d
@@ -82,8 +83,8 @@ def recorder(store, steps):
 reverse_sde_sample(
     score,
     x_T,
-    vp,
-    steps=500,
+    uniform_grid(vp, 500),
+    sde=vp,
     generator=gen,
     progress=False,
     callback=recorder(snaps["SDE"], 500),
@@ -91,8 +92,8 @@ reverse_sde_sample(
 ode_sample(
     score,
     x_T,
-    vp,
-    steps=250,
+    uniform_grid(vp, 250),
+    sde=vp,
     method="heun",
     progress=False,
     callback=recorder(snaps["ODE"], 250),
@@ -177,10 +178,9 @@ plt.show()
 # latent $z$ returns the data point.
 
 # %%
-vp_fine = VPSDE()
-vp_fine.t_min = 1e-5  # decode down to where the likelihood integration started
+grid = uniform_grid(vp, 1, t_min=1e-5)  # down to where the likelihood started
 decoded = ode_sample(
-    score2, exact.z, vp_fine, method="rk45", rtol=1e-7, atol=1e-7, progress=False
+    score2, exact.z, grid, sde=vp, method="rk45", rtol=1e-7, atol=1e-7, progress=False
 )
 assert_close(decoded, x_data, atol=1e-3, rtol=0)
 print(f"max |decode(encode(x)) - x| = {float((decoded - x_data).abs().max()):.1e}")
@@ -202,15 +202,20 @@ print(f"max |decode(encode(x)) - x| = {float((decoded - x_data).abs().max()):.1e
 
 # %%
 D = 784
-print(bits_per_dim(-D * math.log(2), D), bits_per_dim(0.0, D, data_range=(0.0, 1.0)))
-assert math.isclose(bits_per_dim(-D * math.log(2), D), 8.0)
-assert math.isclose(bits_per_dim(0.0, D, data_range=(0.0, 1.0)), 8.0)
+bpd = dequantized_bits_per_dim
+print(bpd(-D * math.log(2), D), bpd(0.0, D, data_range=(0.0, 1.0)))
+assert math.isclose(bpd(-D * math.log(2), D), 8.0)
+assert math.isclose(bpd(0.0, D, data_range=(0.0, 1.0)), 8.0)
 
 # %% [markdown]
-# `difflab.score.likelihood.ode_bits_per_dim(eps_model, images, schedule, generator=...)`
-# applies Eq. (3)-(5) to a trained DDPM: the discrete model is mapped to the VP SDE
-# ($\beta_{\min} = T\beta_1 = 0.1$, $\beta_{\max} = T\beta_T = 20$, continuous
-# $t = (i + 1)/T$, $s = -\epsilon_\theta / \sqrt{1 - \bar\alpha_i}$), the images are
+# `difflab.score.likelihood.ode_bits_per_dim(score_fn, images, noise, generator=...)`
+# applies Eq. (3)-(5) to a trained DDPM. The discrete schedule is carried to
+# continuous time by `difflab.diffusion.noise.DiscreteNoise`, the package's one
+# bridge between steps and $t$: step $i$ sits at $t = (i + 1)/T$, $\log\alpha(t)$ is
+# piecewise linear between these knots (so $\alpha(t_i)^2 = \bar\alpha_i$ exactly,
+# Lu et al. 2022, App. D.1), and the drift $f(t) = \mathrm d\log\alpha/\mathrm dt$
+# and $g(t)^2 = -2f(t)$ of its probability-flow ODE follow; the network's score is
+# $s = -\epsilon_\theta / \sigma(t)$ at the nearest step. The images are
 # dequantised and the trace is Hutchinson's. Its test checks it on Gaussian images,
 # where the answer is known in closed form.
 #
@@ -229,7 +234,8 @@ assert math.isclose(bits_per_dim(0.0, D, data_range=(0.0, 1.0)), 8.0)
 
 # %%
 from difflab.data.images import load_images
-from difflab.diffusion.losses import bits_per_dim as vlb_bits_per_dim
+from difflab.diffusion.losses import vlb_bits_per_dim
+from difflab.diffusion.noise import DiscreteNoise, score_model_from_eps
 from difflab.score.likelihood import ode_bits_per_dim
 from difflab.train.recipes import load_or_train
 
@@ -237,8 +243,10 @@ trained = load_or_train("ddpm", progress=False)
 test = load_images(trained.recipe.dataset, split="test")
 x_test = test.images[:16]
 g = torch.Generator().manual_seed(0)
+noise = DiscreteNoise(trained.schedule)
+score_fn = score_model_from_eps(noise.continuous(trained.eps_model()), noise)
 ode_bpd, ode_res = ode_bits_per_dim(
-    trained.eps_model(), x_test, trained.schedule, generator=g, rtol=1e-4, atol=1e-4
+    score_fn, x_test, noise, generator=g, rtol=1e-4, atol=1e-4
 )
 vlb_bpd = vlb_bits_per_dim(trained.eps_model(), x_test, trained.schedule, generator=g)
 uniform = 8.0  # every one of 256 levels equally likely
@@ -279,9 +287,10 @@ plt.show()
 # | on paper | in code |
 # | --- | --- |
 # | ODE drift $\tilde f$, Eq. (2) | `sde.ode_drift(x, t, score_fn)`, `sde.reverse(score_fn, probability_flow=True)` |
-# | ODE sampling | `ode_sample(score_fn, x_T, sde, method="euler" / "heun" / "rk45")` |
+# | ODE sampling | `ode_sample(score_fn, x_T, grid, sde=sde, method="euler" / "heun" / "rk45")` |
 # | Eq. (3) and (4) | `ode_log_likelihood(score_fn, x, sde, trace="exact" / "hutchinson")` |
-# | Eq. (5) | `bits_per_dim(log_p, dims)`, `dequantize(images, generator)` |
+# | Eq. (5) | `dequantized_bits_per_dim(log_p, dims)`, `dequantize(images, generator)` |
+# | a DDPM in continuous time | `DiscreteNoise(schedule)`, `score_model_from_eps(noise.continuous(eps_model), noise)` |
 #
 # ## Exercises
 #

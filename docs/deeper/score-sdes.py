@@ -37,6 +37,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch.testing import assert_close
 
+from difflab.diffusion.noise import uniform_grid
 from difflab.diffusion.schedules import linear_betas
 from difflab.notes import page
 from difflab.score.samplers import CountedScore, pc_sample, reverse_sde_sample
@@ -158,7 +159,7 @@ score = exact_score_fn(mix, vp)
 x_T = vp.prior_sample((2000, 2), torch.Generator().manual_seed(1), dtype=F64)
 
 g1 = torch.Generator().manual_seed(2)
-x, ts = x_T, torch.linspace(vp.T, vp.t_min, 21, dtype=F64)
+x, ts = x_T, uniform_grid(vp, 20)  # 21 times from T = 1 down to t_min, evenly
 for i in range(20):
     t, dt = ts[i].expand(len(x)), float(ts[i] - ts[i + 1])
     f, g = vp.drift_diffusion(x, t)
@@ -169,7 +170,7 @@ for i in range(20):
         )
 g2 = torch.Generator().manual_seed(2)
 assert_close(
-    x, reverse_sde_sample(score, x_T, vp, steps=20, generator=g2, progress=False)
+    x, reverse_sde_sample(score, x_T, ts, sde=vp, generator=g2, progress=False)
 )
 
 # %% [markdown]
@@ -198,12 +199,14 @@ for nfe in (20, 100):
         counted = CountedScore(score)
         g = torch.Generator().manual_seed(3)
         if name == "Euler-Maruyama":
+            grid = uniform_grid(vp, nfe)
             out = reverse_sde_sample(
-                counted, x_T, vp, steps=nfe, generator=g, progress=False
+                counted, x_T, grid, sde=vp, generator=g, progress=False
             )
         else:
+            grid = uniform_grid(vp, nfe // 2)  # one predictor + one corrector each
             out = pc_sample(
-                counted, x_T, vp, steps=nfe // 2, snr=0.16, generator=g, progress=False
+                counted, x_T, grid, sde=vp, snr=0.16, generator=g, progress=False
             )
         sw = float(
             sliced_wasserstein(out, reference, 128, torch.Generator().manual_seed(4))
@@ -236,10 +239,12 @@ plt.show()
 # | --- | --- |
 # | $f(x,t)$, $g(t)$, Eq. (1) | `sde.drift_diffusion(x, t)` |
 # | $\alpha(t)$, $\sigma(t)$, Eq. (5) | `sde.marginal_coefs(t)`; `sde.marginal(x0, t)` gives mean and std |
+# | $\lambda(t) = \log(\alpha/\sigma)$ and its inverse | `sde.half_log_snr(t)`, `sde.t_from_half_log_snr(lam)` (the same for a DDPM schedule through `DiscreteNoise`) |
 # | $p_T$ | `sde.prior_sample(shape, generator)`, `sde.prior_log_prob(z)` |
 # | reverse SDE, Eq. (6) | `sde.reverse(score_fn).drift_diffusion(x, t)` |
-# | Euler-Maruyama, Eq. (7) | `reverse_sde_sample(score_fn, x_T, sde, steps=)` |
-# | predictor-corrector, Eq. (8) | `pc_sample(score_fn, x_T, sde, steps=, snr=0.16, corrector_steps=1)` |
+# | time grid $t_0 = T > \dots > t_N = t_{\min}$ | `uniform_grid(sde, N)` (also `quadratic_grid`, `half_log_snr_grid`, `karras_grid`) |
+# | Euler-Maruyama, Eq. (7) | `reverse_sde_sample(score_fn, x_T, grid, sde=sde)` |
+# | predictor-corrector, Eq. (8) | `pc_sample(score_fn, x_T, grid, sde=sde, snr=0.16, corrector_steps=1)` |
 #
 # `t_min`: samplers stop at $t = 10^{-3}$ (`sde.t_min`) rather than 0, where the
 # score of VP/sub-VP marginals of sharp data becomes unbounded.

@@ -57,6 +57,7 @@ from difflab.diffusion import losses, samplers
 from difflab.diffusion.parameterization import x0_from_eps
 from difflab.diffusion.schedules import Schedule, gather, make_schedule
 from difflab.eval import metrics
+from difflab.foundations.gaussians import gaussian_kl
 from difflab.notes import page
 from difflab.notes.plotting import show_grid, smooth
 from difflab.train import recipes
@@ -386,7 +387,7 @@ assert_close(var_pkg[0, 0], v_grid, rtol=1e-5, atol=1e-8)
 #
 # $$ L_{t-1} = \mathbb E_q\Big[\frac{1}{2\sigma_t^2}\big\lVert\tilde\mu_t(x_t, x_0) - \mu_\theta(x_t, t)\big\rVert^2\Big] + C_t. \tag{15} $$
 #
-# `difflab.diffusion.losses.normal_kl` is Eq. (14) per coordinate. We check it on a whole
+# `difflab.foundations.gaussians.gaussian_kl` is Eq. (14) per coordinate. We check it on a whole
 # image: the true posterior at a test digit against a reverse step whose mean is
 # the posterior mean at a *wrong* guess of $x_0$. With equal variances it must equal
 # the squared error of Eq. (15). With $\sigma_t^2 = \beta_t$ it must equal a Monte
@@ -403,7 +404,7 @@ mu_tilde, var_tilde, logvar_tilde = diffusion.q_posterior(
     schedule, x0_img, x_t_img, t_b
 )
 mu_model, _, _ = diffusion.q_posterior(schedule, x0_guess, x_t_img, t_b)
-kl_equal = losses.normal_kl(mu_tilde, logvar_tilde, mu_model, logvar_tilde).sum()
+kl_equal = gaussian_kl(mu_tilde, var_tilde, mu_model, var_tilde).sum()
 sq_error = ((mu_tilde - mu_model) ** 2).sum() / (2 * var_tilde.flatten()[0])
 assert_close(kl_equal, sq_error)  # Eq. (15) with C_t = 0
 print(
@@ -416,7 +417,7 @@ x0_guess = x0_img + 0.01 * torch.randn(x0_img.shape, generator=g, dtype=F64)
 mu_tilde, _, logvar_tilde = diffusion.q_posterior(schedule, x0_img, x_t_3, t_3)
 mu_model, _, _ = diffusion.q_posterior(schedule, x0_guess, x_t_3, t_3)
 logvar_beta = losses.model_log_variance(schedule, t_3, x0_img, "beta")  # sigma^2 = beta
-kl_beta = losses.normal_kl(mu_tilde, logvar_tilde, mu_model, logvar_beta).sum()
+kl_beta = gaussian_kl(mu_tilde, logvar_tilde.exp(), mu_model, logvar_beta.exp()).sum()
 D = x0_img.numel()
 ratio = (logvar_tilde - logvar_beta).exp().flatten()[0]  # beta_tilde / beta
 C_t = D / 2 * (ratio - 1 - ratio.log())  # the constant of Eq. (14)-(15)
@@ -489,7 +490,7 @@ assert_close(mu_tilde, mu_16)
 assert_close(mu_theta, mu_17)
 
 lam = beta_t**2 / (2 * schedule.posterior_variance[i] * alpha_t * (1 - ab_t))
-kl = losses.normal_kl(mu_tilde, logvar_tilde, mu_theta, logvar_tilde).sum()
+kl = gaussian_kl(mu_tilde, logvar_tilde.exp(), mu_theta, logvar_tilde.exp()).sum()
 assert_close(kl, lam * ((eps_img - eps_hat) ** 2).sum())  # Eq. (18), C_t = 0
 print(f"t = {i + 1}: KL {kl:.4f} nats = lambda_t {lam:.4f} x ||eps - eps_hat||^2")
 
@@ -593,7 +594,7 @@ with torch.no_grad():
     x_t_batch = ab_batch.sqrt() * x0_batch + (1 - ab_batch).sqrt() * eps_batch
     loss_by_hand = ((eps_batch - net(x_t_batch, t_batch.float())) ** 2).mean()
     loss_pkg = losses.simple_loss(
-        net, x0_batch, trained.schedule, generator=torch.Generator().manual_seed(1)
+        net, trained.schedule, x0_batch, generator=torch.Generator().manual_seed(1)
     )
 print(f"L_simple on one batch: by hand {loss_by_hand:.5f}, simple_loss {loss_pkg:.5f}")
 assert_close(loss_by_hand, loss_pkg)

@@ -13,45 +13,40 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from difflab.core.cond import Cond
+from difflab.core.tensors import randn_like
 from difflab.diffusion.forward import q_mean_variance, q_posterior, q_sample
 from difflab.diffusion.parameterization import EpsModel, target, x0_from_eps
 from difflab.diffusion.schedules import Schedule, gather
-from difflab.foundations.gaussians import discretized_gaussian_log_likelihood
+from difflab.foundations.gaussians import (
+    discretized_gaussian_log_likelihood,
+    gaussian_kl,
+)
 
 
 def simple_loss(
     net,
-    x0: Tensor,
     schedule: Schedule,
+    x0: Tensor,
     *,
+    cond: Cond | None = None,
     prediction: str = "eps",
-    y: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """L_simple: E_{t, x_0, eps} || target - net(x_t, t) ||^2 (Ho et al. 2020, Eq. 14).
+    """L_simple: E_{t, x_0, eps} || target - net(x_t, t, cond) ||^2 (Ho et al. 2020, Eq. 14).
 
     t is uniform over the T steps; the target is eps, x_0 or v (Salimans & Ho 2022).
+    ``cond`` goes to the network unchanged (condition dropout is the caller's).
     Returns the mean over batch and pixels, in float32 even under autocast.
     """
     t = torch.randint(
         0, schedule.T, (x0.shape[0],), device=x0.device, generator=generator
     )
-    eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+    eps = randn_like(x0, generator)
     x_t = q_sample(schedule, x0, t, eps)
-    out = net(x_t, t.to(x0.dtype), y=y)
+    out = net(x_t, t.to(x0.dtype), cond)
     goal = target(prediction, x0, eps, gather(schedule.alpha_bar, t, x0))
     return F.mse_loss(out.float(), goal.float())
-
-
-def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
-    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)), elementwise, in nats."""
-    return 0.5 * (
-        logvar2
-        - logvar1
-        + torch.exp(logvar1 - logvar2)
-        + (mean1 - mean2) ** 2 * torch.exp(-logvar2)
-        - 1
-    )
 
 
 def model_log_variance(
@@ -96,9 +91,7 @@ def vlb_terms(
     terms = x0.new_zeros(B, schedule.T + 1)
     for i in tqdm(range(schedule.T), disable=not progress, desc="bound"):
         t = torch.full((B,), i, device=x0.device, dtype=torch.long)
-        eps = torch.randn(
-            x0.shape, device=x0.device, dtype=x0.dtype, generator=generator
-        )
+        eps = randn_like(x0, generator)
         x_t = q_sample(schedule, x0, t, eps)
         x0_hat = x0_from_eps(x_t, eps_model(x_t, t), gather(schedule.alpha_bar, t, x0))
         mean, _, _ = q_posterior(schedule, x0_hat, x_t, t)  # model mean (Eq. 11)
@@ -107,17 +100,22 @@ def vlb_terms(
             nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var)
         else:
             true_mean, _, true_log_var = q_posterior(schedule, x0, x_t, t)
-            nll = normal_kl(true_mean, true_log_var, mean, log_var)
+            nll = gaussian_kl(true_mean, true_log_var.exp(), mean, log_var.exp())
         terms[:, i] = nll.flatten(1).sum(1) / (dims * math.log(2))
     t_last = torch.full((B,), schedule.T - 1, device=x0.device, dtype=torch.long)
     mean_T, var_T = q_mean_variance(schedule, x0, t_last)
-    prior = normal_kl(mean_T, var_T.log(), torch.zeros_like(x0), torch.zeros_like(x0))
+    prior = gaussian_kl(mean_T, var_T, torch.zeros_like(x0), torch.ones_like(x0))
     terms[:, -1] = prior.flatten(1).sum(1) / (dims * math.log(2))
     return terms
 
 
-def bits_per_dim(
+def vlb_bits_per_dim(
     eps_model: EpsModel, x0: Tensor, schedule: Schedule, **kwargs
 ) -> Tensor:
-    """The variational bound on the negative log-likelihood, per example, in bits/dim."""
+    """The variational bound on -log2 p(x_0) per dimension, per example (B,).
+
+    The sum of :func:`vlb_terms` (Ho et al. 2020, Eq. 5 and Table 2's NLL);
+    compare :func:`difflab.score.likelihood.ode_bits_per_dim`, the exact value
+    through the probability-flow ODE.
+    """
     return vlb_terms(eps_model, x0, schedule, **kwargs).sum(1)

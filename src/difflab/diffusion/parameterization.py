@@ -7,21 +7,21 @@ Every conversion takes ``alpha_bar`` already broadcast against ``x_t`` (see
 - v = sqrt(a) eps - sqrt(1 - a) x_0 (Salimans & Ho 2022, Sec. 4)
 - score = grad log q(x_t) = -E[eps | x_t] / sqrt(1 - a) (Song et al. 2021b, Eq. 7)
 
-:func:`as_eps_model` turns any network into the ``eps_model(x_t, t)`` callable that
-every sampler takes, so that samplers compare on one trained network.
+:func:`as_eps_model` turns any network into the ``eps_model(x_t, t, cond=None)``
+callable that every sampler takes, so that samplers compare on one trained network.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import Tensor
 
+from difflab.core.cond import Cond
 from difflab.diffusion.schedules import Schedule, gather
 
 PREDICTIONS = ("eps", "x0", "v")
-EpsModel = Callable[[Tensor, Tensor], Tensor]
+EpsModel = Callable[..., Tensor]  # eps_model(x_t, t) or eps_model(x_t, t, cond)
 
 
 def x0_from_eps(x_t: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
@@ -82,49 +82,25 @@ def to_eps(prediction: str, out: Tensor, x_t: Tensor, alpha_bar: Tensor) -> Tens
 
 
 def as_eps_model(
-    net: Callable[..., Tensor],
-    schedule: Schedule,
-    prediction: str = "eps",
-    *,
-    y: Tensor | None = None,
-    guidance_scale: float | None = None,
-    null_label: int | None = None,
-    context: Tensor | None = None,
+    net: Callable[..., Tensor], schedule: Schedule, prediction: str = "eps"
 ) -> EpsModel:
-    """Wrap ``net(x, t, y=..., context=...)`` as ``eps_model(x_t, t) -> eps_hat``.
+    """Wrap ``net(x, t, cond)`` as ``eps_model(x_t, t, cond=None) -> eps_hat``.
 
     Args:
-        net: predicts ``prediction`` from (x_t, t as float, ...).
-        y: class labels (B,) for a class-conditional network.
-        guidance_scale: classifier-free guidance weight w: eps = eps_u + w (eps_c - eps_u)
-            (Ho & Salimans 2022, Eq. 6 with w = 1 + their w); needs ``null_label``.
-        context: cross-attention context (B, L, D) for text-conditioned networks.
+        net: predicts ``prediction`` from (x_t, t as float, cond).
+        schedule: the discrete schedule; t is the step index (B,) long.
+        prediction: ``"eps"``, ``"x0"`` or ``"v"``; the output is converted to eps.
+
+    ``cond`` is passed to the network unchanged; classifier-free guidance is a
+    wrapper around the result (:func:`difflab.diffusion.guidance.guided`).
     """
     if prediction not in PREDICTIONS:
         raise ValueError(
             f"Unknown prediction {prediction!r}; use one of {PREDICTIONS}."
         )
-    if guidance_scale is not None and (y is None or null_label is None):
-        raise ValueError("Classifier-free guidance needs both y and null_label.")
 
-    def eps_model(x_t: Tensor, t: Tensor) -> Tensor:
-        alpha_bar = gather(schedule.alpha_bar, t, x_t)
-        kwargs = {} if context is None else {"context": context}
-        if guidance_scale is None:
-            out = net(x_t, t.to(x_t.dtype), y=y, **kwargs)
-            return to_eps(prediction, out, x_t, alpha_bar)
-        y_null = torch.full_like(y, null_label)
-        if context is not None:
-            kwargs = {"context": torch.cat([context, context])}
-        out = net(
-            torch.cat([x_t, x_t]),
-            torch.cat([t, t]).to(x_t.dtype),
-            y=torch.cat([y, y_null]),
-            **kwargs,
-        )
-        eps_c, eps_u = to_eps(
-            prediction, out, torch.cat([x_t, x_t]), torch.cat([alpha_bar, alpha_bar])
-        ).chunk(2)
-        return eps_u + guidance_scale * (eps_c - eps_u)
+    def eps_model(x_t: Tensor, t: Tensor, cond: Cond | None = None) -> Tensor:
+        out = net(x_t, t.to(x_t.dtype), cond)
+        return to_eps(prediction, out, x_t, gather(schedule.alpha_bar, t, x_t))
 
     return eps_model

@@ -1,9 +1,16 @@
 """Samplers of the discrete process, each a plain function with one visible loop.
 
-Every sampler has the signature ``(eps_model, x_T, schedule, ..., *, generator,
-callback, progress) -> x_0``, where ``eps_model(x_t, t)`` predicts the noise (wrap
-any network with :func:`difflab.diffusion.parameterization.as_eps_model`). ``callback``, if
-given, is called after every step with a dict ``{"i", "t", "x", "x0_hat"}``.
+Every sampler has the signature ``(eps_model, x_T, schedule or grid, ..., *, cond,
+generator, callback, progress) -> x_0``, where ``eps_model(x_t, t)`` predicts the
+noise (wrap any network with
+:func:`difflab.diffusion.parameterization.as_eps_model`); ``cond``, if given, is
+passed unchanged as ``eps_model(x_t, t, cond)``. ``callback``, if given, is called
+after every step with a dict ``{"i", "t", "x", "x0_hat"}``.
+
+:func:`ddpm_sample` and :func:`ddim_sample` speak the DDPM chapter's variables
+(integer steps t, alpha_bar); :func:`ddim_grid_sample` is the same DDIM update
+written on the noise interface (alpha(t), sigma(t), lambda(t) of
+:mod:`difflab.diffusion.noise`) over any time grid the caller chooses.
 """
 
 from __future__ import annotations
@@ -14,10 +21,17 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from difflab.core.tensors import randn_like
+from difflab.core.cond import Cond
+from difflab.core.tensors import append_dims, randn_like
 from difflab.diffusion.forward import q_posterior
+from difflab.diffusion.noise import NoiseLevels
 from difflab.diffusion.parameterization import EpsModel, eps_from_x0, x0_from_eps
 from difflab.diffusion.schedules import Schedule, gather
+
+
+def _call(model: EpsModel, x: Tensor, t: Tensor, cond) -> Tensor:
+    """``model(x, t)`` without a condition, else ``model(x, t, cond)``."""
+    return model(x, t) if cond is None else model(x, t, cond)
 
 
 @torch.no_grad()
@@ -28,6 +42,7 @@ def ddpm_sample(
     *,
     variance: str = "beta",
     clip_x0: float | None = None,
+    cond: Cond | None = None,
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     progress: bool = True,
@@ -50,7 +65,8 @@ def ddpm_sample(
         reversed(range(schedule.T)), total=schedule.T, disable=not progress, desc="DDPM"
     ):
         t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
-        x0_hat = x0_from_eps(x, eps_model(x, t), gather(schedule.alpha_bar, t, x))
+        eps = _call(eps_model, x, t, cond)
+        x0_hat = x0_from_eps(x, eps, gather(schedule.alpha_bar, t, x))
         if clip_x0 is not None:
             x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
         mean, _, _ = q_posterior(schedule, x0_hat, x, t)
@@ -98,6 +114,7 @@ def ddim_sample(
     *,
     eta: float = 0.0,
     clip_x0: float | None = None,
+    cond: Cond | None = None,
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     progress: bool = True,
@@ -123,7 +140,7 @@ def ddim_sample(
             a_prev = gather(schedule.alpha_bar, torch.full_like(t, taus[k - 1]), x)
         else:
             a_prev = torch.ones_like(a)  # alpha_bar_0 = 1: the clean image
-        eps = eps_model(x, t)
+        eps = _call(eps_model, x, t, cond)
         x0_hat = x0_from_eps(x, eps, a)
         if clip_x0 is not None:
             x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
@@ -135,4 +152,56 @@ def ddim_sample(
             x = x + sigma * randn_like(x, generator)
         if callback is not None:
             callback({"i": len(taus) - 1 - k, "t": taus[k], "x": x, "x0_hat": x0_hat})
+    return x
+
+
+@torch.no_grad()
+def ddim_grid_sample(
+    eps_model: EpsModel,
+    x_T: Tensor,
+    grid: Tensor,
+    *,
+    noise: NoiseLevels,
+    eta: float = 0.0,
+    clip_x0: float | None = None,
+    cond: Cond | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callable[[dict], None] | None = None,
+    progress: bool = True,
+) -> Tensor:
+    """DDIM (Song et al. 2021a, Eq. 12) on the noise interface, over a time grid.
+
+    From t to the next time s of ``grid`` (decreasing, e.g. from
+    :func:`~difflab.diffusion.noise.karras_grid`):
+    x0_hat = (x - sigma_t eps_hat) / alpha_t and
+    x_s = alpha_s x0_hat + sqrt(sigma_s^2 - c^2) eps_hat + c z, with
+    c = eta sigma_s sqrt(1 - exp(2 (lambda_t - lambda_s))), the std of
+    q(x_s | x_t, x_0) at eta = 1 (Eq. 16 written with lambda = log(alpha / sigma);
+    for the VP case it is Eq. 16 exactly). eta = 0 is the deterministic DDIM, the
+    first-order DPM-Solver (Lu et al. 2022, Sec. 4.1). ``eps_model`` takes
+    continuous t (wrap an index-based one with
+    :meth:`~difflab.diffusion.noise.DiscreteNoise.continuous`). The last step adds
+    no noise. len(grid) - 1 model evaluations.
+    """
+    ts = torch.as_tensor(grid, dtype=torch.float64).cpu()
+    x = x_T
+    n = len(ts) - 1
+    for i in tqdm(range(n), disable=not progress, desc="DDIM"):
+        t = torch.full((x.shape[0],), float(ts[i]), dtype=torch.float64)
+        s = torch.full_like(t, float(ts[i + 1]))
+        alpha_t, sigma_t = (append_dims(v, x) for v in noise.marginal_coefs(t))
+        alpha_s, sigma_s = (append_dims(v, x) for v in noise.marginal_coefs(s))
+        eps = _call(eps_model, x, t.to(x.device, x.dtype), cond)
+        x0_hat = (x - sigma_t * eps) / alpha_t
+        if clip_x0 is not None:
+            x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
+            eps = (x - alpha_t * x0_hat) / sigma_t  # keep eps consistent with x0
+        dlam = noise.half_log_snr(t) - noise.half_log_snr(s)  # < 0
+        c = eta * sigma_s * append_dims((-torch.expm1(2 * dlam)).sqrt(), x)
+        # Eq. 12: predicted x0, direction pointing to x_t, and fresh noise.
+        x = alpha_s * x0_hat + (sigma_s**2 - c**2).clamp(min=0).sqrt() * eps
+        if eta > 0 and i < n - 1:
+            x = x + c * randn_like(x, generator)
+        if callback is not None:
+            callback({"i": i, "t": float(ts[i + 1]), "x": x, "x0_hat": x0_hat})
     return x

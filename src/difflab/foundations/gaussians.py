@@ -251,3 +251,14 @@ def discretized_gaussian_log_likelihood(
     left = torch.special.log_ndtr(z_hi)  # x at -1: mass of (-inf, -1 + half]
     right = torch.special.log_ndtr(-z_lo)  # x at +1: mass of [1 - half, inf)
     return torch.where(x < -1 + half, left, torch.where(x > 1 - half, right, log_mid))
+
+
+def nats_to_bits_per_dim(log_p: Tensor | float, num_dims: int) -> Tensor | float:
+    """-log p / (D ln 2): a log-probability in nats over D dimensions as bits/dim.
+
+    For a *discrete* log-probability, such as that of
+    :func:`discretized_gaussian_log_likelihood` (Ho et al. 2020, Sec. 4 report
+    their NLL so). A continuous density needs the bin width too:
+    :func:`difflab.score.likelihood.dequantized_bits_per_dim`.
+    """
+    return -log_p / (num_dims * math.log(2.0))

@@ -10,7 +10,7 @@ Notation (paper / code): x / ``x``; z / ``z``; q_phi(z|x) = N(mu, diag sigma^2) 
 Likelihood: images live in [-1, 1] on 256 levels (8-bit data, as in Ho et al. 2020,
 Eq. 13), so p_theta(x|z) is a *discretised* Gaussian: each pixel's probability is
 the Gaussian mass of its bin of width 2/255. Log-likelihoods are then true log
-probabilities in nats, and ``bits_per_dim`` converts them.
+probabilities in nats, and ``nats_to_bits_per_dim`` converts them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from difflab.core.tensors import randn
-from difflab.foundations.gaussians import discretized_gaussian_log_likelihood
+from difflab.foundations.gaussians import (
+    discretized_gaussian_log_likelihood,
+    gaussian_kl,
+)
 
 LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 1.0
 
@@ -108,9 +111,11 @@ class VAE(nn.Module):
 def gaussian_kl_standard(mu: Tensor, log_var: Tensor) -> Tensor:
     """KL(N(mu, diag exp(log_var)) || N(0, I)), summed over the last dim.
 
-    Kingma & Welling 2014, Appendix B: -1/2 sum(1 + log sigma^2 - mu^2 - sigma^2).
+    Kingma & Welling 2014, Appendix B: -1/2 sum(1 + log sigma^2 - mu^2 - sigma^2),
+    the special case of :func:`~difflab.foundations.gaussians.gaussian_kl`.
     """
-    return 0.5 * (mu**2 + log_var.exp() - 1.0 - log_var).sum(-1)
+    zero = torch.zeros((), dtype=mu.dtype, device=mu.device)
+    return gaussian_kl(mu, log_var.exp(), zero, zero + 1).sum(-1)
 
 
 class ELBOTerms(NamedTuple):
@@ -180,14 +185,6 @@ def iwae_bound(
         log_pz = -0.5 * (z**2 + math.log(2 * math.pi)).sum(-1)
         log_w.append(log_px_z + log_pz - _log_normal(z, mu, log_var))
     return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(K)
-
-
-
-
-
-def bits_per_dim(log_px: Tensor, num_dims: int) -> Tensor:
-    """Convert a log-likelihood in nats over ``num_dims`` pixels to -bits/dim."""
-    return -log_px / (num_dims * math.log(2.0))
 
 
 def train_vae(

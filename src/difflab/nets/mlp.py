@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from difflab.core.cond import Cond
 from difflab.nets.layers import sinusoidal_embedding
 
 
@@ -66,30 +67,26 @@ class MLP(nn.Module):
         )
         self.fc_out = nn.Linear(cfg.hidden, cfg.dim)
 
-    def forward(
-        self,
-        x: Tensor,
-        t: Tensor,
-        y: Tensor | None = None,
-        context: Tensor | None = None,
-    ) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, cond: Cond | None = None) -> Tensor:
         """Predict from x_t.
 
         Args:
             x: (B, D) points x_t.
             t: (B,) float times, multiplied by ``config.time_scale``.
-            y: (B,) long labels in 0..num_classes (``num_classes`` or ``None``
-                is the null label); only with ``config.num_classes``.
-            context: unused; kept so every network shares one signature.
+            cond: ``None`` or a mapping with ``"y"``: (B,) long labels in
+                0..num_classes (``num_classes`` or no ``"y"`` is the null label);
+                only with ``config.num_classes``. The MLP has no cross-attention.
 
         Returns:
             (B, D).
         """
         cfg = self.config
-        if context is not None:
+        cond = cond or {}
+        y = cond.get("y")
+        if "context" in cond:
             raise NotImplementedError("the MLP has no cross-attention")
         if y is not None and self.class_emb is None:
-            raise ValueError("labels y given but MLPConfig.num_classes is None")
+            raise ValueError('labels cond["y"] given but MLPConfig.num_classes is None')
         t_emb = sinusoidal_embedding(t * cfg.time_scale, cfg.time_embed_dim)
         emb = self.time_mlp(t_emb.to(x.dtype))  # (B, hidden)
         if self.class_emb is not None:

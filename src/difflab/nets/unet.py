@@ -12,7 +12,9 @@ and a nearest-neighbour + conv upsample; then GroupNorm-SiLU-conv out.
 Two additions, both off by default: a learned class embedding added to the
 time embedding (with a "null" class ``num_classes`` for classifier-free
 guidance, Ho & Salimans 2022), and cross-attention to a context sequence at the
-attention resolutions (Rombach et al. 2022, Sec. 3.3).
+attention resolutions (Rombach et al. 2022, Sec. 3.3). Both are read from one
+condition mapping ``cond`` (:mod:`difflab.core.cond`): ``cond["y"]`` the labels,
+``cond["context"]`` the sequence and ``cond["mask"]`` which of its tokens are real.
 
 The forward graph has no data-dependent Python control flow, so it compiles
 with ``torch.compile``; attention goes through
@@ -32,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from difflab.core.cond import Cond
 from difflab.nets.layers import num_groups, sinusoidal_embedding
 
 
@@ -153,6 +156,8 @@ class CrossAttention(nn.Module):
 
     Rombach et al. 2022, Sec. 3.3: Q = W_q x, K = W_k context, V = W_v context.
     The output projection starts at zero, so the block starts as the identity.
+    Padding tokens (``mask`` False) get no attention weight; a sample whose
+    tokens are all padding attends to nothing and the block passes x through.
     """
 
     def __init__(self, channels: int, context_dim: int, heads: int):
@@ -165,16 +170,25 @@ class CrossAttention(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        """x (B, C, H, W), context (B, L, D) -> (B, C, H, W)."""
+    def forward(self, x: Tensor, context: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x (B, C, H, W), context (B, L, D), mask (B, L) bool -> (B, C, H, W)."""
         B, C, H, W = x.shape
         L, d = context.shape[1], C // self.heads
         h = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
         q = self.q(h).view(B, H * W, self.heads, d).transpose(1, 2)  # (B, hd, HW, d)
         kv = self.kv(context.to(h.dtype)).view(B, L, 2, self.heads, d)
         k, v = kv.permute(2, 0, 3, 1, 4)  # each (B, heads, L, d)
-        h = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, d)
+        attn_mask, any_real = None, None
+        if mask is not None:
+            mask = mask.to(torch.bool)
+            any_real = mask.any(-1)  # (B,)
+            # An all-padding row would softmax over nothing (NaN): let it attend
+            # everywhere, then zero its output below.
+            attn_mask = (mask | ~any_real[:, None])[:, None, None, :]  # (B, 1, 1, L)
+        h = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         h = self.proj(h.transpose(1, 2).reshape(B, H * W, C))  # (B, HW, C)
+        if any_real is not None:
+            h = h * any_real[:, None, None].to(h.dtype)
         return x + h.transpose(1, 2).view(B, C, H, W)
 
 
@@ -191,12 +205,14 @@ class Block(nn.Module):
         cross = attn and cfg.context_dim is not None
         self.cross = CrossAttention(c_out, cfg.context_dim, heads) if cross else None
 
-    def forward(self, x: Tensor, emb: Tensor, context: Tensor | None) -> Tensor:
+    def forward(
+        self, x: Tensor, emb: Tensor, context: Tensor | None, mask: Tensor | None
+    ) -> Tensor:
         x = self.res(x, emb)
         if self.attn is not None:
             x = self.attn(x)
         if self.cross is not None:
-            x = self.cross(x, context)
+            x = self.cross(x, context, mask)
         return x
 
 
@@ -207,7 +223,7 @@ class Downsample(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
 
-    def forward(self, x: Tensor, emb: Tensor, context: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         return self.conv(x)
 
 
@@ -225,8 +241,9 @@ class Upsample(nn.Module):
 class UNet(nn.Module):
     """The DDPM UNet (Ho et al. 2020, Appendix B), optionally class/text conditioned.
 
-    ``forward(x, t, y=None, context=None)`` maps x_t (B, C, H, W) and the time t
-    (B,) to a tensor of the same shape as x (eps, x0 or v, as the recipe decides).
+    ``forward(x, t, cond=None)`` maps x_t (B, C, H, W), the time t (B,) and the
+    condition mapping to a tensor of the same shape as x (eps, x0 or v, as the
+    recipe decides).
     """
 
     def __init__(self, config: UNetConfig):
@@ -285,31 +302,34 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(
-        self,
-        x: Tensor,
-        t: Tensor,
-        y: Tensor | None = None,
-        context: Tensor | None = None,
-    ) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, cond: Cond | None = None) -> Tensor:
         """Predict from x_t.
 
         Args:
             x: (B, C, H, W) noisy images x_t.
             t: (B,) float times (DDPM index 0..T-1, or scaled by ``time_scale``).
-            y: (B,) long labels in 0..num_classes; ``num_classes`` (or ``y=None``)
-                is the null label. Only with ``config.num_classes``.
-            context: (B, L, context_dim) sequence for cross-attention; required
-                when ``config.context_dim`` is set.
+            cond: ``None`` or a mapping with
+                ``"y"``: (B,) long labels in 0..num_classes, ``num_classes`` (or
+                no ``"y"``) the null label; only with ``config.num_classes``;
+                ``"context"``: (B, L, context_dim) sequence for cross-attention,
+                required when ``config.context_dim`` is set;
+                ``"mask"``: (B, L) bool, True for real tokens, False for padding
+                (ignored by the cross-attention); default all True.
 
         Returns:
             (B, out_channels, H, W).
         """
         cfg = self.config
+        cond = cond or {}
+        y, context, mask = cond.get("y"), cond.get("context"), cond.get("mask")
         if (context is None) != (cfg.context_dim is None):
-            raise ValueError("pass context exactly when UNetConfig.context_dim is set")
+            raise ValueError(
+                'pass cond["context"] exactly when UNetConfig.context_dim is set'
+            )
         if y is not None and self.class_emb is None:
-            raise ValueError("labels y given but UNetConfig.num_classes is None")
+            raise ValueError(
+                'labels cond["y"] given but UNetConfig.num_classes is None'
+            )
 
         t_emb = sinusoidal_embedding(t * cfg.time_scale, cfg.channels).to(x.dtype)
         emb = self.time_mlp(t_emb)  # (B, 4 ch)
@@ -322,12 +342,16 @@ class UNet(nn.Module):
         h = self.conv_in(x)  # (B, ch, H, W)
         hs = [h]
         for block in self.down:
-            h = block(h, emb, context)
+            h = (
+                block(h)
+                if isinstance(block, Downsample)
+                else block(h, emb, context, mask)
+            )
             hs.append(h)
-        h = self.mid2(self.mid1(h, emb, context), emb, context)
+        h = self.mid2(self.mid1(h, emb, context, mask), emb, context, mask)
         for block in self.up:
             if isinstance(block, Upsample):
                 h = block(h)
             else:
-                h = block(torch.cat([h, hs.pop()], dim=1), emb, context)
+                h = block(torch.cat([h, hs.pop()], dim=1), emb, context, mask)
         return self.conv_out(F.silu(self.norm_out(h)))  # (B, C_out, H, W)

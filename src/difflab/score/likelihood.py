@@ -23,7 +23,12 @@ log p(y) + D log(2/256), and
 
 Data scaled to [0, 1) instead has bins 1/256 wide and offset 8: the change of
 variable y = 2 u - 1 adds D ln 2 to -log p, one bit per dimension, exactly
-cancelled by the offset. ``bits_per_dim`` takes the data range to get this right.
+cancelled by the offset. ``dequantized_bits_per_dim`` takes the data range to get
+this right.
+
+The discrete DDPM schedules have a probability-flow ODE too: through
+:class:`~difflab.diffusion.noise.DiscreteNoise` (the one place where integer
+steps meet continuous t) their eps models become score functions of t.
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ import torch
 from scipy.integrate import solve_ivp
 from torch import Tensor
 
-from difflab.core.tensors import append_dims
-from difflab.score.sde import SDE, VPSDE, ScoreFn
+from difflab.diffusion.noise import DiscreteNoise, NoiseLevels
+from difflab.foundations.gaussians import nats_to_bits_per_dim
+from difflab.score.sde import ScoreFn
 
 
 @dataclass
@@ -72,7 +78,7 @@ def _divergence(
 def ode_log_likelihood(
     score_fn: ScoreFn,
     x: Tensor,
-    sde: SDE,
+    sde: NoiseLevels,
     *,
     trace: str = "exact",
     probe: str = "rademacher",
@@ -87,7 +93,8 @@ def ode_log_likelihood(
     Args:
         score_fn: s(x, t) with t (B,); must be differentiable in x.
         x: (B, ...) data, taken as the state at ``t_min``.
-        sde: the forward SDE whose probability-flow ODE is integrated.
+        sde: the forward SDE (any ``NoiseLevels``) whose probability-flow ODE is
+            integrated.
         trace: ``"exact"`` (D backward passes per evaluation) or ``"hutchinson"``.
         probe: ``"rademacher"`` or ``"gaussian"`` Hutchinson probe (one per sample,
             fixed along the trajectory, drawn from ``generator``).
@@ -134,7 +141,7 @@ def ode_log_likelihood(
     return LikelihoodResult(log_p=prior + delta, z=z, prior_log_p=prior, nfe=nfe)
 
 
-def bits_per_dim(
+def dequantized_bits_per_dim(
     log_likelihood_nats: Tensor | float,
     dims: int,
     *,
@@ -149,7 +156,7 @@ def bits_per_dim(
     """
     lo, hi = data_range
     offset = math.log2(n_bins / (hi - lo))
-    return -log_likelihood_nats / (dims * math.log(2)) + offset
+    return nats_to_bits_per_dim(log_likelihood_nats, dims) + offset
 
 
 def dequantize(
@@ -169,36 +176,10 @@ def dequantize(
     return lo + (k + u) * (hi - lo) / n_bins
 
 
-def vp_sde_from_schedule(schedule) -> VPSDE:
-    """The VP SDE of a discrete linear schedule: beta(t) on t in [0, 1] with
-    beta_min = T beta_1, beta_max = T beta_T (Song et al. 2021, App. B)."""
-    betas, n_steps = schedule.betas, len(schedule.betas)
-    return VPSDE(float(betas[0]) * n_steps, float(betas[-1]) * n_steps)
-
-
-def score_fn_from_eps_model(
-    eps_model: Callable[[Tensor, Tensor], Tensor], schedule
-) -> ScoreFn:
-    """Continuous-time score of a discrete DDPM eps-model.
-
-    Continuous t corresponds to index round(t T - 1) (paper step t T), and
-    s(x, t) = -eps_hat(x, index) / sqrt(1 - alpha_bar[index]) (Song et al. 2021,
-    Eq. 7 with lambda = sigma^2; Ho et al. 2020, Eq. 11).
-    """
-    n_steps = len(schedule.alpha_bar)
-
-    def score_fn(x: Tensor, t: Tensor) -> Tensor:
-        idx = torch.round(t * n_steps - 1).clamp(0, n_steps - 1).long()
-        sigma = (1 - schedule.alpha_bar[idx.cpu()]).sqrt()
-        return -eps_model(x, idx.to(x.device)) / append_dims(sigma, x)
-
-    return score_fn
-
-
 def ode_bits_per_dim(
-    model: Callable[[Tensor, Tensor], Tensor],
+    score_fn: ScoreFn,
     images: Tensor,
-    schedule_or_sde,
+    sde: NoiseLevels,
     *,
     generator: torch.Generator | None = None,
     hutchinson: bool = True,
@@ -210,26 +191,23 @@ def ode_bits_per_dim(
     """Bits/dim of 8-bit images in [-1, 1] under the probability-flow ODE.
 
     Args:
-        model: a DDPM ``eps_model(x_t, t_long)`` if ``schedule_or_sde`` is a
-            discrete ``Schedule`` (mapped to the VP SDE, ``vp_sde_from_schedule``),
-            else a ``score_fn(x, t)`` of the given ``SDE``.
+        score_fn: s(x, t) of ``sde``. For a DDPM eps model over step indices use
+            ``score_model_from_eps(DiscreteNoise(schedule).continuous(eps_model), noise)``
+            (:mod:`difflab.diffusion.noise`).
         images: (B, C, H, W) in [-1, 1].
+        sde: an SDE or a ``DiscreteNoise``; its probability-flow ODE is used.
         generator: for dequantisation noise and Hutchinson probes.
         hutchinson: Rademacher Hutchinson trace (else exact, small D only).
         dequantize_data: add uniform noise within each 8-bit bin first.
-        t_min: start of integration; defaults to 1/T for a discrete model (it
-            knows no noise level below sqrt(1 - alpha_bar_0)), else 1e-5.
+        t_min: start of integration; defaults to ``sde.t_min`` = 1/N for a
+            ``DiscreteNoise`` (its model knows no noise level below step 1),
+            else 1e-5 (Song et al. 2021, App. D.2).
 
     Returns:
         bits/dim per image (B,) and the underlying ``LikelihoodResult``.
     """
-    if isinstance(schedule_or_sde, SDE):
-        sde, score_fn = schedule_or_sde, model
-        t_min = 1e-5 if t_min is None else t_min
-    else:
-        sde = vp_sde_from_schedule(schedule_or_sde)
-        score_fn = score_fn_from_eps_model(model, schedule_or_sde)
-        t_min = 1.0 / len(schedule_or_sde.betas) if t_min is None else t_min
+    if t_min is None:
+        t_min = sde.t_min if isinstance(sde, DiscreteNoise) else 1e-5
     x = dequantize(images, generator) if dequantize_data else images
     result = ode_log_likelihood(
         score_fn,
@@ -241,4 +219,4 @@ def ode_bits_per_dim(
         rtol=rtol,
         atol=atol,
     )
-    return bits_per_dim(result.log_p, x[0].numel()), result
+    return dequantized_bits_per_dim(result.log_p, x[0].numel()), result

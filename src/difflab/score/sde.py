@@ -22,6 +22,10 @@ Time runs over [0, T] with T = 1. Samplers stop at ``t_min`` (default 1e-3, as
 in Song et al. 2021, Appendix C) rather than 0, where the VP/sub-VP score blows
 up; likelihoods use t_min = 1e-5 (Appendix D.2).
 
+Each SDE is a :class:`~difflab.diffusion.noise.NoiseLevels`: alpha(t), sigma(t),
+lambda(t) = log(alpha / sigma) and its inverse, f(t) and g(t), so the samplers and
+the likelihood run unchanged on them and on a discrete DDPM schedule.
+
 Notation (paper / code): beta(t) ``beta``, alpha(t) = exp(-1/2 int_0^t beta)
 ``alpha``, sigma(t) ``sigma``, s_theta(x, t) ``score_fn(x, t)`` with t (B,).
 """
@@ -36,86 +40,22 @@ import torch
 from torch import Tensor
 
 from difflab.core.tensors import append_dims
+from difflab.diffusion.noise import NoiseLevels
 
-ScoreFn = Callable[[Tensor, Tensor], Tensor]
+ScoreFn = Callable[..., Tensor]  # score_fn(x, t) or score_fn(x, t, cond)
 
 
-class SDE:
+class SDE(NoiseLevels):
     """A linear forward SDE dx = f(t) x dt + g(t) dw on [0, T], T = 1 (Eq. 5).
 
-    Subclasses define ``beta``-like coefficients through ``drift_diffusion`` and
-    the closed-form marginal through ``marginal_coefs``.
+    Subclasses define alpha, sigma, lambda's inverse, f and g (see
+    :class:`~difflab.diffusion.noise.NoiseLevels`); this class adds the
+    reverse-time process.
     """
-
-    T: float = 1.0
-    t_min: float = 1e-3
-
-    def drift_diffusion(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """f(x, t) (same shape as x) and g(t) (B,) of Eq. 5, t (B,)."""
-        raise NotImplementedError
-
-    def marginal_coefs(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        """alpha(t) and sigma(t), both (B,): x_t = alpha(t) x0 + sigma(t) eps."""
-        raise NotImplementedError
-
-    def marginal(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean alpha(t) x0 and std sigma(t) (B,) of p_0t(x_t | x0) (Eq. 29)."""
-        alpha, sigma = self.marginal_coefs(t)
-        return append_dims(alpha, x0) * x0, sigma
-
-    def prior_sample(
-        self,
-        shape: tuple[int, ...],
-        generator: torch.Generator | None = None,
-        *,
-        dtype: torch.dtype = torch.float32,
-        device: torch.device | str = "cpu",
-    ) -> Tensor:
-        """x_T ~ p_T = N(0, sigma_T^2 I), drawn on the CPU generator then moved."""
-        z = torch.randn(shape, generator=generator, dtype=dtype)
-        return (z * self.prior_std).to(device)
-
-    @property
-    def prior_std(self) -> float:
-        return 1.0
-
-    def prior_log_prob(self, z: Tensor) -> Tensor:
-        """log N(z; 0, sigma_T^2 I) summed over non-batch dims: (B, ...) -> (B,)."""
-        d = z[0].numel()
-        s2 = self.prior_std**2
-        sq = z.reshape(z.shape[0], -1).pow(2).sum(-1)
-        return -0.5 * d * math.log(2 * math.pi * s2) - 0.5 * sq / s2
-
-    def transition_coefs(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """a, b with x_t | x_s ~ N(a x_s, b^2 I) for s < t, both (B,).
-
-        a = alpha(t)/alpha(s), b^2 = sigma(t)^2 - a^2 sigma(s)^2 (exact for a
-        linear SDE with state-independent diffusion).
-        """
-        alpha_s, sigma_s = self.marginal_coefs(s)
-        alpha_t, sigma_t = self.marginal_coefs(t)
-        a = alpha_t / alpha_s
-        return a, (sigma_t**2 - a**2 * sigma_s**2).clamp_min(0).sqrt()
-
-    def discretize(self, x: Tensor, t: Tensor, dt: float) -> tuple[Tensor, Tensor]:
-        """The discrete forward step from t - dt to t: x_t = x + f_i + G_i z.
-
-        Returns f_i (like x) and G_i (B,). For the VP SDE this is exactly one DDPM
-        step with 1 - beta_i = (alpha(t)/alpha(t - dt))^2 (Ho et al. 2020, Eq. 2);
-        for VE it is the NCSN step G_i^2 = sigma_i^2 - sigma_{i-1}^2 (Song et al.
-        2021, Eqs. 8 and 10). The reverse-diffusion predictor inverts it.
-        """
-        a, b = self.transition_coefs((t - dt).clamp_min(0), t)
-        return (append_dims(a, x) - 1) * x, b
 
     def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE:
         """The reverse-time SDE (Eq. 6) or, if probability_flow, the ODE (Eq. 13)."""
         return ReverseSDE(self, score_fn, probability_flow)
-
-    def ode_drift(self, x: Tensor, t: Tensor, score_fn: ScoreFn) -> Tensor:
-        """dx/dt = f(x, t) - 1/2 g(t)^2 score(x, t): probability-flow ODE (Eq. 13)."""
-        f, g = self.drift_diffusion(x, t)
-        return f - 0.5 * append_dims(g**2, x) * score_fn(x, t)
 
 
 @dataclass
@@ -150,6 +90,13 @@ class VPSDE(SDE):
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
         self.beta_min, self.beta_max = beta_min, beta_max
 
+    @classmethod
+    def from_schedule(cls, schedule) -> VPSDE:
+        """The VP SDE of a discrete linear schedule of N steps: beta_min = N beta_1,
+        beta_max = N beta_N (Song et al. 2021, App. B)."""
+        betas, n = schedule.betas, len(schedule.betas)
+        return cls(float(betas[0]) * n, float(betas[-1]) * n)
+
     def beta(self, t: Tensor) -> Tensor:
         return self.beta_min + t * (self.beta_max - self.beta_min)
 
@@ -157,13 +104,26 @@ class VPSDE(SDE):
         """int_0^t beta(s) ds."""
         return self.beta_min * t + 0.5 * t**2 * (self.beta_max - self.beta_min)
 
-    def drift_diffusion(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        beta = self.beta(t)
-        return -0.5 * append_dims(beta, x) * x, beta.sqrt()
+    def _t_from_int_beta(self, c: Tensor) -> Tensor:
+        """Solve int_beta(t) = c for t >= 0 (a quadratic; the cancellation-free root)."""
+        b0, d = self.beta_min, self.beta_max - self.beta_min
+        return 2 * c / (b0 + (b0**2 + 2 * d * c).sqrt())
 
-    def marginal_coefs(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        log_alpha = -0.5 * self.int_beta(t)
-        return log_alpha.exp(), (-torch.expm1(2 * log_alpha)).sqrt()
+    def alpha(self, t: Tensor) -> Tensor:
+        return (-0.5 * self.int_beta(t)).exp()
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return (-torch.expm1(-self.int_beta(t))).sqrt()
+
+    def t_from_half_log_snr(self, lam: Tensor) -> Tensor:
+        # alpha^2 = sigmoid(2 lam), so int_beta = -2 log alpha = softplus(-2 lam).
+        return self._t_from_int_beta(torch.nn.functional.softplus(-2 * lam))
+
+    def f(self, t: Tensor) -> Tensor:
+        return -0.5 * self.beta(t)
+
+    def g(self, t: Tensor) -> Tensor:
+        return self.beta(t).sqrt()
 
     def __repr__(self) -> str:
         return f"VPSDE(beta_min={self.beta_min}, beta_max={self.beta_max})"
@@ -176,14 +136,17 @@ class SubVPSDE(VPSDE):
     always below the VP std sqrt(1 - alpha(t)^2): hence "sub".
     """
 
-    def drift_diffusion(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        beta = self.beta(t)
-        g2 = beta * -torch.expm1(-2 * self.int_beta(t))
-        return -0.5 * append_dims(beta, x) * x, g2.sqrt()
+    def sigma(self, t: Tensor) -> Tensor:
+        return -torch.expm1(-self.int_beta(t))
 
-    def marginal_coefs(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        log_alpha = -0.5 * self.int_beta(t)
-        return log_alpha.exp(), -torch.expm1(2 * log_alpha)
+    def t_from_half_log_snr(self, lam: Tensor) -> Tensor:
+        # alpha / (1 - alpha^2) = r = e^lam: r alpha^2 + alpha - r = 0, positive root.
+        r = lam.exp()
+        alpha = 2 * r / (1 + (1 + 4 * r**2).sqrt())
+        return self._t_from_int_beta(-2 * alpha.log())
+
+    def g(self, t: Tensor) -> Tensor:
+        return (self.beta(t) * -torch.expm1(-2 * self.int_beta(t))).sqrt()
 
     def __repr__(self) -> str:
         return f"SubVPSDE(beta_min={self.beta_min}, beta_max={self.beta_max})"
@@ -192,28 +155,43 @@ class SubVPSDE(VPSDE):
 class VESDE(SDE):
     """Variance exploding: dx = sqrt(d[sigma(t)^2]/dt) dw (Song et al. 2021, Eq. 9).
 
-    sigma(t) = sigma_min (sigma_max / sigma_min)^t, the continuous limit of the
-    NCSN noise levels (Song & Ermon 2019), so g(t) = sigma(t) sqrt(2 log(sigma_max
-    / sigma_min)). Started at a point x0 at t = 0 the SDE has variance
-    sigma(t)^2 - sigma_min^2; Song et al. use sigma(t)^2 instead, treating the
-    data as already smoothed by sigma_min. We keep the exact variance (the two
-    differ by sigma_min^2 = 1e-4) so simulation and closed form agree.
-    The prior is N(0, sigma_max^2 I).
+    sigma_ncsn(t) = sigma_min (sigma_max / sigma_min)^t, the continuous limit of
+    the NCSN noise levels (Song & Ermon 2019), so g(t) = sigma_ncsn(t)
+    sqrt(2 log(sigma_max / sigma_min)). Started at a point x0 at t = 0 the SDE
+    has variance sigma(t)^2 = sigma_ncsn(t)^2 - sigma_min^2; Song et al. use
+    sigma_ncsn(t)^2 instead, treating the data as already smoothed by sigma_min.
+    We keep the exact variance (the two differ by sigma_min^2 = 1e-4) so
+    simulation and closed form agree. alpha = 1; the prior is N(0, sigma_max^2 I).
     """
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
 
-    def sigma_t(self, t: Tensor) -> Tensor:
+    def sigma_ncsn(self, t: Tensor) -> Tensor:
+        """sigma_min (sigma_max / sigma_min)^t, the NCSN noise level at t."""
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
 
-    def drift_diffusion(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        log_ratio = math.log(self.sigma_max / self.sigma_min)
-        return torch.zeros_like(x), self.sigma_t(t) * math.sqrt(2 * log_ratio)
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.ones_like(t)
 
-    def marginal_coefs(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        sigma = (self.sigma_t(t) ** 2 - self.sigma_min**2).clamp_min(0).sqrt()
-        return torch.ones_like(t), sigma
+    def sigma(self, t: Tensor) -> Tensor:
+        return (self.sigma_ncsn(t) ** 2 - self.sigma_min**2).clamp_min(0).sqrt()
+
+    def t_from_half_log_snr(self, lam: Tensor) -> Tensor:
+        # sigma = exp(-lam), sigma_ncsn^2 = sigma^2 + sigma_min^2.
+        s2 = (-2 * lam).exp() + self.sigma_min**2
+        return (
+            0.5
+            * (s2 / self.sigma_min**2).log()
+            / math.log(self.sigma_max / self.sigma_min)
+        )
+
+    def f(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def g(self, t: Tensor) -> Tensor:
+        log_ratio = math.log(self.sigma_max / self.sigma_min)
+        return self.sigma_ncsn(t) * math.sqrt(2 * log_ratio)
 
     @property
     def prior_std(self) -> float:

@@ -6,16 +6,18 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from difflab.diffusion.forward import gaussian_eps_model
+from difflab.diffusion.noise import DiscreteNoise, score_model_from_eps
 from difflab.diffusion.schedules import make_schedule
 from difflab.score.likelihood import (
-    bits_per_dim,
     dequantize,
+    dequantized_bits_per_dim,
     ode_bits_per_dim,
     ode_log_likelihood,
 )
 from difflab.score.sde import VESDE, VPSDE, SubVPSDE
 from difflab.toy.mixtures import eight_gaussians, gaussian
-from difflab.toy.sandbox import exact_eps_model, exact_score_fn
+from difflab.toy.sandbox import exact_score_fn
 
 F64 = torch.float64
 
@@ -72,9 +74,10 @@ def test_hutchinson_trace_is_unbiased():
 def test_bits_per_dim_offsets():
     # A uniform density on [-1, 1]^D puts 1/256 on every 8-bit level: 8 bits/dim.
     d = 10
-    assert math.isclose(bits_per_dim(-d * math.log(2), d), 8.0)
-    assert math.isclose(bits_per_dim(0.0, d, data_range=(0.0, 1.0)), 8.0)
-    assert math.isclose(bits_per_dim(-d * math.log(2), d, data_range=(0, 256)), 1.0)
+    bpd = dequantized_bits_per_dim
+    assert math.isclose(bpd(-d * math.log(2), d), 8.0)
+    assert math.isclose(bpd(0.0, d, data_range=(0.0, 1.0)), 8.0)
+    assert math.isclose(bpd(-d * math.log(2), d, data_range=(0, 256)), 1.0)
 
 
 def test_dequantize_stays_in_its_bin():
@@ -86,23 +89,26 @@ def test_dequantize_stays_in_its_bin():
 
 def test_ode_bits_per_dim_of_ddpm_eps_model_for_gaussian_images():
     # Images (B, 1, 2, 2) from a Gaussian: the ideal eps-model of the discrete
-    # schedule, mapped to the VP SDE, gives the closed-form NLL at t = 1/T.
+    # schedule (over step indices), carried to continuous t by DiscreteNoise,
+    # gives the closed-form NLL at t = 1/T.
     s = make_schedule("linear", 1000)
     mean = torch.tensor([0.3, -0.2, 0.1, 0.0], dtype=F64)
     cov = 0.05 * torch.eye(4, dtype=F64) + 0.02
     p = gaussian(mean, cov)
-    flat_eps = exact_eps_model(p, s)
-    eps_model = lambda x, t: flat_eps(x.reshape(len(x), 4), t).reshape(x.shape)
+    flat_eps = gaussian_eps_model(mean, cov, s)
+    eps_model = lambda x, n: flat_eps(x.reshape(len(x), 4), n).reshape(x.shape)
+    noise = DiscreteNoise(s)
+    score = score_model_from_eps(noise.continuous(eps_model), noise)
     images = p.sample(6, torch.Generator().manual_seed(6), dtype=F64).reshape(
         6, 1, 2, 2
     )
     ab0 = float(s.alpha_bar[0])
     p_start = p.perturb(math.sqrt(ab0), math.sqrt(1 - ab0))
-    expected = bits_per_dim(p_start.log_prob(images.reshape(6, 4)), 4)
+    expected = dequantized_bits_per_dim(p_start.log_prob(images.reshape(6, 4)), 4)
     bpd, res = ode_bits_per_dim(
-        eps_model,
+        score,
         images,
-        s,
+        noise,
         hutchinson=False,
         dequantize_data=False,
         rtol=1e-4,
@@ -111,6 +117,6 @@ def test_ode_bits_per_dim_of_ddpm_eps_model_for_gaussian_images():
     assert_close(bpd, expected, atol=0.01, rtol=0)
     g = torch.Generator().manual_seed(7)
     bpd_h, _ = ode_bits_per_dim(
-        eps_model, images, s, generator=g, dequantize_data=False, rtol=1e-4, atol=1e-4
+        score, images, noise, generator=g, dequantize_data=False, rtol=1e-4, atol=1e-4
     )
     assert abs(float(bpd_h.mean() - expected.mean())) < 0.2

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from difflab.diffusion.noise import uniform_grid
 from difflab.diffusion.schedules import linear_betas
 from difflab.score.matching import (
     denoising_score_matching_loss,
@@ -73,11 +74,12 @@ def test_reverse_probability_flow_is_the_ode_drift():
     assert (g == 0).all()
 
 
-def _sw_to_truth(sampler, score, sde, seed=0, **kw):
+def _sw_to_truth(sampler, score, sde, seed=0, *, steps, **kw):
     m = two_blobs()
     g = torch.Generator().manual_seed(seed)
     x_T = sde.prior_sample((2000, 2), g, dtype=F64)
-    x = sampler(score, x_T, sde, generator=g, progress=False, **kw)
+    grid = uniform_grid(sde, steps)
+    x = sampler(score, x_T, grid, sde=sde, generator=g, progress=False, **kw)
     return float(sliced_wasserstein(x, m.sample(2000, g, dtype=F64), 64, g))
 
 

@@ -68,6 +68,10 @@ class GaussianMixture:
     def n_components(self) -> int:
         return self.means.shape[0]
 
+    def component(self, k: int) -> GaussianMixture:
+        """Component k alone, N(m_k, C_k): the law of x given the class y = k."""
+        return GaussianMixture(self.means[k : k + 1], self.covs[k : k + 1])
+
     def mean(self) -> Tensor:
         """E[x] = sum_k w_k m_k, shape (D,)."""
         return self.weights @ self.means

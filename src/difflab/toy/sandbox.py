@@ -23,6 +23,14 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from difflab.diffusion.noise import (
+    DiscreteNoise,
+    NoiseLevels,
+    eps_model_from_score,
+    uniform_grid,
+)
+from difflab.diffusion.samplers import ddim_grid_sample, ddim_timesteps
+from difflab.diffusion.schedules import make_schedule
 from difflab.score.samplers import (
     CountedScore,
     ode_sample,
@@ -55,31 +63,45 @@ def sliced_wasserstein(
     return (px - py).pow(2).mean().sqrt()
 
 
-def exact_score_fn(mixture: GaussianMixture, sde: SDE) -> ScoreFn:
-    """s(x, t) = grad log p_t(x) of the mixture carried by ``sde`` to time t (B,)."""
+def exact_score_fn(mixture: GaussianMixture, noise: NoiseLevels) -> ScoreFn:
+    """s(x, t) = grad log p_t(x) of the mixture carried by ``noise`` to time t (B,).
+
+    ``noise`` is any :class:`~difflab.diffusion.noise.NoiseLevels`: an SDE or a
+    discrete schedule (``DiscreteNoise``). Its eps model, the minimiser of
+    L_simple (Ho et al. 2020, Eq. 14), is ``eps_model_from_score(score_fn, noise)``.
+    """
 
     def score_fn(x: Tensor, t: Tensor) -> Tensor:
-        alpha, sigma = sde.marginal_coefs(t)
+        alpha, sigma = noise.marginal_coefs(t)
         return mixture.perturbed_score(x, alpha, sigma)
 
     return score_fn
 
 
-def exact_eps_model(
-    mixture: GaussianMixture, schedule
-) -> Callable[[Tensor, Tensor], Tensor]:
-    """The ideal DDPM eps-model: eps(x_t, t) = -sqrt(1 - alpha_bar_t) grad log q(x_t).
+def class_score_fn(
+    mixture: GaussianMixture, noise: NoiseLevels
+) -> Callable[..., Tensor]:
+    """Exact class-conditional scores, the class being the mixture component.
 
-    q is the mixture perturbed by (sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)), so
-    this is the minimiser of L_simple (Ho et al. 2020, Eq. 14).
+    ``score_fn(x, t, cond)`` with ``cond["y"]`` (B,) long: label k < K gives
+    grad log p_t(x | y = k) (component k carried to time t), label K (the null
+    class) gives the score of the whole mixture, grad log p_t(x). The ideal
+    network of classifier-free guidance (Ho & Salimans 2022) for these data.
     """
+    k_null = mixture.n_components
+    parts = [mixture.component(k) for k in range(k_null)] + [mixture]
 
-    def eps_model(x: Tensor, t: Tensor) -> Tensor:
-        alpha_bar = schedule.alpha_bar[t.cpu()].to(device=x.device, dtype=x.dtype)
-        sigma = (1 - alpha_bar).sqrt()
-        return -sigma[:, None] * mixture.perturbed_score(x, alpha_bar.sqrt(), sigma)
+    def score_fn(x: Tensor, t: Tensor, cond) -> Tensor:
+        alpha, sigma = noise.marginal_coefs(t)
+        y = cond["y"].to(x.device)
+        out = torch.zeros_like(x)
+        for k, part in enumerate(parts):
+            rows = y == k
+            if rows.any():
+                out[rows] = part.perturbed_score(x[rows], alpha[rows], sigma[rows])
+        return out
 
-    return eps_model
+    return score_fn
 
 
 def noise_conditional_score(
@@ -91,38 +113,32 @@ def noise_conditional_score(
 
 def _run_one(name: str, nfe: int, mixture, sde, schedule, x_T, generator, rtol):
     """Run sampler ``name`` at about ``nfe`` evaluations; returns (x0, nfe used)."""
-    from difflab.diffusion.samplers import (  # the lead's discrete samplers
-        ddim_sample,
-        ddim_timesteps,
-    )
-
     if name in ("ddpm", "ddim"):
-        eps = CountedScore(exact_eps_model(mixture, schedule))
-        taus = ddim_timesteps(schedule.T, nfe)
+        noise = DiscreteNoise(schedule)
+        eps = CountedScore(eps_model_from_score(exact_score_fn(mixture, noise), noise))
+        grid = noise.grid(ddim_timesteps(schedule.T, nfe))
         eta = 1.0 if name == "ddpm" else 0.0  # eta = 1: DDPM on a respaced chain
-        x0 = ddim_sample(
-            eps, x_T, schedule, taus, eta=eta, generator=generator, progress=False
+        x0 = ddim_grid_sample(
+            eps, x_T, grid, noise=noise, eta=eta, generator=generator, progress=False
         )
         return x0, eps.nfe
     score = CountedScore(exact_score_fn(mixture, sde))
+    kw = {"sde": sde, "progress": False}
     if name == "reverse_sde":
         x0 = reverse_sde_sample(
-            score, x_T, sde, steps=nfe, generator=generator, progress=False
+            score, x_T, uniform_grid(sde, nfe), generator=generator, **kw
         )
     elif name == "pc":
-        x0 = pc_sample(
-            score, x_T, sde, steps=max(nfe // 2, 1), generator=generator, progress=False
-        )
+        grid = uniform_grid(sde, max(nfe // 2, 1))
+        x0 = pc_sample(score, x_T, grid, generator=generator, **kw)
     elif name == "ode_euler":
-        x0 = ode_sample(score, x_T, sde, steps=nfe, method="euler", progress=False)
+        x0 = ode_sample(score, x_T, uniform_grid(sde, nfe), method="euler", **kw)
     elif name == "ode_heun":
-        x0 = ode_sample(
-            score, x_T, sde, steps=max(nfe // 2, 1), method="heun", progress=False
-        )
+        grid = uniform_grid(sde, max(nfe // 2, 1))
+        x0 = ode_sample(score, x_T, grid, method="heun", **kw)
     elif name == "rk45":
-        x0 = ode_sample(
-            score, x_T, sde, method="rk45", rtol=rtol, atol=rtol, progress=False
-        )
+        grid = uniform_grid(sde, 1)
+        x0 = ode_sample(score, x_T, grid, method="rk45", rtol=rtol, atol=rtol, **kw)
     else:
         raise ValueError(f"unknown sampler {name!r}; choose from {SAMPLERS}")
     return x0, score.nfe
@@ -153,8 +169,6 @@ def run_sandbox(
         (-mean log p(x)), ``nll_gap`` (nll minus the entropy), ``seconds``, and
         the reference values ``entropy`` and ``sw_floor``.
     """
-    from difflab.diffusion.schedules import make_schedule
-
     mixture = mixture or eight_gaussians()
     sde = sde or VPSDE()
     schedule = make_schedule("linear", 1000)

@@ -122,7 +122,7 @@ def train(
     """Train ``net`` with L_simple on ``images`` (N, C, H, W) in [-1, 1].
 
     Args:
-        net: network ``net(x_t, t, y=None)``; trained in place on its own device.
+        net: network ``net(x_t, t, cond=None)``; trained in place on its own device.
         labels: (N,) long class labels for a class-conditional network.
         checkpoint: where to save every ``checkpoint_every`` steps and at the end
             (atomically); if a checkpoint is there, training resumes from it.
@@ -230,10 +230,10 @@ def train(
                 ):
                     loss = simple_loss(
                         model,
-                        x0,
                         schedule,
+                        x0,
+                        cond=None if y is None else {"y": y},
                         prediction=cfg.prediction,
-                        y=y,
                         generator=gen,
                     )
                 # Step: warm-up learning rate, clipped gradients, AdamW, EMA.

@@ -16,7 +16,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor, nn
 
+from difflab.core.cond import NullCond
 from difflab.data.images import ImageData, load_images
+from difflab.diffusion.guidance import guided
 from difflab.diffusion.parameterization import as_eps_model
 from difflab.diffusion.samplers import ddim_sample, ddim_timesteps, ddpm_sample
 from difflab.diffusion.schedules import Schedule, make_schedule
@@ -191,11 +193,9 @@ class Trained:
     from_cache: bool
     data_note: str = ""
 
-    def eps_model(self, **kwargs) -> Callable[[Tensor, Tensor], Tensor]:
-        """The network as ``eps_model(x_t, t)`` (see :func:`as_eps_model`)."""
-        return as_eps_model(
-            self.net, self.schedule, self.recipe.train.prediction, **kwargs
-        )
+    def eps_model(self) -> Callable[..., Tensor]:
+        """The network as ``eps_model(x_t, t, cond=None)`` (see :func:`as_eps_model`)."""
+        return as_eps_model(self.net, self.schedule, self.recipe.train.prediction)
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """x_T ~ N(0, I) of the right shape on the network's device."""
@@ -228,13 +228,11 @@ class Trained:
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             yb = y[start : start + b] if y is not None else None
-            kw = {}
+            cond = None if yb is None else {"y": yb}
+            model = self.eps_model()
             if guidance_scale is not None:
-                kw = {
-                    "guidance_scale": guidance_scale,
-                    "null_label": self.recipe.unet.num_classes,
-                }
-            model = self.eps_model(y=yb, **kw)
+                null = NullCond((("y", self.recipe.unet.num_classes),))
+                model = guided(model, guidance_scale, null)
             x_T = self.noise(b, generator)
             if sampler == "ddpm":
                 x = ddpm_sample(
@@ -242,6 +240,7 @@ class Trained:
                     x_T,
                     self.schedule,
                     clip_x0=1.0,
+                    cond=cond,
                     generator=generator,
                     progress=progress,
                 )
@@ -254,6 +253,7 @@ class Trained:
                     taus,
                     eta=eta,
                     clip_x0=1.0,
+                    cond=cond,
                     generator=generator,
                     progress=progress,
                 )
