@@ -8,6 +8,7 @@ between Gaussians and L_0 the discretised Gaussian decoder of Sec. 3.3 (Eq. 13).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -21,16 +22,17 @@ from difflab.foundations.gaussians import discretized_gaussian_log_likelihood
 
 def simple_loss(
     net,
-    x0: Tensor,
     schedule: Schedule,
+    x0: Tensor,
     *,
+    cond: Mapping[str, Tensor] | None = None,
     prediction: str = "eps",
-    y: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """L_simple: E_{t, x_0, eps} || target - net(x_t, t) ||^2 (Ho et al. 2020, Eq. 14).
+    """L_simple: E_{t, x_0, eps} || target - net(x_t, t, cond) ||^2 (Ho et al. 2020, Eq. 14).
 
     t is uniform over the T steps; the target is eps, x_0 or v (Salimans & Ho 2022).
+    ``cond`` (a mapping of per-sample tensors, or None) goes to the network as is.
     Returns the mean over batch and pixels, in float32 even under autocast.
     """
     t = torch.randint(
@@ -38,7 +40,7 @@ def simple_loss(
     )
     eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
     x_t = q_sample(schedule, x0, t, eps)
-    out = net(x_t, t.to(x0.dtype), y=y)
+    out = net(x_t, t.to(x0.dtype), cond)
     goal = target(prediction, x0, eps, gather(schedule.alpha_bar, t, x0))
     return F.mse_loss(out.float(), goal.float())
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import Tensor
 
 from difflab.diffusion.schedules import Schedule, gather
@@ -82,49 +81,24 @@ def to_eps(prediction: str, out: Tensor, x_t: Tensor, alpha_bar: Tensor) -> Tens
 
 
 def as_eps_model(
-    net: Callable[..., Tensor],
-    schedule: Schedule,
-    prediction: str = "eps",
-    *,
-    y: Tensor | None = None,
-    guidance_scale: float | None = None,
-    null_label: int | None = None,
-    context: Tensor | None = None,
+    net: Callable[..., Tensor], schedule: Schedule, prediction: str = "eps"
 ) -> EpsModel:
-    """Wrap ``net(x, t, y=..., context=...)`` as ``eps_model(x_t, t) -> eps_hat``.
+    """Wrap ``net(x, t, cond)`` as ``eps_model(x_t, t, cond=None) -> eps_hat``.
 
     Args:
-        net: predicts ``prediction`` from (x_t, t as float, ...).
-        y: class labels (B,) for a class-conditional network.
-        guidance_scale: classifier-free guidance weight w: eps = eps_u + w (eps_c - eps_u)
-            (Ho & Salimans 2022, Eq. 6 with w = 1 + their w); needs ``null_label``.
-        context: cross-attention context (B, L, D) for text-conditioned networks.
+        net: predicts ``prediction`` from (x_t, t as float, cond).
+        prediction: "eps", "x0" or "v"; the output is converted to eps.
+
+    ``cond`` passes through unchanged (classifier-free guidance wraps the result).
     """
     if prediction not in PREDICTIONS:
         raise ValueError(
             f"Unknown prediction {prediction!r}; use one of {PREDICTIONS}."
         )
-    if guidance_scale is not None and (y is None or null_label is None):
-        raise ValueError("Classifier-free guidance needs both y and null_label.")
 
-    def eps_model(x_t: Tensor, t: Tensor) -> Tensor:
+    def eps_model(x_t: Tensor, t: Tensor, cond=None) -> Tensor:
         alpha_bar = gather(schedule.alpha_bar, t, x_t)
-        kwargs = {} if context is None else {"context": context}
-        if guidance_scale is None:
-            out = net(x_t, t.to(x_t.dtype), y=y, **kwargs)
-            return to_eps(prediction, out, x_t, alpha_bar)
-        y_null = torch.full_like(y, null_label)
-        if context is not None:
-            kwargs = {"context": torch.cat([context, context])}
-        out = net(
-            torch.cat([x_t, x_t]),
-            torch.cat([t, t]).to(x_t.dtype),
-            y=torch.cat([y, y_null]),
-            **kwargs,
-        )
-        eps_c, eps_u = to_eps(
-            prediction, out, torch.cat([x_t, x_t]), torch.cat([alpha_bar, alpha_bar])
-        ).chunk(2)
-        return eps_u + guidance_scale * (eps_c - eps_u)
+        out = net(x_t, t.to(x_t.dtype), cond)
+        return to_eps(prediction, out, x_t, alpha_bar)
 
     return eps_model

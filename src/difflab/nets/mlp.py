@@ -12,6 +12,7 @@ Ho et al. 2020 https://arxiv.org/abs/2006.11239
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -70,23 +71,23 @@ class MLP(nn.Module):
         self,
         x: Tensor,
         t: Tensor,
-        y: Tensor | None = None,
-        context: Tensor | None = None,
+        cond: Mapping[str, Tensor] | None = None,
     ) -> Tensor:
         """Predict from x_t.
 
         Args:
             x: (B, D) points x_t.
             t: (B,) float times, multiplied by ``config.time_scale``.
-            y: (B,) long labels in 0..num_classes (``num_classes`` or ``None``
-                is the null label); only with ``config.num_classes``.
-            context: unused; kept so every network shares one signature.
+            cond: ``{"y": (B,) long labels in 0..num_classes}`` (``num_classes``
+                or no ``"y"`` is the null label); only with ``config.num_classes``.
+                A ``"context"`` is refused: the MLP has no cross-attention.
 
         Returns:
             (B, D).
         """
         cfg = self.config
-        if context is not None:
+        y = cond.get("y") if cond else None
+        if cond and cond.get("context") is not None:
             raise NotImplementedError("the MLP has no cross-attention")
         if y is not None and self.class_emb is None:
             raise ValueError("labels y given but MLPConfig.num_classes is None")

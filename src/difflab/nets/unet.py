@@ -26,6 +26,7 @@ Rombach et al. 2022 https://arxiv.org/abs/2112.10752
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -225,7 +226,7 @@ class Upsample(nn.Module):
 class UNet(nn.Module):
     """The DDPM UNet (Ho et al. 2020, Appendix B), optionally class/text conditioned.
 
-    ``forward(x, t, y=None, context=None)`` maps x_t (B, C, H, W) and the time t
+    ``forward(x, t, cond=None)`` maps x_t (B, C, H, W) and the time t
     (B,) to a tensor of the same shape as x (eps, x0 or v, as the recipe decides).
     """
 
@@ -289,23 +290,25 @@ class UNet(nn.Module):
         self,
         x: Tensor,
         t: Tensor,
-        y: Tensor | None = None,
-        context: Tensor | None = None,
+        cond: Mapping[str, Tensor] | None = None,
     ) -> Tensor:
         """Predict from x_t.
 
         Args:
             x: (B, C, H, W) noisy images x_t.
             t: (B,) float times (DDPM index 0..T-1, or scaled by ``time_scale``).
-            y: (B,) long labels in 0..num_classes; ``num_classes`` (or ``y=None``)
-                is the null label. Only with ``config.num_classes``.
-            context: (B, L, context_dim) sequence for cross-attention; required
-                when ``config.context_dim`` is set.
+            cond: the condition, a mapping of per-sample tensors:
+                ``"y"``: (B,) long labels in 0..num_classes; ``num_classes`` (or no
+                ``"y"``) is the null label. Only with ``config.num_classes``.
+                ``"context"``: (B, L, context_dim) sequence for cross-attention;
+                required when ``config.context_dim`` is set.
 
         Returns:
             (B, out_channels, H, W).
         """
         cfg = self.config
+        y = cond.get("y") if cond else None
+        context = cond.get("context") if cond else None
         if (context is None) != (cfg.context_dim is None):
             raise ValueError("pass context exactly when UNetConfig.context_dim is set")
         if y is not None and self.class_emb is None:

@@ -76,7 +76,8 @@ def test_unet_output_shape(name):
     net = UNet(cfg)
     randomise_zero_inits(net, torch.Generator().manual_seed(1))
     x, t, y, context = inputs(cfg)
-    out = net(x, t, y=y, context=context)
+    cond = {k: v for k, v in (("y", y), ("context", context)) if v is not None}
+    out = net(x, t, cond)
     c_out = cfg.out_channels or cfg.in_channels
     assert out.shape == (x.shape[0], c_out, cfg.image_size, cfg.image_size)
     assert torch.isfinite(out).all()
@@ -99,9 +100,9 @@ def test_bad_configs_raise():
     net = UNet(CONFIGS["digits-8x8"])
     x, t, _, _ = inputs(CONFIGS["digits-8x8"])
     with pytest.raises(ValueError, match="context"):
-        net(x, t, context=torch.randn(3, 5, 4))
+        net(x, t, {"context": torch.randn(3, 5, 4)})
     with pytest.raises(ValueError, match="num_classes"):
-        net(x, t, y=torch.zeros(3, dtype=torch.long))
+        net(x, t, {"y": torch.zeros(3, dtype=torch.long)})
 
 
 def test_num_groups_divides_and_matches_ddpm():
@@ -144,7 +145,7 @@ def test_sinusoidal_embedding_properties():
 def test_untrained_unet_outputs_exactly_zero():
     cfg = CONFIGS["class-conditional"]
     x, t, y, _ = inputs(cfg)
-    out = UNet(cfg)(x, t, y=y)
+    out = UNet(cfg)(x, t, {"y": y})
     assert (out == 0).all()
 
 
@@ -194,15 +195,15 @@ def test_class_conditioning_acts_after_training_steps():
     # gradient reaches the class embedding through the residual blocks.
     for _ in range(2):
         opt.zero_grad()
-        F.mse_loss(net(x, t, y=y), target).backward()
+        F.mse_loss(net(x, t, {"y": y}), target).backward()
         opt.step()
     with torch.no_grad():
-        a = net(x, t, y=torch.zeros(4, dtype=torch.long))
-        b = net(x, t, y=torch.ones(4, dtype=torch.long))
-        null = net(x, t, y=torch.full((4,), 10))
+        a = net(x, t, {"y": torch.zeros(4, dtype=torch.long)})
+        b = net(x, t, {"y": torch.ones(4, dtype=torch.long)})
+        null = net(x, t, {"y": torch.full((4,), 10)})
         none = net(x, t)
     assert (a - b).abs().max() > 1e-6
-    torch.testing.assert_close(null, none)  # y=None means the null class
+    torch.testing.assert_close(null, none)  # no label means the null class
 
 
 def test_context_changes_output():
@@ -212,7 +213,7 @@ def test_context_changes_output():
     x, t, _, context = inputs(cfg)
     with torch.no_grad():
         assert (
-            net(x, t, context=context) - net(x, t, context=-context)
+            net(x, t, {"context": context}) - net(x, t, {"context": -context})
         ).abs().max() > 1e-4
 
 
@@ -272,12 +273,12 @@ def test_mlp_shapes_and_conditioning():
     net = MLP(MLPConfig(dim=3, num_classes=4, hidden=32, depth=2))
     x3 = torch.randn(16, 3, generator=g)
     y = torch.randint(0, 4, (16,), generator=g)
-    out = net(x3, t, y=y)
+    out = net(x3, t, {"y": y})
     assert out.shape == (16, 3)
-    assert (out - net(x3, t, y=(y + 1) % 4)).abs().max() > 1e-6
-    torch.testing.assert_close(net(x3, t), net(x3, t, y=torch.full((16,), 4)))
+    assert (out - net(x3, t, {"y": (y + 1) % 4})).abs().max() > 1e-6
+    torch.testing.assert_close(net(x3, t), net(x3, t, {"y": torch.full((16,), 4)}))
     with pytest.raises(ValueError):
-        MLP(MLPConfig())(x, t, y=y)
+        MLP(MLPConfig())(x, t, {"y": y})
 
 
 def test_mlp_time_scale():
