@@ -1,10 +1,13 @@
 """The training loop: it learns, resumes exactly, guards against NaN, and fails clearly."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch.testing import assert_close
 
 from difflab.cli import main as cli_main
+from difflab.core.cond import NullCond
 from difflab.data.images import load_images
 from difflab.diffusion.schedules import make_schedule
 from difflab.nets.unet import UNet, UNetConfig
@@ -157,6 +160,48 @@ def test_checkpoint_of_another_config_is_refused(digits, tmp_path):
             checkpoint=tmp_path / "d.pt",
             progress=False,
         )
+
+
+def test_condition_dropout_replaces_every_label_when_p_is_one(digits):
+    """With cond_drop = 1 every row gets the null label, so the labels cannot matter.
+
+    Both runs draw the same batches, coin flips, t and eps from the same seed, so
+    the weights agree bit for bit; with cond_drop = 0 the labels do reach the net.
+    """
+    cfg = TrainConfig(
+        steps=6,
+        batch_size=16,
+        log_every=3,
+        warmup=1,
+        cond_drop=1.0,
+        null_cond=NullCond((("y", 10),)),
+    )
+    s = make_schedule("linear", 100)
+    n = len(digits)
+    labels = torch.arange(n) % 10
+    runs = {}
+    for name, c, y in [("a", cfg, labels), ("b", cfg, (labels + 3) % 10)]:
+        torch.manual_seed(0)
+        runs[name] = train(_cond_net(), digits, s, c, cond={"y": y}, progress=False)
+    for a, b in zip(
+        runs["a"].net.parameters(), runs["b"].net.parameters(), strict=True
+    ):
+        assert_close(a, b, rtol=0, atol=0)
+    cfg0 = replace(cfg, cond_drop=0.0)
+    torch.manual_seed(0)
+    kept = train(_cond_net(), digits, s, cfg0, cond={"y": labels}, progress=False)
+    torch.manual_seed(0)
+    other = train(
+        _cond_net(), digits, s, cfg0, cond={"y": (labels + 3) % 10}, progress=False
+    )
+    emb = kept.net.class_emb.weight, other.net.class_emb.weight
+    assert not torch.equal(*emb)
+    with pytest.raises(ValueError, match="null_cond"):
+        train(_cond_net(), digits, s, replace(cfg, null_cond=None), progress=False)
+
+
+def _cond_net():
+    return UNet(replace(TINY, num_classes=10))
 
 
 def test_cli_unknown_recipe_lists_the_known_ones(capsys):
