@@ -536,7 +536,7 @@ plt.show()
 # warm-up, gradient clipping, an exponential moving average (EMA) of the weights,
 # which is the network we sample from, and resumable checkpoints. The recipe `ddpm`
 # names everything; `load_or_train` trains it once and caches the result, keyed by
-# the recipe and the package source.
+# the recipe and the source of the modules it depends on (network, loss, loop, data).
 
 # %%
 trained = recipes.load_or_train("ddpm", progress=False)
@@ -593,7 +593,7 @@ with torch.no_grad():
     x_t_batch = ab_batch.sqrt() * x0_batch + (1 - ab_batch).sqrt() * eps_batch
     loss_by_hand = ((eps_batch - net(x_t_batch, t_batch.float())) ** 2).mean()
     loss_pkg = losses.simple_loss(
-        net, x0_batch, trained.schedule, generator=torch.Generator().manual_seed(1)
+        net, trained.schedule, x0_batch, generator=torch.Generator().manual_seed(1)
     )
 print(f"L_simple on one batch: by hand {loss_by_hand:.5f}, simple_loss {loss_pkg:.5f}")
 assert_close(loss_by_hand, loss_pkg)
