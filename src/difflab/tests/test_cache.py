@@ -135,3 +135,12 @@ def test_entry_whose_record_no_longer_gives_its_key_is_unreachable(store):
     (sidecar,) = (store / "toy").glob("*.json")
     sidecar.write_text(sidecar.read_text().replace("'cfg', 1", "'cfg', 9"))
     assert [e.reachable for e in cache.list_entries()] == [False]
+
+
+def test_the_cache_module_itself_is_no_dependency(tree):
+    deps = ("difflab.eval.metrics",)  # imports train.cache to store its classifier
+    key = cache.cache_key("classifier", 1, deps, tree)
+    _touch(tree / "train" / "cache.py")
+    assert cache.cache_key("classifier", 1, deps, tree) == key
+    _touch(tree / "nets" / "classifier.py")
+    assert cache.cache_key("classifier", 1, deps, tree) != key

@@ -38,6 +38,8 @@ from difflab.train.checkpoint import CheckpointError, load_checkpoint, save_chec
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/difflab
 PACKAGE = PACKAGE_DIR.name
+# Where objects are stored, not how they are made: editing it retrains nothing.
+NOT_DEPENDENCIES = frozenset({f"{PACKAGE}.train.cache"})
 T = TypeVar("T")
 
 
@@ -111,7 +113,7 @@ def module_closure(deps: Iterable[str], root: Path = PACKAGE_DIR) -> dict[str, P
     """Every ``difflab`` module that the modules ``deps`` import, transitively.
 
     The packages above each module (their ``__init__.py``, which Python runs on
-    import) are included. Read with :mod:`ast` from the files under ``root``
+    import) are included; this module (the storage) is not. Read with :mod:`ast` from the files under ``root``
     (the package folder), so nothing is imported.
 
     Returns:
@@ -129,7 +131,7 @@ def module_closure(deps: Iterable[str], root: Path = PACKAGE_DIR) -> dict[str, P
         if name in seen:
             continue
         path = _module_file(name, root)
-        if path is None:  # a name imported from a module, not a module
+        if path is None or name in NOT_DEPENDENCIES:  # not a module, or this one
             continue
         seen[name] = path
         parts = name.split(".")
