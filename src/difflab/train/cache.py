@@ -113,8 +113,9 @@ def module_closure(deps: Iterable[str], root: Path = PACKAGE_DIR) -> dict[str, P
     """Every ``difflab`` module that the modules ``deps`` import, transitively.
 
     The packages above each module (their ``__init__.py``, which Python runs on
-    import) are included; this module (the storage) is not. Read with :mod:`ast` from the files under ``root``
-    (the package folder), so nothing is imported.
+    import) are included; this module (the storage) is not. Read with
+    :mod:`ast` from the files under ``root`` (the package folder), so nothing is
+    imported.
 
     Returns:
         module name -> its file, for the modules found under ``root``.
