@@ -537,7 +537,7 @@ plt.show()
 # warm-up, gradient clipping, an exponential moving average (EMA) of the weights,
 # which is the network we sample from, and resumable checkpoints. The recipe `ddpm`
 # names everything; `load_or_train` trains it once and caches the result, keyed by
-# the recipe and the package source.
+# the recipe and the source of the modules it depends on (network, loss, loop, data).
 
 # %%
 trained = recipes.load_or_train("ddpm", progress=False)

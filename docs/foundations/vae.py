@@ -181,8 +181,8 @@ torch.testing.assert_close(kl_mc, pkg.kl, atol=0.05, rtol=0.02)
 #
 # `difflab.train.pretrained.pretrained_vae` maximises the one-sample estimate of Eq. (3) with
 # Adam (Kingma & Welling's Algorithm 1), and caches the result keyed by the
-# configuration printed above (which holds the dataset and the training settings),
-# so a rebuild of this page trains nothing. Encoder and decoder are two-hidden-layer
+# configuration printed above (which holds the dataset and the training settings)
+# and the source of `difflab.foundations.vae`, so a rebuild of this page trains nothing. Encoder and decoder are two-hidden-layer
 # perceptrons; the latent space has $d = 2$ dimensions so that we can draw it.
 
 # %%

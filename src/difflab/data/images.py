@@ -21,7 +21,6 @@ Where ``data/`` is looked for (:func:`data_root`), first match wins:
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 import tempfile
 import zlib
@@ -212,7 +211,9 @@ def _load_png_tree(folder: Path) -> tuple[Tensor, Tensor]:
             paths.append(p)
             labels.append(CIFAR10_CLASSES.index(sub.name))
     if not paths:
-        raise DatasetMissingError(f"no PNG images under {folder}: {fix_hint('cifar10')}.")
+        raise DatasetMissingError(
+            f"no PNG images under {folder}: {fix_hint('cifar10')}."
+        )
     x = np.empty((len(paths), 32, 32, 3), dtype=np.uint8)
     for i, p in enumerate(paths):
         try:

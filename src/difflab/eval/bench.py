@@ -145,18 +145,3 @@ def bench_train(out=None) -> dict:
     if out:
         out.write_text(json.dumps(report, indent=2))
     return report
-
-
-def main(args) -> int:
-    if args.recipe == "train":
-        bench_train(args.out)
-        return 0
-    if args.recipe == "quality":
-        from difflab.eval.bench_quality import bench_quality
-
-        bench_quality(
-            budget=args.budget, out=args.out, progress=not args.no_progress, n=args.n
-        )
-        return 0
-    print(f"error: unknown benchmark {args.recipe!r}; use 'train' or 'quality'.")
-    return 2

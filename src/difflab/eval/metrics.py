@@ -27,10 +27,12 @@ from torch import Tensor
 
 from difflab.data.images import load_images
 from difflab.nets.classifier import Classifier, ClassifierConfig
-from difflab.train.cache import checkpoint_path
-from difflab.train.checkpoint import load_checkpoint, save_checkpoint
+from difflab.train.cache import cached
 
 CONFIDENT = 0.9
+# What the trained classifier depends on: this module (its training code), the
+# network and the data loaders.
+DEPS = ("difflab.eval.metrics", "difflab.nets.classifier", "difflab.data.images")
 
 
 @dataclass(frozen=True)
@@ -62,37 +64,43 @@ def train_classifier(
     recipe: ClassifierRecipe, device: torch.device | str = "cpu", progress: bool = False
 ) -> Classifier:
     """Train (with small random shifts as augmentation) or load from the cache."""
-    net = Classifier(recipe.config).to(device)
-    path = checkpoint_path("classifier", recipe)
-    if path.exists():
-        net.load_state_dict(load_checkpoint(path, map_location=device)["net"])
-        return net.eval()
-    from tqdm.auto import tqdm
 
-    data = load_images(recipe.dataset, split="train")
-    images, labels = data.images.to(device), data.labels.to(device)
-    gen = torch.Generator(device).manual_seed(recipe.seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, recipe.lr, total_steps=recipe.steps
-    )
-    pad = max(1, data.image_size // 8)
-    for _ in tqdm(range(recipe.steps), disable=not progress, desc="classifier"):
-        idx = torch.randint(
-            len(images), (recipe.batch_size,), device=device, generator=gen
+    def build(path) -> dict:
+        from tqdm.auto import tqdm
+
+        net = Classifier(recipe.config).to(device)
+        data = load_images(recipe.dataset, split="train")
+        images, labels = data.images.to(device), data.labels.to(device)
+        gen = torch.Generator(device).manual_seed(recipe.seed)
+        opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, recipe.lr, total_steps=recipe.steps
         )
-        x = F.pad(images[idx], (pad,) * 4, value=-1.0)
-        dx, dy = torch.randint(
-            0, 2 * pad + 1, (2,), generator=gen, device=device
-        ).tolist()
-        x = x[:, :, dy : dy + data.image_size, dx : dx + data.image_size]
-        loss = F.cross_entropy(net(x), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    net.eval()
-    save_checkpoint({"net": net.state_dict(), "done": True}, path)
+        pad = max(1, data.image_size // 8)
+        for _ in tqdm(range(recipe.steps), disable=not progress, desc="classifier"):
+            idx = torch.randint(
+                len(images), (recipe.batch_size,), device=device, generator=gen
+            )
+            x = F.pad(images[idx], (pad,) * 4, value=-1.0)
+            dx, dy = torch.randint(
+                0, 2 * pad + 1, (2,), generator=gen, device=device
+            ).tolist()
+            x = x[:, :, dy : dy + data.image_size, dx : dx + data.image_size]
+            loss = F.cross_entropy(net(x), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        return {"net": net.state_dict()}
+
+    def load(state: dict) -> Classifier:
+        net = Classifier(recipe.config).to(device)
+        net.load_state_dict(state["net"])
+        return net.eval()
+
+    net, _ = cached(
+        "classifier", recipe, deps=DEPS, build=build, load=load, device=device
+    )
     return net
 
 

@@ -1,10 +1,13 @@
 """The training loop: it learns, resumes exactly, guards against NaN, and fails clearly."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch.testing import assert_close
 
 from difflab.cli import main as cli_main
+from difflab.core.cond import NullCond
 from difflab.data.images import load_images
 from difflab.diffusion.schedules import make_schedule
 from difflab.nets.unet import UNet, UNetConfig
@@ -159,7 +162,92 @@ def test_checkpoint_of_another_config_is_refused(digits, tmp_path):
         )
 
 
+def test_condition_dropout_replaces_every_label_when_p_is_one(digits):
+    """With cond_drop = 1 every row gets the null label, so the labels cannot matter.
+
+    Both runs draw the same batches, coin flips, t and eps from the same seed, so
+    the weights agree bit for bit; with cond_drop = 0 the labels do reach the net.
+    """
+    cfg = TrainConfig(
+        steps=6,
+        batch_size=16,
+        log_every=3,
+        warmup=1,
+        cond_drop=1.0,
+        null_cond=NullCond((("y", 10),)),
+    )
+    s = make_schedule("linear", 100)
+    n = len(digits)
+    labels = torch.arange(n) % 10
+    runs = {}
+    for name, c, y in [("a", cfg, labels), ("b", cfg, (labels + 3) % 10)]:
+        torch.manual_seed(0)
+        runs[name] = train(_cond_net(), digits, s, c, cond={"y": y}, progress=False)
+    for a, b in zip(
+        runs["a"].net.parameters(), runs["b"].net.parameters(), strict=True
+    ):
+        assert_close(a, b, rtol=0, atol=0)
+    cfg0 = replace(cfg, cond_drop=0.0)
+    torch.manual_seed(0)
+    kept = train(_cond_net(), digits, s, cfg0, cond={"y": labels}, progress=False)
+    torch.manual_seed(0)
+    other = train(
+        _cond_net(), digits, s, cfg0, cond={"y": (labels + 3) % 10}, progress=False
+    )
+    emb = kept.net.class_emb.weight, other.net.class_emb.weight
+    assert not torch.equal(*emb)
+    with pytest.raises(ValueError, match="null_cond"):
+        train(_cond_net(), digits, s, replace(cfg, null_cond=None), progress=False)
+
+
+def _cond_net():
+    return UNet(replace(TINY, num_classes=10))
+
+
 def test_cli_unknown_recipe_lists_the_known_ones(capsys):
     assert cli_main(["train", "no-such-recipe"]) == 2
     err = capsys.readouterr().err
     assert "Unknown recipe 'no-such-recipe'" in err and "ddpm" in err
+
+
+def _ddp_worker(rank, world, port, out):
+    import os
+
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    torch.manual_seed(0)  # the same initial weights on both ranks, as DDP expects
+    cfg = TrainConfig(steps=4, batch_size=16, log_every=2, checkpoint_every=2)
+    images = load_images("digits").images[:64]
+    res = train(
+        _net(),
+        images,
+        make_schedule("linear", 100),
+        cfg,
+        checkpoint=out / "ddp.pt",
+        progress=False,
+    )
+    torch.save(res.net.state_dict(), out / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_ranks_stay_in_step(tmp_path):
+    """Under DDP (gloo, 2 CPU processes) the averaged gradients keep both ranks'
+    weights identical, though each rank draws its own batches; rank 0 checkpoints."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, tmp_path), nprocs=2, join=True)
+    a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for k in a:
+        assert_close(a[k], b[k], rtol=0, atol=0)
+    assert load_checkpoint(tmp_path / "ddp.pt")["step"] == 4

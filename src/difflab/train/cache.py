@@ -1,18 +1,46 @@
-"""Where trained things are kept, keyed by their configuration and the package source.
+"""One cache-or-train helper for every trained object of the site.
 
-A cached checkpoint's name is a hash of (its kind, the repr of its frozen-dataclass
-config, the text of every module of ``difflab``), so an unchanged rebuild of the
-site trains nothing, and any change in ``src/`` is never hidden by a stale file.
+A trained object (a diffusion recipe, the metric's classifier, the VAE, a GAN, ...)
+is kept at ``<cache_dir>/<kind>/<key>.pt`` with
+
+    key = sha256(kind | repr(config) | deps_hash(deps))[:16],
+
+where ``config`` is a frozen dataclass (its repr is its content) and
+``deps_hash`` hashes the source of the modules the object depends on: the
+modules named in ``deps`` and every ``difflab`` module they import, transitively
+(read with :mod:`ast`, without importing anything). So editing a plotting helper
+or a page trains nothing again, while editing the network, the loss or the
+training loop retrains exactly what uses them, and a stale file is never used.
+
+A ``<key>.json`` sidecar beside each checkpoint records the kind, the config's
+repr and the dependencies, so ``python -m difflab cache list`` can tell which
+entries the current source still reaches and ``cache prune`` can remove the rest.
+
+:func:`source_hash` (every module of the package) is kept for what depends on
+the whole package: the executed notes.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
+import json
 import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+import torch
+
+from difflab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/difflab
+PACKAGE = PACKAGE_DIR.name
+# Where objects are stored, not how they are made: editing it retrains nothing.
+NOT_DEPENDENCIES = frozenset({f"{PACKAGE}.train.cache"})
+T = TypeVar("T")
 
 
 def project_root() -> Path | None:
@@ -44,12 +72,251 @@ def source_hash() -> str:
     return h.hexdigest()
 
 
-def config_key(kind: str, config: object) -> str:
-    """A short stable key for ``config`` (a frozen dataclass: its repr is its content)."""
-    text = f"{kind}|{config!r}|{source_hash()}"
+# --- the modules an object depends on ------------------------------------------
+
+
+def _module_file(name: str, root: Path) -> Path | None:
+    """``difflab.a.b`` -> ``root/a/b.py`` (or ``root/a/b/__init__.py``), if it exists."""
+    parts = name.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    base = root.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """The ``difflab`` modules that ``path`` (module ``name``) imports, anywhere in it.
+
+    Imports inside functions count too (a lazy import is still a dependency);
+    ``from difflab.a import b`` names module ``difflab.a.b`` when that is a module.
+    """
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: climb level - 1 packages above ``package``
+                parent = package.split(".")
+                parent = parent[: len(parent) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)
+    return {m for m in found if m.split(".")[0] == PACKAGE}
+
+
+def module_closure(deps: Iterable[str], root: Path = PACKAGE_DIR) -> dict[str, Path]:
+    """Every ``difflab`` module that the modules ``deps`` import, transitively.
+
+    The packages above each module (their ``__init__.py``, which Python runs on
+    import) are included; this module (the storage) is not. Read with
+    :mod:`ast` from the files under ``root`` (the package folder), so nothing is
+    imported.
+
+    Returns:
+        module name -> its file, for the modules found under ``root``.
+
+    Raises:
+        ValueError: if a module of ``deps`` is not in the package.
+    """
+    todo, seen = list(deps), {}
+    for name in todo:
+        if _module_file(name, root) is None:
+            raise ValueError(f"{name!r} is not a module of {root}")
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _module_file(name, root)
+        if path is None or name in NOT_DEPENDENCIES:  # not a module, or this one
+            continue
+        seen[name] = path
+        parts = name.split(".")
+        todo.extend(".".join(parts[:k]) for k in range(1, len(parts)))
+        todo.extend(_imports(name, path))
+    return seen
+
+
+def deps_hash(deps: Iterable[str], root: Path = PACKAGE_DIR) -> str:
+    """SHA-256 of the source of :func:`module_closure` of ``deps``, in name order."""
+    h = hashlib.sha256()
+    for name, path in sorted(module_closure(deps, root).items()):
+        h.update(name.encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def cache_key(
+    kind: str, config: object, deps: Iterable[str], root: Path = PACKAGE_DIR
+) -> str:
+    """The 16-hex-digit key of ``config`` of ``kind`` built from the modules ``deps``."""
+    text = f"{kind}|{config!r}|{deps_hash(deps, root)}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def checkpoint_path(kind: str, config: object) -> Path:
-    """``<cache_dir>/<kind>/<key>.pt``: where a run of ``config`` keeps its checkpoint."""
-    return cache_dir() / kind / f"{config_key(kind, config)}.pt"
+# --- entries --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Where one trained object lives: ``<cache_dir>/<kind>/<key>.pt`` and ``.json``."""
+
+    kind: str
+    key: str
+
+    @property
+    def path(self) -> Path:
+        """The checkpoint (partial while training, ``done`` when finished)."""
+        return cache_dir() / self.kind / f"{self.key}.pt"
+
+    @property
+    def sidecar(self) -> Path:
+        """The JSON record of kind, config and dependencies."""
+        return self.path.with_suffix(".json")
+
+
+def entry(kind: str, config: object, *, deps: Iterable[str]) -> Entry:
+    """The cache entry of ``config`` (a frozen dataclass) of ``kind``; writes nothing."""
+    return Entry(kind, cache_key(kind, config, tuple(deps)))
+
+
+def _write_sidecar(e: Entry, config: object, deps: tuple[str, ...]) -> None:
+    e.sidecar.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "kind": e.kind,
+        "key": e.key,
+        "config": repr(config),
+        "deps": list(deps),
+        "deps_hash": deps_hash(deps),
+    }
+    tmp = e.sidecar.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, e.sidecar)
+
+
+def _load(e: Entry, device: torch.device | str) -> dict[str, Any]:
+    try:
+        return load_checkpoint(e.path, map_location=device)
+    except CheckpointError as err:
+        raise CheckpointError(
+            f"The cached {e.kind} {e.key} cannot be read: {err} "
+            f"(Deleting {e.path} makes the next run train it again.)"
+        ) from err
+
+
+def cached(
+    kind: str,
+    config: object,
+    *,
+    deps: Iterable[str],
+    build: Callable[[Path], dict[str, Any]],
+    load: Callable[[dict[str, Any]], T],
+    device: torch.device | str = "cpu",
+) -> tuple[T, bool]:
+    """The object of ``config`` from the cache, built (and cached) if not there yet.
+
+    Args:
+        kind: a folder name for this sort of object ("ddpm", "vae", ...).
+        config: a frozen dataclass (or a tuple of them): its repr is its content.
+        deps: the modules (``"difflab.nets.unet"``, ...) whose source, with
+            everything they import from ``difflab``, determines the object.
+        build: ``build(path) -> state`` trains and returns what to keep (tensors,
+            numbers, strings, lists, dicts). It may write partial checkpoints to
+            ``path`` and resume from one found there; it is called whenever no
+            finished entry exists.
+        load: ``load(state) -> object`` rebuilds the object from a state.
+        device: where the stored tensors are loaded.
+
+    Returns:
+        (the object, whether it came from the cache).
+
+    Raises:
+        CheckpointError: if the entry is there but unreadable; the message names
+            the file to delete.
+    """
+    deps = tuple(deps)
+    e = entry(kind, config, deps=deps)
+    if e.path.is_file():
+        state = _load(e, device)
+        if state.get("done"):
+            return load(state), True
+    _write_sidecar(e, config, deps)  # before training, so `cache list` sees it
+    state = build(e.path)
+    save_checkpoint({**state, "done": True}, e.path)
+    _write_sidecar(e, config, deps)  # again: a prune during training removed it
+    return load(state), False
+
+
+# --- list and prune ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One entry of the cache, as ``cache list`` shows it."""
+
+    kind: str
+    key: str
+    size: int  # bytes of its files
+    reachable: bool  # the current source still gives this key
+    files: tuple[Path, ...]
+
+
+def _record(sidecar: Path) -> dict | None:
+    """The sidecar's record if it is one that :func:`cached` wrote, else None."""
+    try:
+        record = json.loads(sidecar.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    ok = isinstance(record, dict) and {"kind", "key", "config", "deps"} <= set(record)
+    return record if ok else None
+
+
+def _reachable(record: dict) -> bool:
+    try:
+        current = deps_hash(record["deps"])
+    except ValueError:  # a dependency that no longer exists
+        return False
+    text = f"{record['kind']}|{record['config']}|{current}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16] == record["key"]
+
+
+def list_entries(root: Path | None = None) -> list[Listed]:
+    """Every entry under the cache folder (``<kind>/<key>.pt`` and its sidecar).
+
+    An entry is reachable when the source of its dependencies is unchanged, so the
+    key recorded in its sidecar is what :func:`cached` would compute today. A
+    checkpoint without a sidecar (left by an older version) is unreachable. Other
+    files (the executed notes, say) are not entries and are left alone.
+    """
+    root = root or cache_dir()
+    out = []
+    for folder in sorted(p for p in root.glob("*") if p.is_dir()):
+        keys = {p.stem for p in folder.glob("*.pt")}
+        keys |= {p.stem for p in folder.glob("*.json") if _record(p) is not None}
+        for key in sorted(keys):
+            record = _record(folder / f"{key}.json")
+            reachable = (
+                record is not None
+                and (record["kind"], record["key"]) == (folder.name, key)
+                and _reachable(record)
+            )
+            files = [folder / f"{key}.pt", folder / f"{key}.json"]
+            files += sorted(folder.glob(f"{key}.*.tmp"))  # an interrupted write
+            files = tuple(f for f in files if f.is_file())
+            size = sum(f.stat().st_size for f in files)
+            out.append(Listed(folder.name, key, size, reachable, files))
+    return out
+
+
+def prune(root: Path | None = None, *, dry_run: bool = False) -> list[Listed]:
+    """Remove every entry that :func:`list_entries` finds unreachable; return them."""
+    gone = [e for e in list_entries(root) if not e.reachable]
+    if not dry_run:
+        for e in gone:
+            for f in e.files:
+                f.unlink(missing_ok=True)
+    return gone

@@ -1,11 +1,15 @@
 """One readable training loop for every diffusion model of the site.
 
-Read it top to bottom: pick a batch, noise it, regress, clip, step, update the EMA,
-now and then write an atomic checkpoint. Everything random (batches, t, eps,
-dropout) comes from generators whose state goes into the checkpoint, so a run that
-is interrupted and resumed ends with exactly the weights of one that was not.
-On a GPU: bf16 autocast, ``channels_last``, optional ``torch.compile``; under
-``torchrun`` the network is wrapped in DistributedDataParallel.
+:func:`train` is Algorithm 1 of Ho et al. (2020) with the engineering around it
+as small named steps: :func:`resume` from a checkpoint, :func:`get_batch`
+(images and their condition, some rows replaced by the null condition),
+:func:`optimise` (L_simple, clipped gradients, AdamW with warm-up),
+:func:`update_ema`, :func:`log` (with the NaN guard) and :func:`save`. Everything
+that changes lives in one :class:`TrainState`. Every random draw (batches,
+dropped conditions, t, eps, dropout) comes from generators whose state goes into
+the checkpoint, so a run that is interrupted and resumed ends with exactly the
+weights of one that was not. On a GPU: bf16 autocast, ``channels_last``,
+optional ``torch.compile``; under ``torchrun``, DistributedDataParallel.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from difflab.core import cond as conds
+from difflab.core.cond import Cond, NullCond
 from difflab.diffusion.losses import simple_loss
 from difflab.diffusion.schedules import Schedule
 from difflab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -38,8 +44,10 @@ class TrainConfig:
         lr, weight_decay, warmup: AdamW with a linear warm-up, then constant.
         grad_clip: max global gradient norm. ema_decay: of the weights' moving average.
         prediction: what the network regresses ("eps", "x0" or "v").
-        class_dropout: probability of replacing a label by the null label, for
-            classifier-free guidance (Ho & Salimans 2022); 0 for unconditional nets.
+        cond_drop: probability of replacing a row's condition by ``null_cond``
+            (condition dropout for classifier-free guidance, Ho & Salimans 2022,
+            Algorithm 1); 0 for unconditional training.
+        null_cond: the null condition; needed when ``cond_drop > 0``.
         checkpoint_every: steps between checkpoints. log_every: steps between loss
             records (and the NaN/Inf check). seed: of every generator in the run.
         compile: wrap the network in ``torch.compile`` (GPU). amp: bf16 autocast
@@ -54,7 +62,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     prediction: str = "eps"
-    class_dropout: float = 0.0
+    cond_drop: float = 0.0
+    null_cond: NullCond | None = None
     checkpoint_every: int = 500
     log_every: int = 25
     seed: int = 0
@@ -76,6 +85,39 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # one mean per log_every steps
     step: int = 0
     seconds: float = 0.0
+
+
+@dataclass
+class TrainState:
+    """Everything a run changes; what a checkpoint holds.
+
+    ``running`` is the sum of the losses since the last log, kept on the device so
+    that the loop syncs with the host once per ``log_every`` steps only.
+    """
+
+    net: nn.Module
+    ema: nn.Module
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    running: Tensor
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @classmethod
+    def start(cls, net: nn.Module, cfg: TrainConfig, seed: int) -> TrainState:
+        """Step 0: the EMA starts as a copy of the network."""
+        device = next(net.parameters()).device
+        opt = torch.optim.AdamW(
+            net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        return cls(
+            net=net,
+            ema=copy.deepcopy(net).eval().requires_grad_(False),
+            opt=opt,
+            gen=torch.Generator(device).manual_seed(seed),
+            running=torch.zeros((), device=device),
+        )
 
 
 def setup_distributed() -> tuple[int, int, torch.device | None]:
@@ -106,13 +148,131 @@ def _set_rng_state(gen: torch.Generator, state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def resume(state: TrainState, ckpt: Path, cfg: TrainConfig) -> None:
+    """Load weights, optimiser, generators and counters from ``ckpt``.
+
+    Raises:
+        CheckpointError: if ``ckpt`` is unreadable or of another configuration.
+    """
+    saved = load_checkpoint(ckpt, map_location=state.running.device)
+    if saved.get("train_config") != asdict(cfg):
+        raise CheckpointError(
+            f"{ckpt} was written by another configuration; delete it to retrain."
+        )
+    state.net.load_state_dict(saved["net"])
+    state.ema.load_state_dict(saved["ema"])
+    state.opt.load_state_dict(saved["opt"])
+    _set_rng_state(state.gen, saved["rng"])
+    state.step, state.losses = saved["step"], list(saved["losses"])
+    state.seconds = saved["seconds"]
+    state.running.fill_(saved.get("running", 0.0))
+
+
+def save(
+    state: TrainState, ckpt: Path, cfg: TrainConfig, meta: dict, done: bool
+) -> None:
+    """Write the whole state to ``ckpt`` atomically (``done``: training finished)."""
+    save_checkpoint(
+        {
+            "net": state.net.state_dict(),
+            "ema": state.ema.state_dict(),
+            "opt": state.opt.state_dict(),
+            "rng": _rng_state(state.gen),
+            "step": state.step,
+            "losses": state.losses,
+            "seconds": state.seconds,
+            "done": done,
+            "running": state.running.item(),
+            "train_config": asdict(cfg),
+            "meta": meta,
+        },
+        ckpt,
+    )
+
+
+def get_batch(
+    images: Tensor, cond: Cond | None, state: TrainState, cfg: TrainConfig, n: int
+) -> tuple[Tensor, dict[str, Tensor] | None]:
+    """``n`` random images x_0 (n, C, H, W) and their condition, some rows nulled."""
+    idx = torch.randint(len(images), (n,), device=images.device, generator=state.gen)
+    x0 = images[idx]
+    if x0.is_cuda and cfg.channels_last:
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    c = conds.select(cond, idx)
+    if c is not None and cfg.cond_drop > 0:
+        c = conds.drop(c, cfg.cond_drop, cfg.null_cond, state.gen)
+    return x0, c
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up over ``cfg.warmup`` steps, then constant."""
+    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+
+
+def optimise(
+    model: nn.Module,
+    schedule: Schedule,
+    x0: Tensor,
+    cond: Cond | None,
+    state: TrainState,
+    cfg: TrainConfig,
+) -> Tensor:
+    """One gradient step on L_simple (Ho et al. 2020, Algorithm 1); the loss."""
+    device = x0.device
+    amp_dtype = autocast_dtype(device) if cfg.amp else None
+    with torch.autocast(
+        device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+    ):
+        loss = simple_loss(
+            model,
+            schedule,
+            x0,
+            cond=cond,
+            prediction=cfg.prediction,
+            generator=state.gen,
+        )
+    for group in state.opt.param_groups:
+        group["lr"] = learning_rate(state.step, cfg)
+    state.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(state.net.parameters(), cfg.grad_clip)
+    state.opt.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def update_ema(state: TrainState, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * net, for every parameter."""
+    ema_params, net_params = list(state.ema.parameters()), list(state.net.parameters())
+    torch._foreach_lerp_(ema_params, net_params, 1 - decay)
+
+
+def log(state: TrainState, cfg: TrainConfig, ckpt: Path | None) -> float:
+    """Record the mean loss since the last log; stop if it is NaN or infinite.
+
+    Raises:
+        TrainingDiverged: naming the last good checkpoint, which is kept.
+    """
+    n = (state.step - 1) % cfg.log_every + 1
+    mean = state.running.item() / n  # the one host sync per log_every steps
+    state.running.zero_()
+    if not math.isfinite(mean):
+        kept = f"the last good checkpoint {ckpt} is kept" if ckpt else "no checkpoint"
+        raise TrainingDiverged(
+            f"The loss became {mean} by step {state.step}; {kept}. "
+            "Lower the learning rate or check the data."
+        )
+    state.losses.append(mean)
+    return mean
+
+
 def train(
     net: nn.Module,
     images: Tensor,
     schedule: Schedule,
     config: TrainConfig,
     *,
-    labels: Tensor | None = None,
+    cond: Cond | None = None,
     checkpoint: str | Path | None = None,
     meta: dict | None = None,
     progress: bool = True,
@@ -122,8 +282,9 @@ def train(
     """Train ``net`` with L_simple on ``images`` (N, C, H, W) in [-1, 1].
 
     Args:
-        net: network ``net(x_t, t, cond=None)``; trained in place on its own device.
-        labels: (N,) long class labels for a class-conditional network.
+        net: network ``net(x_t, t, cond)``; trained in place on its own device.
+        cond: the condition of every image, a mapping of (N, ...) tensors (for
+            example ``{"y": labels}``), or None for an unconditional network.
         checkpoint: where to save every ``checkpoint_every`` steps and at the end
             (atomically); if a checkpoint is there, training resumes from it.
         meta: extra JSON-like data stored in the checkpoint (the recipe, say).
@@ -133,152 +294,63 @@ def train(
 
     Raises:
         TrainingDiverged: if the loss turns NaN/Inf; the last good checkpoint stays.
+        ValueError: if ``config.cond_drop > 0`` without a ``config.null_cond``.
     """
     cfg = config
+    if cfg.cond_drop > 0 and cfg.null_cond is None:
+        raise ValueError("TrainConfig.cond_drop > 0 needs TrainConfig.null_cond")
     rank, world, ddp_device = setup_distributed()
     if ddp_device is not None:
         net.to(ddp_device)
     device = next(net.parameters()).device
-    on_cuda = device.type == "cuda"
-    if on_cuda and cfg.channels_last:
+    if device.type == "cuda" and cfg.channels_last:
         net.to(memory_format=torch.channels_last)
-    ema = copy.deepcopy(net).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator(device).manual_seed(cfg.seed + 1000 * rank)
-    images = images.to(device)
-    labels = labels.to(device) if labels is not None else None
-    result = TrainResult(net=net, ema=ema)
-    ckpt = Path(checkpoint) if checkpoint else None
+    images, cond = images.to(device), conds.to(cond, device)
+    ckpt = Path(checkpoint) if checkpoint and rank == 0 else None
+    state = TrainState.start(net, cfg, seed=cfg.seed + 1000 * rank)
 
-    with torch.random.fork_rng(devices=[device] if on_cuda else []):
+    def checkpoint_now(done: bool) -> None:
+        if ckpt is not None:
+            save(state, ckpt, cfg, meta or {}, done)
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed + 1000 * rank)  # dropout; restored on exit
-        if ckpt is not None and ckpt.exists():
-            state = load_checkpoint(ckpt, map_location=device)
-            if state.get("train_config") != asdict(cfg):
-                raise CheckpointError(
-                    f"{ckpt} was written by another configuration; delete it to retrain."
-                )
-            net.load_state_dict(state["net"])
-            ema.load_state_dict(state["ema"])
-            opt.load_state_dict(state["opt"])
-            _set_rng_state(gen, state["rng"])
-            result.step, result.losses = state["step"], list(state["losses"])
-            result.seconds = state["seconds"]
-            running_restored = state.get("running", 0.0)
-        else:
-            running_restored = 0.0
-
-        def save(done: bool) -> None:
-            if ckpt is None or rank != 0:
-                return
-            save_checkpoint(
-                {
-                    "net": net.state_dict(),
-                    "ema": ema.state_dict(),
-                    "opt": opt.state_dict(),
-                    "rng": _rng_state(gen),
-                    "step": result.step,
-                    "losses": result.losses,
-                    "seconds": result.seconds,
-                    "done": done,
-                    "running": running.item(),
-                    "train_config": asdict(cfg),
-                    "meta": meta or {},
-                },
-                ckpt,
-            )
-
-        model = net
-        if world > 1:
-            model = nn.parallel.DistributedDataParallel(net)
-        if cfg.compile:
-            model = torch.compile(model)
-        amp_dtype = autocast_dtype(device) if cfg.amp else None
-        null = getattr(getattr(net, "config", None), "num_classes", None)
-        ema_params = list(ema.parameters())
-        net_params = list(net.parameters())
-        local_batch = cfg.batch_size // world
-        running = torch.full((), running_restored, device=device)
+        if checkpoint and Path(checkpoint).exists():
+            resume(state, Path(checkpoint), cfg)
+        model = nn.parallel.DistributedDataParallel(net) if world > 1 else net
+        model = torch.compile(model) if cfg.compile else model
         bar = tqdm(
             total=cfg.steps,
-            initial=result.step,
+            initial=state.step,
             disable=not progress or rank != 0,
             desc="train",
             dynamic_ncols=True,
         )
-        t_start = time.perf_counter() - result.seconds
+        t0 = time.perf_counter() - state.seconds
         try:
-            while result.step < cfg.steps:
-                # Batch: random images (and labels, some dropped to the null class).
-                idx = torch.randint(
-                    len(images), (local_batch,), device=device, generator=gen
-                )
-                x0 = images[idx]
-                if on_cuda and cfg.channels_last:
-                    x0 = x0.contiguous(memory_format=torch.channels_last)
-                y = None
-                if labels is not None:
-                    y = labels[idx]
-                    if cfg.class_dropout > 0:
-                        drop = torch.rand(y.shape, device=device, generator=gen)
-                        y = torch.where(drop < cfg.class_dropout, null, y)
-                # Loss (Ho et al. 2020, Algorithm 1), under bf16 autocast on a GPU.
-                with torch.autocast(
-                    device.type,
-                    dtype=amp_dtype or torch.float32,
-                    enabled=amp_dtype is not None,
-                ):
-                    loss = simple_loss(
-                        model,
-                        schedule,
-                        x0,
-                        cond=None if y is None else {"y": y},
-                        prediction=cfg.prediction,
-                        generator=gen,
-                    )
-                # Step: warm-up learning rate, clipped gradients, AdamW, EMA.
-                for group in opt.param_groups:
-                    group["lr"] = cfg.lr * min(
-                        1.0, (result.step + 1) / max(cfg.warmup, 1)
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(net_params, cfg.grad_clip)
-                opt.step()
-                torch._foreach_lerp_(ema_params, net_params, 1 - cfg.ema_decay)
-                running += loss.detach()
-                result.step += 1
+            while state.step < cfg.steps:
+                x0, c = get_batch(images, cond, state, cfg, cfg.batch_size // world)
+                state.running += optimise(model, schedule, x0, c, state, cfg)
+                update_ema(state, cfg.ema_decay)
+                state.step += 1
                 bar.update(1)
-                if result.step % cfg.log_every == 0 or result.step == cfg.steps:
-                    n = (result.step - 1) % cfg.log_every + 1
-                    mean = running.item() / n  # one host sync per log_every steps
-                    running.zero_()
-                    if not math.isfinite(mean):
-                        last = (
-                            f"the last good checkpoint {ckpt} is kept"
-                            if ckpt
-                            else "no checkpoint was written"
-                        )
-                        raise TrainingDiverged(
-                            f"The loss became {mean} by step {result.step}; {last}. "
-                            "Lower the learning rate or check the data."
-                        )
-                    result.losses.append(mean)
-                    result.seconds = time.perf_counter() - t_start
-                    bar.set_postfix(loss=f"{mean:.4f}")
+                if state.step % cfg.log_every == 0 or state.step == cfg.steps:
+                    state.seconds = time.perf_counter() - t0
+                    loss = log(state, cfg, ckpt)
+                    bar.set_postfix(loss=f"{loss:.4f}")
                     if callback is not None:
-                        callback(result.step, mean)
-                    if time_budget is not None and result.seconds >= time_budget:
+                        callback(state.step, loss)
+                    if time_budget is not None and state.seconds >= time_budget:
                         break
-                if result.step % cfg.checkpoint_every == 0 and result.step < cfg.steps:
-                    save(done=False)
+                if state.step % cfg.checkpoint_every == 0 and state.step < cfg.steps:
+                    checkpoint_now(done=False)
         except KeyboardInterrupt:
-            result.seconds = time.perf_counter() - t_start
-            if len(result.losses) and math.isfinite(result.losses[-1]):
-                save(done=False)  # nothing is lost: the next run resumes here
-            bar.close()
+            state.seconds = time.perf_counter() - t0
+            if state.losses and math.isfinite(state.losses[-1]):
+                checkpoint_now(done=False)  # nothing is lost: the next run resumes
             raise
-        bar.close()
-        result.seconds = time.perf_counter() - t_start
-        save(done=result.step >= cfg.steps)
-    return result
+        finally:
+            bar.close()
+        state.seconds = time.perf_counter() - t0
+        checkpoint_now(done=state.step >= cfg.steps)
+    return TrainResult(net, state.ema, state.losses, state.step, state.seconds)

@@ -3,8 +3,9 @@
 Each recipe has two profiles: ``quick`` (the CPU default: small net, few steps, the
 embedded 8x8 digits) and ``full`` (the GPU default: the real dataset at full
 resolution). ``DIFFLAB_PROFILE`` picks the profile, ``DIFFLAB_DATASET`` the data.
-:func:`load_or_train` caches the trained checkpoint under a key made of the
-recipe and the package source, so an unchanged rebuild trains nothing.
+:func:`load_or_train` caches the trained checkpoint (:func:`difflab.train.cache.cached`)
+under a key made of the recipe and the source of the modules training depends on
+(:data:`DEPS`), so an unchanged rebuild trains nothing.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor, nn
 
-from difflab.core.cond import NullCond
+from difflab.core import cond as conds
+from difflab.core.cond import Cond, NullCond
 from difflab.data.images import ImageData, load_images
 from difflab.diffusion.guidance import guided
-from difflab.diffusion.parameterization import as_eps_model
+from difflab.diffusion.parameterization import EpsModel, as_eps_model
 from difflab.diffusion.samplers import ddim_sample, ddim_timesteps, ddpm_sample
 from difflab.diffusion.schedules import Schedule, make_schedule
 from difflab.nets.unet import UNet, UNetConfig, ddpm_cifar10_config
-from difflab.train.cache import checkpoint_path
-from difflab.train.checkpoint import load_checkpoint
+from difflab.train.cache import cached
 from difflab.train.device import default_device
 from difflab.train.loop import TrainConfig, train
 from difflab.train.profiles import PROFILES, current_profile
@@ -32,7 +33,11 @@ from difflab.train.profiles import PROFILES, current_profile
 
 @dataclass(frozen=True)
 class Recipe:
-    """A diffusion model to train: data, network, schedule and optimisation."""
+    """A diffusion model to train: data, network, schedule and optimisation.
+
+    ``conditional``: trained on ``{"y": labels}``; condition dropout and the null
+    condition are ``train.cond_drop`` and ``train.null_cond``.
+    """
 
     name: str
     profile: str
@@ -101,8 +106,9 @@ def _ddpm_cond(profile: str) -> Recipe:
         name="ddpm-cond",
         conditional=True,
         unet=replace(base.unet, num_classes=10),
-        train=replace(base.train, class_dropout=0.1),
-        description="Class-conditional DDPM with label dropout for classifier-free guidance.",
+        train=replace(base.train, cond_drop=0.1, null_cond=NullCond((("y", 10),))),
+        description="Class-conditional DDPM with label dropout for classifier-free "
+        "guidance.",
     )
 
 
@@ -193,7 +199,7 @@ class Trained:
     from_cache: bool
     data_note: str = ""
 
-    def eps_model(self) -> Callable[..., Tensor]:
+    def eps_model(self) -> EpsModel:
         """The network as ``eps_model(x_t, t, cond=None)`` (see :func:`as_eps_model`)."""
         return as_eps_model(self.net, self.schedule, self.recipe.train.prediction)
 
@@ -217,50 +223,42 @@ class Trained:
         sampler: str = "ddim",
         steps: int = 50,
         eta: float = 0.0,
-        y: Tensor | None = None,
+        cond: Cond | None = None,
         guidance_scale: float | None = None,
         generator: torch.Generator | None = None,
         progress: bool = True,
         batch_size: int = 500,
     ) -> Tensor:
-        """``n`` samples in [-1, 1] with DDIM (``steps``, ``eta``) or DDPM (all T steps)."""
+        """``n`` samples in [-1, 1] with DDIM (``steps``, ``eta``) or DDPM (all T steps).
+
+        Args:
+            cond: the condition of each sample, (n, ...) tensors (``{"y": labels}``).
+            guidance_scale: classifier-free guidance weight w (w = 1: conditional),
+                with the recipe's null condition.
+        """
+        if sampler not in ("ddpm", "ddim"):
+            raise ValueError(f"Unknown sampler {sampler!r}; use 'ddpm' or 'ddim'.")
+        eps = self.eps_model()
+        if guidance_scale is not None:
+            eps = guided(eps, guidance_scale, self.recipe.train.null_cond)
         out = []
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
-            yb = y[start : start + b] if y is not None else None
-            cond = None if yb is None else {"y": yb}
-            model = self.eps_model()
-            if guidance_scale is not None:
-                null = NullCond((("y", self.recipe.unet.num_classes),))
-                model = guided(model, guidance_scale, null)
+            cb = conds.select(cond, slice(start, start + b))
             x_T = self.noise(b, generator)
+            kw = dict(clip_x0=1.0, cond=cb, generator=generator, progress=progress)
             if sampler == "ddpm":
-                x = ddpm_sample(
-                    model,
-                    x_T,
-                    self.schedule,
-                    clip_x0=1.0,
-                    cond=cond,
-                    generator=generator,
-                    progress=progress,
-                )
-            elif sampler == "ddim":
-                taus = ddim_timesteps(self.schedule.T, steps)
-                x = ddim_sample(
-                    model,
-                    x_T,
-                    self.schedule,
-                    taus,
-                    eta=eta,
-                    clip_x0=1.0,
-                    cond=cond,
-                    generator=generator,
-                    progress=progress,
-                )
+                x = ddpm_sample(eps, x_T, self.schedule, **kw)
             else:
-                raise ValueError(f"Unknown sampler {sampler!r}; use 'ddpm' or 'ddim'.")
+                taus = ddim_timesteps(self.schedule.T, steps)
+                x = ddim_sample(eps, x_T, self.schedule, taus, eta=eta, **kw)
             out.append(x.clamp(-1, 1).float().cpu())
         return torch.cat(out)
+
+
+# What a trained recipe depends on: the loop (with the loss and the schedules it
+# imports), the network and the data loaders. The samplers are not in it.
+DEPS = ("difflab.train.loop", "difflab.nets.unet", "difflab.data.images")
 
 
 def load_or_train(
@@ -273,8 +271,8 @@ def load_or_train(
     """The trained model of ``recipe``: from the cache if there, else trained now.
 
     The checkpoint lives at ``.cache/difflab/ddpm/<key>.pt`` where the key hashes
-    the recipe (with the dataset actually found) and the package source. An
-    interrupted training resumes from its last checkpoint on the next call.
+    the recipe (with the dataset actually found) and the source of :data:`DEPS`.
+    An interrupted training resumes from its last checkpoint on the next call.
     """
     if isinstance(recipe, str):
         recipe = get_recipe(recipe)
@@ -284,38 +282,31 @@ def load_or_train(
     recipe, data = resolve_data(recipe)
     if device.type != "cuda":
         recipe = replace(recipe, train=replace(recipe.train, compile=False))
-    path = checkpoint_path("ddpm", recipe)
-    net = UNet(recipe.unet).to(device)
     schedule = make_schedule(recipe.schedule, recipe.T)
-    if path.exists():
-        state = load_checkpoint(path, map_location=device)
-        if state.get("done"):
-            net.load_state_dict(state["ema"])
-            return Trained(
-                recipe,
-                net.eval(),
-                schedule,
-                list(state["losses"]),
-                state["seconds"],
-                True,
-                data.note,
-            )
-    result = train(
-        net,
-        data.images,
-        schedule,
-        recipe.train,
-        labels=data.labels if recipe.conditional else None,
-        checkpoint=path,
-        meta={"recipe": repr(recipe)},
-        progress=progress,
+
+    def build(path):
+        result = train(
+            UNet(recipe.unet).to(device),
+            data.images,
+            schedule,
+            recipe.train,
+            cond={"y": data.labels} if recipe.conditional else None,
+            checkpoint=path,
+            meta={"recipe": repr(recipe)},
+            progress=progress,
+        )
+        return {
+            "ema": result.ema.state_dict(),
+            "losses": result.losses,
+            "seconds": result.seconds,
+        }
+
+    def load(state):
+        net = UNet(recipe.unet).to(device)
+        net.load_state_dict(state["ema"])
+        return net.eval(), list(state["losses"]), state["seconds"]
+
+    (net, losses, seconds), hit = cached(
+        "ddpm", recipe, deps=DEPS, build=build, load=load, device=device
     )
-    return Trained(
-        recipe,
-        result.ema.eval(),
-        schedule,
-        result.losses,
-        result.seconds,
-        False,
-        data.note,
-    )
+    return Trained(recipe, net, schedule, losses, seconds, hit, data.note)

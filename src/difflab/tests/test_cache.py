@@ -1,0 +1,146 @@
+"""The cache-or-train helper: keys follow the dependencies' source, not the package's."""
+
+import shutil
+
+import pytest
+import torch
+
+from difflab.train import cache
+from difflab.train.checkpoint import CheckpointError
+
+LOOP_DEPS = ("difflab.train.loop", "difflab.nets.unet")
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A copy of the package source to edit."""
+    root = tmp_path / "difflab"
+    shutil.copytree(cache.PACKAGE_DIR, root, ignore=shutil.ignore_patterns("tests"))
+    return root
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path / "store"))
+    return tmp_path / "store"
+
+
+def _touch(path):
+    path.write_text(path.read_text() + "\n# edited\n")
+
+
+def test_closure_follows_imports_transitively_and_nothing_else():
+    mods = cache.module_closure(LOOP_DEPS)
+    # loop -> diffusion.losses -> diffusion.forward: a transitive dependency
+    assert {"difflab.diffusion.losses", "difflab.diffusion.forward"} <= set(mods)
+    assert "difflab.nets.layers" in mods  # imported by the UNet
+    assert "difflab.diffusion" in mods and "difflab" in mods  # packages run on import
+    for name in mods:  # neither the page helpers nor the evaluation
+        assert not name.startswith(("difflab.notes", "difflab.eval", "difflab.cli"))
+
+
+def test_key_ignores_modules_outside_the_closure(tree):
+    key = cache.cache_key("ddpm", (1, 2), LOOP_DEPS, tree)
+    _touch(tree / "notes" / "plotting.py")
+    _touch(tree / "eval" / "metrics.py")
+    assert cache.cache_key("ddpm", (1, 2), LOOP_DEPS, tree) == key
+
+
+@pytest.mark.parametrize(
+    "edited",
+    ["nets/unet.py", "train/loop.py", "diffusion/losses.py", "diffusion/forward.py"],
+)
+def test_key_changes_with_a_direct_or_transitive_dependency(tree, edited):
+    key = cache.cache_key("ddpm", (1, 2), LOOP_DEPS, tree)
+    _touch(tree / edited)
+    assert cache.cache_key("ddpm", (1, 2), LOOP_DEPS, tree) != key
+
+
+def test_key_changes_with_kind_and_config():
+    k = cache.cache_key("ddpm", (1, 2), LOOP_DEPS)
+    assert cache.cache_key("ddpm", (1, 3), LOOP_DEPS) != k
+    assert cache.cache_key("vae", (1, 2), LOOP_DEPS) != k
+
+
+def test_unknown_dependency_is_refused():
+    with pytest.raises(ValueError, match="not a module"):
+        cache.module_closure(["difflab.no_such_module"])
+
+
+def _cached(builds, config=("cfg", 1)):
+    def build(path):
+        builds.append(path)
+        return {"w": torch.arange(3.0)}
+
+    return cache.cached(
+        "toy",
+        config,
+        deps=("difflab.core.cond",),
+        build=build,
+        load=lambda state: state["w"] * 2,
+    )
+
+
+def test_second_call_loads_instead_of_building(store):
+    builds = []
+    first, hit1 = _cached(builds)
+    second, hit2 = _cached(builds)
+    assert len(builds) == 1 and (hit1, hit2) == (False, True)
+    torch.testing.assert_close(first, second)
+    _cached(builds, config=("cfg", 2))  # another config: another build
+    assert len(builds) == 2
+
+
+def test_partial_entry_is_handed_to_build_to_resume(store):
+    e = cache.entry("toy", ("cfg", 1), deps=("difflab.core.cond",))
+    from difflab.train.checkpoint import save_checkpoint
+
+    save_checkpoint({"w": torch.zeros(3), "done": False}, e.path)  # interrupted run
+    builds = []
+    _, hit = _cached(builds)
+    assert not hit and builds == [e.path]  # build sees the partial checkpoint
+    assert _cached(builds)[1]
+
+
+def test_corrupt_entry_raises_a_clear_error(store):
+    builds = []
+    _cached(builds)
+    e = cache.entry("toy", ("cfg", 1), deps=("difflab.core.cond",))
+    e.path.write_bytes(e.path.read_bytes()[:50])
+    with pytest.raises(
+        CheckpointError, match=r"cached toy .* cannot be read.*Deleting"
+    ):
+        _cached(builds)
+
+
+def test_list_and_prune(store):
+    _cached([])
+    (store / "toy" / "0123456789abcdef.pt").write_bytes(b"old")  # no sidecar
+    (store / "notes").mkdir()
+    (store / "notes" / "page.json").write_text("{}")  # not an entry: left alone
+    listed = {e.key: e for e in cache.list_entries()}
+    assert len(listed) == 2
+    assert not listed["0123456789abcdef"].reachable
+    (live,) = [e for e in listed.values() if e.reachable]
+    assert live.kind == "toy" and live.size > 0
+    assert [e.key for e in cache.prune(dry_run=True)] == ["0123456789abcdef"]
+    assert (store / "toy" / "0123456789abcdef.pt").exists()
+    cache.prune()
+    assert [e.key for e in cache.list_entries()] == [live.key]
+    assert (store / "notes" / "page.json").exists()
+
+
+def test_entry_whose_record_no_longer_gives_its_key_is_unreachable(store):
+    _cached([])
+    (sidecar,) = (store / "toy").glob("*.json")
+    sidecar.write_text(sidecar.read_text().replace("'cfg', 1", "'cfg', 9"))
+    assert [e.reachable for e in cache.list_entries()] == [False]
+
+
+def test_the_cache_module_itself_is_no_dependency(tree):
+    deps = ("difflab.eval.metrics",)  # imports train.cache to store its classifier
+    key = cache.cache_key("classifier", 1, deps, tree)
+    _touch(tree / "train" / "cache.py")
+    assert cache.cache_key("classifier", 1, deps, tree) == key
+    _touch(tree / "nets" / "classifier.py")
+    assert cache.cache_key("classifier", 1, deps, tree) != key
