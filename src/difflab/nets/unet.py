@@ -207,7 +207,7 @@ class Downsample(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
 
-    def forward(self, x: Tensor, emb: Tensor, context: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         return self.conv(x)
 
 
@@ -322,7 +322,7 @@ class UNet(nn.Module):
         h = self.conv_in(x)  # (B, ch, H, W)
         hs = [h]
         for block in self.down:
-            h = block(h, emb, context)
+            h = block(h) if isinstance(block, Downsample) else block(h, emb, context)
             hs.append(h)
         h = self.mid2(self.mid1(h, emb, context), emb, context)
         for block in self.up:
