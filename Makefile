@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv serve build test test-core test-site lint bench clean
+.PHONY: venv serve build publish test test-core test-site lint bench clean
 
 # Create the virtual environment once; reinstall only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -26,9 +26,15 @@ serve: $(STAMP)
 	$(BIN)/mkdocs serve -a $(HOST)
 
 # The static site in site/ (plain .html links: open site/index.html from disk, or
-# `python3 -m http.server -d site` for search). Publishing: `.venv/bin/mkdocs gh-deploy`.
+# `python3 -m http.server -d site` for search). The GitHub Pages workflow
+# (.github/workflows/pages.yml) runs exactly this, with DIFFLAB_PROFILE=quick.
 build: $(STAMP)
 	$(BIN)/mkdocs build --strict
+
+# Publish without GitHub Actions: the same build as `make build` (quick profile),
+# pushed to the gh-pages branch. Set DIFFLAB_SITE_URL to the published address.
+publish: build
+	$(BIN)/mkdocs gh-deploy --strict --dirty --no-history --message "Site built from {sha}"
 
 test-core: $(STAMP)
 	$(BIN)/pytest src -q
@@ -42,7 +48,7 @@ test-site: $(STAMP)
 test: test-core test-site
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests docs
+	$(BIN)/ruff check src tests docs hooks
 
 clean:
 	rm -rf site .cache/notes

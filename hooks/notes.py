@@ -1,40 +1,66 @@
-"""MkDocs hook: execute the site's notes once, cache them, and time every page.
+"""MkDocs hook: run the notes before MkDocs reads them; mkdocs-jupyter only renders.
 
-mkdocs-jupyter turns each py:percent note (``docs/**/*.py``) into a page. Its own
-execution runs every note on every build, and its own cache is keyed on the note's
-text only, so a change in ``src/difflab`` would be hidden by it. This hook therefore
-wraps ``mkdocs_jupyter.convert.nb2html`` (the function both mkdocs-jupyter 0.26 and
-0.27 call for each page):
+A note is a py:percent file ``docs/<stage>/<name>.py``. The route is plain, and uses
+only MkDocs' own events and mkdocs-jupyter's documented options:
 
-1. The cache key is a SHA-256 of the note's text, every ``src/difflab/**/*.py`` (but
-   the unit tests), the
-   resolved profile (``DIFFLAB_PROFILE``), the names in the data folder, the kernel
-   name and this hook's version.
-2. On a hit, the executed notebook is read from ``.cache/notes/<key>.ipynb``; on a
-   miss, the hook executes the note with nbclient (the venv's ``python3`` kernel,
-   working directory the project root, ``src/`` first on ``PYTHONPATH``, inline
-   matplotlib, a generous per-cell timeout) and stores the result.
-3. mkdocs-jupyter then converts the executed notebook (``execute=False``), so the
-   page shows the outputs of the code that ran; the HTML is kept beside it
-   (``<key>-<options>.html``) so that a warm rebuild converts nothing either.
+1. ``on_files`` (run before every plugin's): for each note the hook computes a key
+   and looks for ``.cache/notes/<key>.ipynb``. On a miss it reads the note with
+   jupytext, executes it with nbclient (the ``python3`` kernel, working directory
+   the project root, ``src/`` first on ``PYTHONPATH``) and stores the executed
+   notebook there. The note's entry in MkDocs' file list is then backed by that
+   notebook (same page path and URL, so ``nav`` and links keep naming the ``.py``).
+2. mkdocs-jupyter, configured with ``include: ["*.ipynb"]`` and ``execute: false``,
+   renders the executed notebook like any other; its own HTML cache is keyed on the
+   notebook's bytes, so a warm rebuild converts nothing either.
+3. ``on_page_content`` finishes the page (see "What a page shows").
+
+The key is a SHA-256 of the note's text, ``difflab.train.cache.source_hash()`` (the
+package's own rule for "the code changed"), ``difflab.train.profiles.current_profile()``,
+the datasets present in ``difflab.data.common.data_root()``, the kernel name and
+``HOOK_VERSION``. Notes named ``_*.py`` are rendered without being executed.
+
+What an executed notebook keeps (it is also the ``.ipynb`` readers download):
+no stderr output (warnings and progress bars are logged at INFO, never published),
+no absolute path of the build machine (the project root becomes ``.``, the
+interpreter's prefix ``<venv>``, the home folder ``~``), PNG figures re-encoded
+losslessly at the smallest size, and the ``fold`` tag on import-only cells.
+
+What a page shows:
+
+* under its title, links to download the note (``<name>.py``) and the executed
+  notebook (``<name>.ipynb``), both copied beside the page;
+* code cells tagged ``fold`` (``# %% tags=["fold"]`` in the note) folded into a
+  ``<details>`` whose one-line summary is the cell's first comment (or, for an
+  import-only cell, the modules it imports); every other cell stays open;
+* no ``In [n]:`` prompts (mkdocs-jupyter's ``no_prompt``);
+* figures as files beside the page (``<name>_files/fig-<hash>.png``), loaded lazily,
+  so the HTML stays small;
+* links to other pages (``../deeper/ddim.py``, ``../notation.md``) pointing at the
+  built pages; a link to a page that does not exist is a warning (an error under
+  ``--strict``), as in .md pages.
 
 A note that raises fails the build with ``Error: note docs/<stage>/<name>.py raised
-...`` and a non-zero exit (with or without ``--strict``). At the end of each build
-the hook logs a table: page, seconds, and whether it was executed or cached.
+...`` (with or without ``--strict``) and nothing is cached for it. Each build logs a
+table of the notes (seconds, executed or cached) and writes it to
+``.cache/notes/last-build.json``.
 
 Environment: ``DIFFLAB_NOTES_CACHE`` (cache folder, default ``<root>/.cache/notes``),
-``DIFFLAB_CELL_TIMEOUT`` (seconds per cell, default 1800: a cell may train a model on a busy laptop).
+``DIFFLAB_CELL_TIMEOUT`` (seconds per cell, default 1800: a cell may train a model
+on a busy laptop).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
 import posixpath
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -42,56 +68,145 @@ from pathlib import Path
 import jupytext
 import nbformat
 from mkdocs.exceptions import PluginError
+from mkdocs.plugins import event_priority
+from mkdocs.structure.files import File
 
 log = logging.getLogger("mkdocs.hooks.notes")
 
-HOOK_VERSION = "1"
+HOOK_VERSION = "2"
+FOLD_TAG = "fold"
+NOT_NOTES = ("assets/", "javascripts/", "stylesheets/")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
-_state: dict = {
-    "root": None,
-    "cache": None,
-    "kernel": "python3",
-    "fingerprint": None,
-    "profile": None,
-    "rows": [],
-    "used": set(),
-    "t0": None,
-}
+_state: dict = {"notes": {}, "py_to_page": {}, "rows": [], "used": set(), "t0": None}
 
 
-# --------------------------------------------------------------------- config
+# ------------------------------------------------------------------ events
 
 
 def on_config(config):
     root = Path(config.config_file_path).resolve().parent
     _state["root"] = root
-    _state["docs"] = Path(config.docs_dir).resolve()
     _state["dir_urls"] = bool(config.use_directory_urls)
-    cache = os.environ.get("DIFFLAB_NOTES_CACHE") or root / ".cache" / "notes"
-    _state["cache"] = Path(cache)
+    _state["cache"] = Path(
+        os.environ.get("DIFFLAB_NOTES_CACHE") or root / ".cache" / "notes"
+    )
     plugin = config.plugins.get("mkdocs-jupyter")
     if plugin is None:
+        raise PluginError("hooks/notes.py needs the mkdocs-jupyter plugin.")
+    if plugin.config.get("execute"):
         raise PluginError(
-            "hooks/notes.py needs the mkdocs-jupyter plugin in mkdocs.yml."
+            "mkdocs-jupyter must not execute (execute: false in mkdocs.yml): "
+            "hooks/notes.py runs the notes and hands over the executed notebooks."
         )
-    if plugin.config.get("cache"):
-        # Its cache ignores src/; ours does not. Never let both answer.
-        log.info(
-            "notes: turning mkdocs-jupyter's own cache off (hooks/notes.py caches)"
-        )
-        plugin.config["cache"] = False
     _state["kernel"] = plugin.config.get("kernel_name") or "python3"
-    _install_wrapper()
+    src = str(root / "src")
+    if src not in sys.path:
+        sys.path.insert(0, src)  # the hook reads the package's own cache rules
     return config
 
 
 def on_pre_build(config):
-    _state["rows"] = []
-    _state["used"] = set()
-    _state["t0"] = time.perf_counter()
-    _state["profile"] = _resolved_profile()
-    _state["fingerprint"] = _fingerprint(_state["root"], _state["profile"])
+    _state.update(notes={}, rows=[], used=set(), t0=time.perf_counter())
+    _state["profile"], _state["fingerprint"] = _fingerprint()
+
+
+@event_priority(100)  # before mkdocs-jupyter decides which files are notebooks
+def on_files(files, config):
+    pages = _state["cache"] / "pages"
+    for file in list(files):
+        if not _is_note(file):
+            continue
+        rel = f"docs/{file.src_uri}"
+        t0 = time.perf_counter()
+        ipynb, status = _executed(Path(file.abs_src_path), rel)
+        _state["rows"].append((rel, time.perf_counter() - t0, status))
+        # The page's source is the executed notebook, at the note's path with the
+        # .ipynb suffix (so the page keeps its URL); the .py stays a static file.
+        uri = file.src_uri[: -len(".py")] + ".ipynb"
+        if files.get_file_from_path(uri) is not None:
+            raise PluginError(f"docs/{uri} and the note {rel} would be one page.")
+        copy = pages / uri
+        if not copy.is_file() or copy.read_bytes() != ipynb.read_bytes():
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ipynb, copy)
+        files.append(File(uri, str(pages), config.site_dir, config.use_directory_urls))
+        _state["notes"][uri] = {
+            "py": file.src_uri,
+            "source": Path(file.abs_src_path),
+            "ipynb": ipynb,
+            "folds": _fold_summaries(nbformat.read(ipynb, as_version=4)),
+            "files": {},  # site path -> bytes: figures and shared CSS
+        }
+    _state["py_to_page"] = {n["py"]: uri for uri, n in _state["notes"].items()}
+    config.nav = _nav_to_pages(config.nav)
+    return files
+
+
+def _nav_to_pages(item):
+    """``nav`` with each note (``stage/name.py``) named by its page's source."""
+    if isinstance(item, str):
+        return _state["py_to_page"].get(item, item)
+    if isinstance(item, list):
+        return [_nav_to_pages(i) for i in item]
+    if isinstance(item, dict):
+        return {k: _nav_to_pages(v) for k, v in item.items()}
+    return item
+
+
+_MD_LINK = re.compile(
+    r"(\]\(\s*<?|^\s*\[[^\]]+\]:\s*<?)([^)\s>#]+\.py)(?=[)#>\s]|$)", re.M
+)
+
+
+def on_page_markdown(markdown, page, config, files):
+    """Links from .md pages to a note (``ddpm.py``) lead to its page."""
+    if page.file.src_uri in _state["notes"]:
+        return markdown
+    here = posixpath.dirname(page.file.src_uri)
+
+    def fix(m: re.Match) -> str:
+        target = posixpath.normpath(posixpath.join(here, m[2]))
+        uri = _state["py_to_page"].get(target)
+        if uri is None:
+            return m[0]
+        return m[1] + m[2][: -len(".py")] + ".ipynb"
+
+    return _MD_LINK.sub(fix, markdown)
+
+
+@event_priority(50)  # before glightbox wraps the figures
+def on_page_content(html, page, config, files):
+    note = _state["notes"].get(page.file.src_uri)
+    if note is None:
+        return html
+    html = _rewrite_page_links(html, page, files)
+    html = _fold_cells(html, note["folds"], page.file.src_uri)
+    html = _extract_images(html, note, page)
+    html = _share_styles(html, note, page)
+    return _add_downloads(html, page)
+
+
+_JUPYTER_MATHJAX = re.compile(
+    r"<script data-mkdocs-jupyter-mathjax=[^>]*>.*?</script>", re.S
+)
+
+
+def on_post_page(output, page, config):
+    """Write the page's downloads and figures; drop mkdocs-jupyter 0.27's MathJax.
+
+    mkdocs-jupyter 0.27 adds its own MathJax loader (from a CDN); the site already
+    typesets notebook cells with the vendored MathJax (docs/javascripts/mathjax.js).
+    """
+    note = _state["notes"].get(page.file.src_uri)
+    if note is not None:
+        site = Path(config.site_dir)
+        (site / page.file.src_uri).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(note["ipynb"], site / page.file.src_uri)
+        for uri, data in note["files"].items():
+            (site / uri).parent.mkdir(parents=True, exist_ok=True)
+            (site / uri).write_bytes(data)
+    return _JUPYTER_MATHJAX.sub("", output)
 
 
 def on_build_error(error):
@@ -104,182 +219,60 @@ def on_post_build(config):
     _log_table(finished=True)
 
 
-def _log_table(finished: bool) -> None:
-    rows = sorted(_state["rows"], key=lambda r: r[0])
-    total = time.perf_counter() - (_state["t0"] or time.perf_counter())
-    if not rows:
-        log.info("notes: no notes in this build (%.1f s in all)", total)
-        return
-    width = max(len("page"), *(len(r[0]) for r in rows))
-    lines = [f"{'page':<{width}}  {'seconds':>8}  status", "-" * (width + 20)]
-    for page, seconds, status in rows:
-        lines.append(f"{page:<{width}}  {seconds:8.1f}  {status}")
-    notes_s = sum(r[1] for r in rows)
-    lines.append("-" * (width + 20))
-    lines.append(
-        f"{'notes':<{width}}  {notes_s:8.1f}  profile {_state['profile']}; "
-        f"whole build so far {total:.1f} s"
-    )
-    title = "per-page timing" if finished else "timing of the notes before the error"
-    log.info("notes: %s\n%s", title, "\n".join(lines))
-    if not finished:
-        return
-    summary = {
-        "profile": _state["profile"],
-        "build_seconds": total,
-        "pages": [{"page": p, "seconds": s, "status": st} for p, s, st in rows],
-    }
-    _state["cache"].mkdir(parents=True, exist_ok=True)
-    (_state["cache"] / "last-build.json").write_text(json.dumps(summary, indent=1))
-
-
-_JUPYTER_MATHJAX = re.compile(
-    r"<script data-mkdocs-jupyter-mathjax=[^>]*>.*?</script>", re.S
-)
-
-
-def on_post_page(output, page, config):
-    """Drop mkdocs-jupyter 0.27's own MathJax loader (0.26 has none).
-
-    It points at a CDN and typesets notebook cells itself, racing the site's
-    configuration (docs/javascripts/mathjax.js), which already typesets them with
-    the vendored MathJax.
-    """
-    return _JUPYTER_MATHJAX.sub("", output)
-
-
-# ------------------------------------------------------------ the wrapper
-
-
-def _install_wrapper() -> None:
-    from mkdocs_jupyter import convert
-
-    # `mkdocs serve` loads this hook afresh for every rebuild while mkdocs_jupyter
-    # stays imported: always wrap the original, with this load's state.
-    original = getattr(convert.nb2html, "_difflab_original", convert.nb2html)
-
-    def nb2html(nb_path, *args, execute=False, **kwargs):
-        t0 = time.perf_counter()
-        rel = _rel(nb_path)
-        if not execute:
-            html = original(nb_path, *args, execute=False, **kwargs)
-            html = _rewrite_page_links(html, Path(nb_path))
-            _state["rows"].append((rel, time.perf_counter() - t0, "not executed"))
-            return html
-        nb, status, digest = _executed_notebook(Path(nb_path), rel)
-        html_path = _state["cache"] / f"{digest}-{_options_key(args, kwargs)}.html"
-        if html_path.is_file() and status != "executed":
-            html = html_path.read_text(encoding="utf-8")
-        else:
-            html = _convert_executed(original, nb_path, nb, args, kwargs)
-            html_path.write_text(html, encoding="utf-8")
-        html = _rewrite_page_links(html, Path(nb_path))
-        _state["rows"].append((rel, time.perf_counter() - t0, status))
-        return html
-
-    nb2html._difflab_original = original
-    convert.nb2html = nb2html
-
-
-def _options_key(args, kwargs) -> str:
-    """Hash of how mkdocs-jupyter asked for the page to be converted."""
-    from mkdocs_jupyter import __about__
-
-    opts = {k: v for k, v in kwargs.items() if k != "image_dependencies"}
-    text = f"{__about__.__version__}|{args!r}|{sorted(opts.items())!r}"
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _convert_executed(original, nb_path, nb, args, kwargs):
-    """Run mkdocs-jupyter's converter on ``nb`` (already executed) for ``nb_path``.
-
-    nb2html reads a .py note with ``jupytext.read(nb_path)``; for this one call that
-    name answers with the executed notebook, so the page keeps mkdocs-jupyter's
-    normal .py rendering (title, anchors, source link) plus the outputs.
-    """
-    module = sys.modules.get("mkdocs_jupyter.nbconvert2")
-    if module is None or getattr(module, "jupytext", None) is not jupytext:
-        raise PluginError(
-            "hooks/notes.py: this mkdocs-jupyter version converts notes differently "
-            "(mkdocs_jupyter.nbconvert2.jupytext not found); pin mkdocs-jupyter<0.28."
-        )
-    target = os.path.abspath(nb_path)
-
-    class _Reader:
-        def __getattr__(self, name):
-            return getattr(jupytext, name)
-
-        def read(self, path, *a, **k):
-            if os.path.abspath(str(path)) == target:
-                return nbformat.from_dict(json.loads(json.dumps(nb)))
-            return jupytext.read(path, *a, **k)
-
-    module.jupytext = _Reader()
-    try:
-        return original(nb_path, *args, execute=False, **kwargs)
-    finally:
-        module.jupytext = jupytext
-
-
-_PAGE_LINK = re.compile(
-    r'href="(?![a-zA-Z][\w+.-]*:|/|#)([^"#?]+\.(?:md|py))(#[^"]*)?"'
-)
-
-
-def _page_url(src: str) -> str:
-    """The built path of page ``src`` (relative to docs/), as MkDocs writes it."""
-    stem = src.rsplit(".", 1)[0]
-    if not _state["dir_urls"]:
-        return stem + ".html"
-    if stem == "index" or stem.endswith("/index"):
-        return stem + ".html"
-    return stem + "/index.html"
-
-
-def _rewrite_page_links(html: str, note: Path) -> str:
-    """Point a note's links to other pages (``../notation.md``) at the built pages.
-
-    MkDocs rewrites such links in .md pages; nbconvert renders a note's markdown
-    cells without MkDocs, so the hook does it. A link to a page that does not
-    exist is a warning (an error under --strict), as it is for .md pages.
-    """
-    docs = _state["docs"]
-    src = note.resolve().relative_to(docs).as_posix()
-    here = posixpath.dirname(_page_url(src))
-
-    def fix(m: re.Match) -> str:
-        target = posixpath.normpath(posixpath.join(posixpath.dirname(src), m[1]))
-        if not (docs / target).is_file():
-            log.warning("note docs/%s links to %s, which is not a page", src, m[1])
-            return m[0]
-        url = posixpath.relpath(_page_url(target), here or ".")
-        return f'href="{url}{m[2] or ""}"'
-
-    return _PAGE_LINK.sub(fix, html)
-
-
 # ------------------------------------------------------- execution + cache
 
 
-def _executed_notebook(path: Path, rel: str):
+def _is_note(file) -> bool:
+    return (
+        file.src_uri.endswith(".py")
+        and not file.src_uri.startswith(NOT_NOTES)
+        and file.abs_src_path is not None
+    )
+
+
+def _fingerprint() -> tuple[str, str]:
+    """(profile, hash of everything outside a note that changes what it prints).
+
+    The rules are the package's own: its source hash, its profile and its data
+    folder (which datasets are present decides what ``auto`` loads).
+    """
+    from difflab.data.common import data_root
+    from difflab.train.cache import source_hash
+    from difflab.train.profiles import current_profile
+
+    profile = current_profile()
+    h = hashlib.sha256(f"v{HOOK_VERSION}|{_state['kernel']}|{profile}|".encode())
+    h.update(source_hash().encode())
+    data = data_root()
+    if data.is_dir():
+        for d in sorted(data.iterdir()):
+            h.update(d.name.encode())
+            if d.is_dir():
+                h.update("|".join(sorted(x.name for x in d.iterdir())).encode())
+    return profile, h.hexdigest()
+
+
+def _executed(path: Path, rel: str) -> tuple[Path, str]:
+    """The executed (or, for ``_*.py``, converted) notebook of ``path`` and how."""
+    run = not path.name.startswith("_")
     key = hashlib.sha256()
-    key.update(_state["fingerprint"].encode())
+    key.update(_state["fingerprint"].encode() if run else f"v{HOOK_VERSION}".encode())
     key.update(path.read_bytes())
     digest = key.hexdigest()[:32]
     cache = _state["cache"]
-    ipynb = cache / f"{digest}.ipynb"
-    meta = cache / f"{digest}.json"
+    ipynb, meta = cache / f"{digest}.ipynb", cache / f"{digest}.json"
     _state["used"].add(digest)
-    if ipynb.exists():
-        try:
-            nb = nbformat.read(ipynb, as_version=4)
-            seconds = json.loads(meta.read_text()).get("seconds", 0.0)
-            return nb, f"cached (executed in {seconds:.1f} s)", digest
-        except Exception as exc:  # a corrupt entry is executed again
-            log.info("notes: ignoring unreadable cache entry %s (%s)", ipynb, exc)
-    log.info("notes: executing %s (profile %s)", rel, _state["profile"])
+    if ipynb.is_file() and meta.is_file():
+        with contextlib.suppress(Exception):
+            seconds = json.loads(meta.read_text())["seconds"]
+            return ipynb, f"cached (executed in {seconds:.1f} s)" if run else "cached"
     t0 = time.perf_counter()
-    nb = _execute(path, rel)
+    if run:
+        log.info("notes: executing %s (profile %s)", rel, _state["profile"])
+        nb = _execute(path, rel)
+    else:
+        nb = jupytext.read(path)
+    _clean(nb, rel)
     seconds = time.perf_counter() - t0
     cache.mkdir(parents=True, exist_ok=True)
     tmp = ipynb.with_suffix(".tmp")
@@ -288,16 +281,12 @@ def _executed_notebook(path: Path, rel: str):
     meta.write_text(
         json.dumps({"page": rel, "profile": _state["profile"], "seconds": seconds})
     )
-    return nb, "executed", digest
+    return ipynb, "executed" if run else "not executed"
 
 
 def _execute(path: Path, rel: str):
     from nbclient import NotebookClient
-    from nbclient.exceptions import (
-        CellExecutionError,
-        CellTimeoutError,
-        DeadKernelError,
-    )
+    from nbclient.exceptions import CellExecutionError
 
     nb = jupytext.read(path)
     nb.metadata["kernelspec"] = {
@@ -317,8 +306,9 @@ def _execute(path: Path, rel: str):
         extra_arguments=["--IPKernelApp.log_level=ERROR"],
         resources={"metadata": {"path": str(root)}},
     )
-    src = str(root / "src")
-    pythonpath = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    pythonpath = os.pathsep.join(
+        p for p in (str(root / "src"), os.environ.get("PYTHONPATH")) if p
+    )
     env = {
         # ipykernel's inline backend, so plt.show() puts the figure in the page.
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
@@ -335,7 +325,8 @@ def _execute(path: Path, rel: str):
             f"note {rel} raised while executing, so its page cannot be built:\n"
             f"{_ANSI.sub('', str(exc))}"
         ) from None
-    except (CellTimeoutError, DeadKernelError, RuntimeError, OSError) as exc:
+    except Exception as exc:  # a timeout, a dead kernel, nbclient's own clean-up
+        # (it can fail after the kernel was killed): the page is named either way
         raise PluginError(
             f"note {rel} could not be executed: {type(exc).__name__}: "
             f"{_ANSI.sub('', str(exc))}"
@@ -357,50 +348,294 @@ def _environ(values: dict):
                 os.environ[k] = v
 
 
-def _resolved_profile() -> str:
-    """The profile the notes will run under (what ``current_profile`` answers)."""
-    name = os.environ.get("DIFFLAB_PROFILE", "").strip().lower()
-    if name:
-        return name
+# ------------------------------------------------- what an executed note keeps
+
+
+def _path_replacements() -> list[tuple[str, str]]:
+    """Absolute paths of this machine and what a page says instead, longest first."""
+    root = _state["root"]
+    pairs = {str(root): ".", str(root.resolve()): "."}
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix}:
+        pairs[prefix] = "<venv>" if prefix == sys.prefix else "<python>"
+        pairs[os.path.realpath(prefix)] = pairs[prefix]
+    home = os.path.expanduser("~")
+    if home not in ("/", "~"):
+        pairs.setdefault(home, "~")
+    return sorted(pairs.items(), key=lambda kv: -len(kv[0]))
+
+
+def _scrub(text: str, pairs) -> str:
+    for path, label in pairs:
+        text = text.replace(path, label)
+    return text
+
+
+def _clean(nb, rel: str) -> None:
+    """Make an executed notebook fit to publish (see the module docstring)."""
+    pairs = _path_replacements()
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        if _import_only(cell.source):
+            tags = cell.metadata.setdefault("tags", [])
+            if FOLD_TAG not in tags:
+                tags.append(FOLD_TAG)
+        kept = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                first = out.get("text", "").strip().splitlines()[:1]
+                log.info("notes: %s wrote to stderr (not published): %s", rel, first)
+                continue
+            _clean_output(out, pairs)
+            kept.append(out)
+        cell.outputs = kept
+
+
+def _clean_output(out, pairs) -> None:
+    if "text" in out:
+        out["text"] = _scrub(out["text"], pairs)
+    if "traceback" in out:
+        out["traceback"] = [_scrub(t, pairs) for t in out["traceback"]]
+    data = out.get("data", {})
+    for mime, value in list(data.items()):
+        if mime == "image/png":
+            data[mime] = _smaller_png(value)
+        elif mime.startswith("text/") or mime.endswith(("json", "+xml")):
+            if isinstance(value, str):
+                data[mime] = _scrub(value, pairs)
+            elif isinstance(value, list):
+                data[mime] = [_scrub(v, pairs) for v in value]
+
+
+def _smaller_png(b64: str) -> str:
+    """The same image (lossless), re-encoded by Pillow at its smallest."""
     try:
-        sys.path.insert(0, str(_state["root"] / "src"))
-        from difflab.train.profiles import current_profile
+        from PIL import Image
 
-        return current_profile()
-    except Exception:  # no package yet: the notes decide
-        return "auto"
-    finally:
-        sys.path.pop(0)
+        raw = base64.b64decode(b64)
+        img = Image.open(io.BytesIO(raw))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", optimize=True)
+        if buf.tell() < len(raw):
+            return base64.b64encode(buf.getvalue()).decode("ascii")
+    except Exception as exc:  # an odd image stays as it was
+        log.debug("notes: PNG kept as it was (%s)", exc)
+    return b64
 
 
-def _fingerprint(root: Path, profile: str) -> str:
-    """Hash of everything outside a note that changes what the note prints."""
-    h = hashlib.sha256(f"v{HOOK_VERSION}|{_state['kernel']}|{profile}|".encode())
-    src = root / "src" / "difflab"
-    for f in sorted(src.rglob("*.py")) if src.is_dir() else []:
-        if {"__pycache__", "tests"} & set(f.relative_to(src).parts):
-            continue  # the unit tests do not change what a note prints
-        h.update(str(f.relative_to(root)).encode())
-        h.update(f.read_bytes())
-    data = Path(os.environ.get("DIFFLAB_DATA") or root / "data")
-    if data.is_dir():  # which datasets are present decides what "auto" loads
-        for d in sorted(data.iterdir()):
-            h.update(d.name.encode())
-            if d.is_dir():
-                h.update("|".join(sorted(x.name for x in d.iterdir())).encode())
-    return h.hexdigest()
+def _import_only(source: str) -> bool:
+    """True for a set-up cell: imports, and at most the note's ``page.start()`` call."""
+    import ast
+
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:  # IPython magics and the like: not plumbing
+        return False
+
+    def setup(node) -> bool:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            return True
+        call = getattr(node, "value", None)
+        return (
+            isinstance(node, (ast.Assign, ast.Expr))
+            and isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Attribute)
+            and call.func.attr == "start"
+            and isinstance(call.func.value, ast.Name)
+            and call.func.value.id == "page"
+        )
+
+    return bool(body) and all(setup(node) for node in body)
+
+
+def _fold_summaries(nb) -> list[str]:
+    """One line per folded code cell, in page order."""
+    out = []
+    for cell in nb.cells:
+        if cell.cell_type != "code" or FOLD_TAG not in cell.metadata.get("tags", []):
+            continue
+        lines = [ln.strip() for ln in cell.source.splitlines() if ln.strip()]
+        first = lines[0] if lines else ""
+        if first.startswith("#") and first.lstrip("#").strip():
+            text = first.lstrip("#").strip()
+        elif _import_only(cell.source):
+            mods = re.findall(r"^\s*(?:from|import)\s+([\w.]+)", cell.source, re.M)
+            text = "Imports: " + ", ".join(dict.fromkeys(mods))
+        else:
+            text = "Code"
+        out.append(f"{text} ({len(lines)} line{'s' if len(lines) != 1 else ''})")
+    return out
+
+
+# ------------------------------------------------------- finishing the page
+
+
+_PAGE_LINK = re.compile(
+    r'href="(?![a-zA-Z][\w+.-]*:|/|#)([^"#?]+\.(?:md|py))(#[^"]*)?"'
+)
+
+
+def _rewrite_page_links(html: str, page, files) -> str:
+    """Point a note's links to other pages (``../notation.md``) at the built pages.
+
+    MkDocs rewrites such links in .md pages; a note's markdown cells are rendered
+    by nbconvert, so the hook does it, through MkDocs' own file list.
+    """
+    src = page.file.src_uri
+
+    def fix(m: re.Match) -> str:
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(src), m[1]))
+        file = files.get_file_from_path(_state["py_to_page"].get(target, target))
+        if file is None or not file.is_documentation_page():
+            log.warning("note docs/%s links to %s, which is not a page", src, m[1])
+            return m[0]
+        return f'href="{file.url_relative_to(page.file)}{m[2] or ""}"'
+
+    return _PAGE_LINK.sub(fix, html)
+
+
+_DIV = re.compile(r"<div\b|</div\s*>")
+
+
+def _div_end(html: str, start: int) -> int:
+    """Index just past the ``</div>`` closing the ``<div`` at ``start``."""
+    depth = 0
+    for m in _DIV.finditer(html, start):
+        depth += 1 if m[0].startswith("<div") else -1
+        if depth == 0:
+            return m.end()
+    raise ValueError("unbalanced <div> in a rendered note")
+
+
+_FOLDED_CELL = re.compile(rf'<div\b[^>]*class="[^"]*\bcelltag_{FOLD_TAG}\b[^"]*"')
+_INPUT = re.compile(r'<div class="jp-Cell-inputWrapper"')
+
+
+def _fold_cells(html: str, summaries: list[str], src: str) -> str:
+    """Wrap the input of each cell tagged ``fold`` in ``<details>``."""
+    from html import escape
+
+    out, pos, n = [], 0, 0
+    for cell in _FOLDED_CELL.finditer(html):
+        if cell.start() < pos or "jp-CodeCell" not in cell[0]:
+            continue
+        inp = _INPUT.search(html, cell.end(), _div_end(html, cell.start()))
+        if inp is None:
+            continue
+        end = _div_end(html, inp.start())
+        summary = summaries[n] if n < len(summaries) else "Code"
+        n += 1
+        out += [
+            html[pos : inp.start()],
+            f'<details class="difflab-fold"><summary>{escape(summary)}</summary>',
+            html[inp.start() : end],
+            "</details>",
+        ]
+        pos = end
+    if n != len(summaries):
+        log.info("notes: docs/%s: %d folded cells, %d found", src, len(summaries), n)
+    out.append(html[pos:])
+    return "".join(out)
+
+
+_DATA_IMG = re.compile(
+    r'<img\b([^>]*?)\bsrc="data:image/(png|jpeg|gif);base64,([^"]+)"([^>]*)>'
+)
+
+
+def _extract_images(html: str, note: dict, page) -> str:
+    """Figures as files beside the page (``<name>_files/``), loaded lazily."""
+    folder = page.file.src_uri[: -len(".ipynb")] + "_files"
+
+    def move(m: re.Match) -> str:
+        data = base64.b64decode(m[3])
+        ext = "jpg" if m[2] == "jpeg" else m[2]
+        uri = f"{folder}/fig-{hashlib.sha256(data).hexdigest()[:12]}.{ext}"
+        note["files"][uri] = data
+        rel = _href(uri, page)
+        attrs = f"{m[1]}{m[4]}".replace(" loading=", " data-loading=")
+        return f'<img{attrs.rstrip(" /")} src="{rel}" loading="lazy" decoding="async">'
+
+    return _DATA_IMG.sub(move, html)
+
+
+_STYLE = re.compile(r'<style type="text/css">(.{2000,}?)</style>', re.S)
+
+
+def _share_styles(html: str, note: dict, page) -> str:
+    """mkdocs-jupyter's notebook CSS (about 0.6 MB, the same on every note) as one
+    shared file under ``assets/notes/`` that the browser caches, not inline."""
+
+    def move(m: re.Match) -> str:
+        data = m[1].encode()
+        uri = f"assets/notes/nb-{hashlib.sha256(data).hexdigest()[:12]}.css"
+        note["files"][uri] = data
+        return f'<link rel="stylesheet" href="{_href(uri, page)}">'
+
+    return _STYLE.sub(move, html)
+
+
+def _add_downloads(html: str, page) -> str:
+    """Links to the note and its executed notebook, right under the title."""
+    py, ipynb = _state["notes"][page.file.src_uri]["py"], page.file.src_uri
+    links = (
+        '<p class="difflab-downloads">Download: '
+        f'<a href="{_href(py, page)}" download title="the note, a py:percent '
+        f'script">{posixpath.basename(py)}</a> · '
+        f'<a href="{_href(ipynb, page)}" download title="the notebook as executed '
+        f'for this page">{posixpath.basename(ipynb)}</a> (executed)</p>'
+    )
+    m = re.search(r"</h1\s*>", html)
+    if m is None:
+        return links + html
+    return html[: m.end()] + links + html[m.end() :]
+
+
+def _href(site_path: str, page) -> str:
+    """Relative URL of ``site_path`` (a path in the built site) from ``page``."""
+    return posixpath.relpath(site_path, posixpath.dirname(page.file.dest_uri) or ".")
+
+
+# ------------------------------------------------------------- bookkeeping
+
+
+def _log_table(finished: bool) -> None:
+    rows = sorted(_state["rows"], key=lambda r: r[0])
+    total = time.perf_counter() - (_state["t0"] or time.perf_counter())
+    if not rows:
+        log.info("notes: no notes in this build (%.1f s in all)", total)
+        return
+    width = max(len("page"), *(len(r[0]) for r in rows))
+    lines = [f"{'page':<{width}}  {'seconds':>8}  status", "-" * (width + 20)]
+    for page, seconds, status in rows:
+        lines.append(f"{page:<{width}}  {seconds:8.1f}  {status}")
+    lines.append("-" * (width + 20))
+    lines.append(
+        f"{'notes':<{width}}  {sum(r[1] for r in rows):8.1f}  profile "
+        f"{_state.get('profile')}; whole build so far {total:.1f} s"
+    )
+    title = "per-page timing" if finished else "timing of the notes before the error"
+    log.info("notes: %s\n%s", title, "\n".join(lines))
+    if finished:
+        summary = {
+            "profile": _state.get("profile"),
+            "build_seconds": total,
+            "pages": [{"page": p, "seconds": s, "status": st} for p, s, st in rows],
+        }
+        _state["cache"].mkdir(parents=True, exist_ok=True)
+        (_state["cache"] / "last-build.json").write_text(json.dumps(summary, indent=1))
 
 
 def _evict_stale() -> None:
     """Drop older entries of pages rebuilt here under the same profile."""
     cache = _state["cache"]
-    if not cache or not cache.is_dir():
+    if not cache.is_dir():
         return
-    fresh = {}
+    fresh = set()
     for digest in _state["used"]:
         with contextlib.suppress(Exception):
             m = json.loads((cache / f"{digest}.json").read_text())
-            fresh[(m["page"], m["profile"])] = digest
+            fresh.add((m["page"], m["profile"]))
     for meta in cache.glob("*.json"):
         if meta.name == "last-build.json" or meta.stem in _state["used"]:
             continue
@@ -408,13 +643,4 @@ def _evict_stale() -> None:
             m = json.loads(meta.read_text())
             if (m["page"], m["profile"]) in fresh:
                 meta.with_suffix(".ipynb").unlink(missing_ok=True)
-                for html in cache.glob(f"{meta.stem}-*.html"):
-                    html.unlink()
                 meta.unlink()
-
-
-def _rel(path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(_state["root"]))
-    except ValueError:
-        return str(path)

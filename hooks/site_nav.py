@@ -8,10 +8,16 @@ including pages not written yet. Before the build this hook
 * appends to a stage the pages (``.md``/``.py``) found in that stage's folder but
   not listed anywhere, so a new page is never hidden (list it to fix its place).
 
-API. In ``docs/api.md`` the line ``<!-- difflab-api -->`` becomes one
-``::: difflab.<module>`` section per module that exists in ``src/difflab`` (in the
-order of ``API_ORDER``, then the rest alphabetically), so the page never points at
-a module that is not there yet.
+API. When ``docs/api.md`` exists, the API reference is generated from the package:
+one page ``api/<part>.md`` per subpackage of ``src/difflab`` (and one per top-level
+module such as ``cli``), in layer order (``LAYERS`` of
+``src/difflab/tests/test_architecture.py``, the same order the layering test
+enforces), each holding one ``::: difflab.<part>.<module>`` section per public
+module, so every public module appears exactly once and a new one appears without
+editing anything. The nav's ``API: api.md`` becomes a section with ``api.md`` as its
+index and those pages; in ``api.md`` the line ``<!-- difflab-api -->`` becomes the
+list of parts with the first line of each one's docstring. Sphinx roles in the
+docstrings become links (``hooks/griffe_roles.py``).
 """
 
 from __future__ import annotations
@@ -23,31 +29,77 @@ log = logging.getLogger("mkdocs.hooks.site_nav")
 
 PAGE_SUFFIXES = (".md", ".py")
 API_MARKER = "<!-- difflab-api -->"
-API_ORDER = (
-    "device",
-    "profiles",
-    "page",
-    "schedules",
-    "diffusion",
-    "parameterization",
-    "losses",
-    "samplers",
-    "sde",
-    "sde_samplers",
-    "likelihood",
-    "score_matching",
-    "toy",
-    "data",
-    "mlp",
-    "unet",
-    "classifier",
-    "training",
-    "recipes",
-    "metrics",
-    "plotting",
-    "cli",
-    "bench",
-)
+API_PAGE = "api.md"
+_api: dict = {"parts": []}
+
+
+def api_parts(src: Path) -> list[tuple[str, list[str]]]:
+    """``[(part, [module, ...]), ...]`` of package ``src``, in layer order.
+
+    A part is a subpackage (its public modules, sorted) or a top-level module
+    (itself). The order is ``LAYERS`` of the layering test, then the rest by name.
+    """
+    order = _layers(src / "tests" / "test_architecture.py")
+    parts = []
+    for p in sorted(src.iterdir()):
+        if p.name.startswith(("_", ".")) or p.name == "tests":
+            continue
+        if p.is_dir() and any(p.glob("*.py")):
+            mods = sorted(
+                f"{p.name}.{m.stem}"
+                for m in p.glob("*.py")
+                if not m.stem.startswith("_")
+            )
+            parts.append((p.name, mods))
+        elif p.suffix == ".py":
+            parts.append((p.stem, [p.stem]))
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(parts, key=lambda part: (rank.get(part[0], len(rank)), part[0]))
+
+
+def _layers(test: Path) -> list[str]:
+    """Names of ``LAYERS`` in the layering test, in their order (read, not run)."""
+    import ast
+
+    if not test.is_file():
+        return []
+    for node in ast.walk(ast.parse(test.read_text())):
+        target = (
+            getattr(node, "target", None)
+            or (getattr(node, "targets", None) or [None])[0]
+        )
+        if getattr(target, "id", None) == "LAYERS" and isinstance(node.value, ast.Dict):
+            pairs = [
+                (k.value, v.value)
+                for k, v in zip(node.value.keys, node.value.values, strict=True)
+            ]
+            return [
+                k for k, _ in sorted(pairs, key=lambda kv: kv[1])
+            ]  # stable: ties keep order
+    return []
+
+
+def _summary(path: Path) -> str:
+    """First line of the docstring of module or package ``path``."""
+    import ast
+
+    f = path / "__init__.py" if path.is_dir() else path
+    if not f.is_file():
+        return ""
+    doc = ast.get_docstring(ast.parse(f.read_text())) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _api_page(part: str, mods: list[str], src: Path) -> str:
+    lines = []
+    if mods != [part]:  # a subpackage: its own docstring first, as the page title
+        lines += [f"::: difflab.{part}", "    options:", "      members: false"]
+        lines += ["      heading_level: 1", "      show_root_full_path: true", ""]
+    else:
+        lines += [f"# difflab.{part}", ""]
+    for mod in mods:
+        lines += [f"::: difflab.{mod}", ""]
+    return "\n".join(lines)
 
 
 def on_config(config):
@@ -57,7 +109,31 @@ def on_config(config):
         return config
     listed = set(_leaves(nav))
     config.nav = [e for e in (_prune(item, docs, listed) for item in nav) if e]
+    src = Path(config.config_file_path).resolve().parent / "src" / "difflab"
+    _api["parts"] = api_parts(src) if (docs / API_PAGE).is_file() else []
+    _api["src"] = src
+    if _api["parts"]:
+        pages = [{f"difflab.{p}": f"api/{p}.md"} for p, _ in _api["parts"]]
+        config.nav = [_api_section(item, pages) for item in config.nav]
     return config
+
+
+def _api_section(item, pages):
+    """``{"API": "api.md"}`` becomes ``{"API": ["api.md", *pages]}``."""
+    if isinstance(item, dict) and len(item) == 1:
+        ((title, value),) = item.items()
+        if value == API_PAGE:
+            return {title: [API_PAGE, *pages]}
+    return item
+
+
+def on_files(files, config):
+    from mkdocs.structure.files import File
+
+    for part, mods in _api["parts"]:
+        content = _api_page(part, mods, _api["src"])
+        files.append(File.generated(config, f"api/{part}.md", content=content))
+    return files
 
 
 def _leaves(items):
@@ -118,11 +194,10 @@ def _unlisted(section, docs: Path, listed: set) -> list:
 
 
 def on_page_markdown(markdown, page, config, files):
-    if page.file.src_uri != "api.md" or API_MARKER not in markdown:
+    if page.file.src_uri != API_PAGE or API_MARKER not in markdown:
         return markdown
-    src = Path(config.config_file_path).resolve().parent / "src" / "difflab"
-    present = {p.stem for p in src.glob("*.py") if not p.stem.startswith("_")}
-    ordered = [m for m in API_ORDER if m in present]
-    ordered += sorted(present - set(ordered))
-    blocks = [f"::: difflab.{m}\n" for m in ordered]
-    return markdown.replace(API_MARKER, "\n".join(blocks))
+    rows = []
+    for part, mods in _api["parts"]:
+        path = _api["src"] / part if mods != [part] else _api["src"] / f"{part}.py"
+        rows.append(f"- [`difflab.{part}`](api/{part}.md): {_summary(path)}")
+    return markdown.replace(API_MARKER, "\n".join(rows))

@@ -212,3 +212,40 @@ def test_numbered_equation_renders_its_tag(context, site_url):
         page.close()
     assert result["typeset"] and result["error"] == 0, result
     assert result["labels"] == 1 and "(7)" in result["text"], result
+
+
+NOTE_REPORT = """
+async () => {
+  const folds = Array.from(document.querySelectorAll("details.difflab-fold"));
+  const links = Array.from(document.querySelectorAll(".difflab-downloads a"));
+  const status = await Promise.all(links.map((a) =>
+    fetch(a.href).then((r) => r.status, () => 0)));
+  return {
+    prompts: Array.from(document.querySelectorAll(".jp-InputPrompt"))
+      .filter((e) => e.checkVisibility() && e.textContent.trim()).length,
+    folds: folds.length,
+    open: folds.filter((d) => d.open).length,
+    codeShown: folds.filter((d) =>
+      Array.from(d.querySelectorAll("pre")).some((p) => p.checkVisibility())).length,
+    summaries: folds.filter((d) => d.querySelector("summary").checkVisibility()
+      && d.querySelector("summary").textContent.trim()).length,
+    downloads: links.map((a) => a.getAttribute("href")),
+    status: status,
+  };
+}
+"""
+
+
+@pytest.mark.parametrize("page_src", [p for p in doc_pages() if p.endswith(".py")])
+def test_note_reading_aids(context, site_url, page_src):
+    """No prompts, plumbing folded behind a visible summary, downloads served."""
+    page = context.new_page()
+    try:
+        page.goto(f"{site_url}/{html_of(page_src)}", wait_until="load")
+        report = page.evaluate(NOTE_REPORT)
+    finally:
+        page.close()
+    assert report["prompts"] == 0, report
+    assert report["open"] == 0 and report["codeShown"] == 0, report
+    assert report["summaries"] == report["folds"], report
+    assert len(report["downloads"]) == 2 and report["status"] == [200, 200], report

@@ -63,22 +63,37 @@ def _notes_hook():
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    module._state["kernel"] = "python3"
     return module
 
 
-def test_cache_key_changes_with_src_profile_and_data_not_with_tests(tmp_path):
+def test_cache_key_follows_the_package_rules_for_source_profile_and_data(
+    tmp_path, monkeypatch
+):
+    """The key is made of the package's own rules (no copy of them in the hook)."""
+    import difflab.train.cache as cache
+
     hook = _notes_hook()
-    pkg = tmp_path / "src" / "difflab"
-    (pkg / "tests").mkdir(parents=True)
-    (pkg / "schedules.py").write_text("T = 1000\n")
-    (pkg / "tests" / "test_x.py").write_text("def test(): pass\n")
-    key = hook._fingerprint(tmp_path, "quick")
-    assert key == hook._fingerprint(tmp_path, "quick")
-    (pkg / "tests" / "test_x.py").write_text("def test(): assert True\n")
-    assert key == hook._fingerprint(tmp_path, "quick"), "unit tests changed the key"
-    assert key != hook._fingerprint(tmp_path, "full"), "profile ignored"
-    (pkg / "schedules.py").write_text("T = 999\n")
-    changed = hook._fingerprint(tmp_path, "quick")
-    assert changed != key, "a change in src/difflab did not change the key"
+    monkeypatch.setenv("DIFFLAB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("DIFFLAB_PROFILE", "quick")
+    profile, key = hook._fingerprint()
+    assert profile == "quick" and key == hook._fingerprint()[1]
+    monkeypatch.setenv("DIFFLAB_PROFILE", "full")
+    assert hook._fingerprint()[1] != key, "profile ignored"
+    monkeypatch.setenv("DIFFLAB_PROFILE", "quick")
+    monkeypatch.setattr(cache, "source_hash", lambda: "edited package")
+    changed = hook._fingerprint()[1]
+    assert changed != key, "a change in the package's source hash did not count"
     (tmp_path / "data" / "MNIST").mkdir(parents=True)
-    assert hook._fingerprint(tmp_path, "quick") != changed, "data folder ignored"
+    assert hook._fingerprint()[1] != changed, "data folder ignored"
+
+
+def test_import_only_cells_are_plumbing():
+    hook = _notes_hook()
+    assert hook._import_only("import math\n\nimport torch\nfrom a import (\n b,\n)\n")
+    assert hook._import_only(
+        "import torch\nfrom difflab.notes import page\nrun = page.start()"
+    )
+    assert not hook._import_only("import torch\nx = torch.zeros(3)")
+    assert not hook._import_only("%matplotlib inline")
+    assert not hook._import_only("# only a comment")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -52,3 +53,90 @@ def test_no_page_loads_anything_from_elsewhere(site_dir):
                 f"{html.relative_to(site_dir)}: {m.group(1) or m.group(2)}"
             )
     assert not offenders, "\n".join(offenders[:20])
+
+
+# ------------------------------------------------ what the published pages hold
+
+PAGE_BUDGET = 3_000_000  # bytes: a page's HTML plus the figures it loads
+MACHINE_PATH = re.compile(
+    r"(?<![\w.~:/-])/(?:home|root|work|tmp|Users|usr|opt|var|srv|mnt|private)/[\w.-]"
+)
+ROLE = re.compile(r":(?:func|class|mod|meth|attr|data|exc|obj):`")
+
+
+def _notes() -> list[str]:
+    return [p for p in doc_pages() if p.endswith(".py")]
+
+
+def test_no_stderr_cell_and_no_path_of_the_build_machine(site_dir):
+    import sys
+
+    from conftest import REPO
+
+    exact = {str(REPO), str(REPO.resolve()), sys.prefix, os.path.realpath(sys.prefix)}
+    offenders = []
+    for html in sorted(site_dir.rglob("*.html")):
+        text = html.read_text(encoding="utf-8")
+        rel = html.relative_to(site_dir)
+        if "application/vnd.jupyter.stderr" in text:
+            offenders.append(f"{rel}: a stderr output cell")
+        for m in MACHINE_PATH.finditer(text):
+            offenders.append(f"{rel}: {text[m.start() : m.start() + 60]!r}")
+        offenders += [f"{rel}: {p}" for p in exact if p in text]
+        if re.search(r"\b(?:Tqdm|User|Runtime|Future|Deprecation)Warning\b", text):
+            offenders.append(f"{rel}: a warning")
+    assert not offenders, "\n".join(offenders[:20])
+
+
+@pytest.mark.parametrize("page", _notes())
+def test_note_offers_downloads_prompts_hidden_figures_lazy(site_dir, page):
+    html_path = site_dir / html_of(page)
+    html = html_path.read_text(encoding="utf-8")
+    m = re.search(r'<p class="difflab-downloads">(.*?)</p>', html, re.S)
+    assert m, "no downloads line under the title"
+    hrefs = re.findall(r'href="([^"]+)"', m[1])
+    assert [h.rsplit(".", 1)[-1] for h in hrefs] == ["py", "ipynb"], hrefs
+    for href in hrefs:  # relative links: they work from disk and over http
+        assert (html_path.parent / href).is_file(), href
+    assert "jp-InputPrompt" not in html, "input prompts shown"
+    assert "data:image/png" not in html, "figures embedded as base64"
+    size = len(html.encode())
+    for tag in re.findall(r"<img\b[^>]*>", html):
+        src = re.search(r'src="([^"]+)"', tag)
+        if src and "_files/fig-" in src[1]:
+            assert 'loading="lazy"' in tag
+            size += (html_path.parent / src[1]).stat().st_size
+    assert size < PAGE_BUDGET, f"{page}: {size} bytes with its figures"
+
+
+def test_every_page_under_the_budget(site_dir):
+    heavy = [
+        f"{p.relative_to(site_dir)}: {p.stat().st_size}"
+        for p in site_dir.rglob("*.html")
+        if p.stat().st_size > PAGE_BUDGET
+    ]
+    assert not heavy, heavy
+
+
+def test_api_pages_one_per_part_every_module_once_no_literal_roles(site_dir):
+    from conftest import REPO
+
+    sys_path = str(REPO / "hooks")
+    import sys
+
+    sys.path.insert(0, sys_path)
+    try:
+        from site_nav import api_parts
+    finally:
+        sys.path.remove(sys_path)
+    parts = api_parts(REPO / "src" / "difflab")
+    assert [p for p, _ in parts][:3] == ["core", "foundations", "nets"]
+    seen = {}
+    for part, mods in parts:
+        html = (site_dir / "api" / f"{part}.html").read_text(encoding="utf-8")
+        assert not ROLE.search(html), f"api/{part}.html prints a Sphinx role"
+        for mod in mods:
+            if re.search(rf'id="difflab\.{re.escape(mod)}"', html):
+                seen[mod] = seen.get(mod, 0) + 1
+    every = [m for _, mods in parts for m in mods]
+    assert {m: seen.get(m, 0) for m in every} == dict.fromkeys(every, 1)
