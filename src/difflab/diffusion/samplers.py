@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from difflab.core.progress import tqdm
 from difflab.core.tensors import randn_like
 from difflab.diffusion.forward import q_posterior
 from difflab.diffusion.parameterization import EpsModel, eps_from_x0, x0_from_eps

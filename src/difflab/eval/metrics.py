@@ -67,7 +67,7 @@ def train_classifier(
     if path.exists():
         net.load_state_dict(load_checkpoint(path, map_location=device)["net"])
         return net.eval()
-    from tqdm.auto import tqdm
+    from difflab.core.progress import tqdm
 
     data = load_images(recipe.dataset, split="train")
     images, labels = data.images.to(device), data.labels.to(device)

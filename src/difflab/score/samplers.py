@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from difflab.core.progress import tqdm
 from difflab.core.tensors import append_dims, randn_like
 from difflab.score.sde import SDE, ScoreFn
 
