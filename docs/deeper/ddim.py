@@ -1,5 +1,8 @@
 # ---
 # jupyter:
+#   difflab:
+#     prerequisites:
+#     - diffusion/ddpm.py
 #   jupytext:
 #     text_representation:
 #       extension: .py
@@ -523,7 +526,7 @@ print(
 )
 assert same_noise[0.0] < 0.5 * same_noise[1.0], "eta = 0 must be (nearly) deterministic"
 
-fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), width_ratios=[1.4, 1, 1])
+fig, axes = plt.subplots(1, 3, figsize=(6.4, 2.6), width_ratios=[1.4, 1, 1])
 axes[0].semilogx(STEPS, fd0, "o-", label=r"$\eta = 0$ (DDIM)")
 axes[0].semilogx(STEPS, fd1, "s-", label=r"$\eta = 1$ (DDPM, $\tilde\beta$)")
 axes[0].axhline(floor, color="k", ls="--", lw=1, label="real-data floor")
@@ -622,7 +625,7 @@ rows = [
     ddim_sample(eps_model, z, trained.schedule, taus50, clip_x0=1.0, progress=False)
     for z in paths
 ]
-fig, axes = plt.subplots(2, 1, figsize=(7, 2.4))
+fig, axes = plt.subplots(2, 1, figsize=(6.4, 2.6))
 show_grid(
     axes[0], rows[0], nrow=9, title="slerp of $x_T$, decoded by DDIM ($\\eta$ = 0)"
 )
@@ -676,7 +679,7 @@ spread = ((digits - digits.roll(1, 0)) ** 2).mean().sqrt().item()
 print(f"(for scale: RMSE between two different test digits {spread:.3f})")
 assert recon_err[-1] < recon_err[0] and recon_err[-1] < 0.1 * spread
 
-fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+fig, axes = plt.subplots(1, 3, figsize=(6.4, 2.6))
 show_grid(axes[0], digits[:16], nrow=4, title="test digits")
 show_grid(axes[1], (z100[:16] / 3).clamp(-1, 1), nrow=4, title="encoded $x_T$ (/3)")
 show_grid(axes[2], back100[:16], nrow=4, title="decoded (100 steps)")

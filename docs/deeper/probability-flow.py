@@ -1,5 +1,8 @@
 # ---
 # jupyter:
+#   difflab:
+#     prerequisites:
+#     - deeper/score-sdes.py
 #   jupytext:
 #     text_representation:
 #       extension: .py
@@ -98,7 +101,8 @@ ode_sample(
     callback=recorder(snaps["ODE"], 250),
 )
 
-fig, ax = plt.subplots(1, len(snap_times), figsize=(15, 3.3))
+fig, ax = plt.subplots(2, 2, figsize=(6.4, 4.4))
+ax = ax.ravel()  # four times in a 2 x 2 grid
 grid = torch.linspace(-3.5, 3, 400, dtype=F64)[:, None]
 for a, t in zip(ax, snap_times, strict=True):
     alpha, sigma = (float(v) for v in vp.marginal_coefs(torch.tensor([t], dtype=F64)))
@@ -160,7 +164,7 @@ print(
 )
 assert err < 0.01
 
-fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+fig, ax = plt.subplots(1, 2, figsize=(6.4, 2.6))
 ax[0].plot(true_logp, exact.log_p, "o", ms=4, label="exact trace")
 ax[0].plot(true_logp, hutch.log_p, "x", ms=4, label="Hutchinson (1 probe)")
 ax[0].plot(*[[float(true_logp.min()), float(true_logp.max())]] * 2, "k--", lw=1)

@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   difflab:
+#     prerequisites: []
 #   jupytext:
 #     text_representation:
 #       extension: .py
@@ -211,7 +213,7 @@ grid = torch.linspace(-3, 3, 201, dtype=F64)
 XA, XB = torch.meshgrid(grid, grid, indexing="ij")
 dens = G.mvn_log_prob(torch.stack([XA, XB], -1), mu2, Sigma2).exp()
 
-fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
 axes[0].contour(XB, XA, dens, levels=8, cmap="Blues")
 axes[0].plot(grid, 0.8 * grid, "k--", lw=1, label=r"$\mu_{a|b}$, Eq. (7)")
 m_a, v_a = G.gaussian_marginal(mu2, Sigma2, [0])
@@ -230,7 +232,7 @@ for xb, colour in zip([-1.5, 0.0, 1.5], ["C0", "C1", "C3"], strict=True):
 axes[0].set(xlabel="$x_b$", ylabel="$x_a$", title="joint density and slices")
 axes[1].set(xlabel="$x_a$", title="conditionals, Eq. (7)-(8)")
 axes[0].legend(loc="upper left")
-axes[1].legend(fontsize=8)
+axes[1].legend()
 plt.tight_layout()
 plt.show()
 

@@ -1,5 +1,9 @@
 # ---
 # jupyter:
+#   difflab:
+#     prerequisites:
+#     - foundations/probability.py
+#     - foundations/pytorch.py
 #   jupytext:
 #     text_representation:
 #       extension: .py
@@ -186,7 +190,9 @@ torch.testing.assert_close(kl_mc, pkg.kl, atol=0.05, rtol=0.02)
 # perceptrons; the latent space has $d = 2$ dimensions so that we can draw it.
 
 # %%
-model, history = pretrained.pretrained_vae(cfg, data.images, device=device, progress=False)
+model, history = pretrained.pretrained_vae(
+    cfg, data.images, device=device, progress=False
+)
 model = model.cpu()
 
 fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -328,9 +334,9 @@ grid_z = torch.stack(torch.meshgrid(u, -u, indexing="xy"), dim=-1).reshape(-1, 2
 with torch.no_grad():
     manifold = model.decode(grid_z)[0].clamp(-1, 1)
 
-fig, axs = plt.subplots(1, 2, figsize=(11, 5))
+fig, axs = plt.subplots(1, 2, figsize=(6.4, 2.9))
 sc = axs[0].scatter(mu_test[:, 0], mu_test[:, 1], c=test.labels, cmap="tab10", s=6)
-axs[0].legend(*sc.legend_elements(), title="digit", fontsize=7, loc="upper right")
+axs[0].legend(*sc.legend_elements(), title="digit", fontsize=9, loc="upper right")
 axs[0].set(xlabel="$z_1$", ylabel="$z_2$", title="encoder means of test images")
 show_grid(
     axs[1], manifold, nrow=n_side, title="decoder means on a grid of prior quantiles"
@@ -353,7 +359,7 @@ samples = model.sample(n_samples, generator=torch.Generator().manual_seed(0))
 scores = evaluate_samples(samples, data.name)
 print("VAE samples:", format_scores(scores))
 
-fig, axs = plt.subplots(1, 2, figsize=(10, 5))
+fig, axs = plt.subplots(1, 2, figsize=(6.4, 3.2))
 show_grid(axs[0], test.images[:64], nrow=8, title="test images")
 show_grid(axs[1], samples[:64], nrow=8, title="VAE samples (decoder means)")
 plt.show()

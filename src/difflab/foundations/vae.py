@@ -182,9 +182,6 @@ def iwae_bound(
     return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(K)
 
 
-
-
-
 def bits_per_dim(log_px: Tensor, num_dims: int) -> Tensor:
     """Convert a log-likelihood in nats over ``num_dims`` pixels to -bits/dim."""
     return -log_px / (num_dims * math.log(2.0))

@@ -75,7 +75,9 @@ def reverse_sde_sample(
         drift = f - append_dims(g**2, x) * score_fn(x, t)
         x = x - drift * dt  # Euler step of the drift, backwards in time.
         if i < steps - 1:
-            x = x + append_dims(g, x) * dt**0.5 * randn_like(x, generator)  # Brownian step.
+            x = x + append_dims(g, x) * dt**0.5 * randn_like(
+                x, generator
+            )  # Brownian step.
         if callback is not None:
             callback({"i": i, "t": float(ts[i + 1]), "x": x, "nfe": i + 1})
     return x
@@ -220,7 +222,11 @@ def langevin_sample(
     """
     x = x_init
     for i in tqdm(range(steps), disable=not progress, desc="Langevin"):
-        x = x + 0.5 * step_size * score_fn(x) + step_size**0.5 * randn_like(x, generator)
+        x = (
+            x
+            + 0.5 * step_size * score_fn(x)
+            + step_size**0.5 * randn_like(x, generator)
+        )
         if callback is not None:
             callback({"i": i, "x": x, "nfe": i + 1})
     return x
@@ -254,7 +260,11 @@ def annealed_langevin_sample(
         sigma = _vec(sigmas[i], x)
         alpha = eps * float(sigmas[i]) ** 2 / sigma_last**2
         for _ in range(steps_per_sigma):
-            x = x + 0.5 * alpha * score_fn(x, sigma) + alpha**0.5 * randn_like(x, generator)
+            x = (
+                x
+                + 0.5 * alpha * score_fn(x, sigma)
+                + alpha**0.5 * randn_like(x, generator)
+            )
             nfe += 1
         if callback is not None:
             callback({"i": i, "sigma": float(sigmas[i]), "x": x, "nfe": nfe})

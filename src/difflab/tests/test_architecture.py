@@ -87,7 +87,9 @@ def private_attribute_uses(path: Path) -> list[tuple[str, int]]:
     tree = ast.parse(path.read_text())
     aliases = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("difflab"):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            "difflab"
+        ):
             for a in node.names:
                 if f"{node.module}.{a.name}" in package_modules():
                     aliases.add(a.asname or a.name)
@@ -141,10 +143,7 @@ def test_no_private_names_across_modules(name):
 def test_no_import_cycles():
     mods = package_modules()
     graph = {
-        m: {
-            i if i in mods else i.rpartition(".")[0]
-            for i, _, _ in imports_of(p)
-        }
+        m: {i if i in mods else i.rpartition(".")[0] for i, _, _ in imports_of(p)}
         & set(mods)
         for m, p in mods.items()
     }

@@ -14,7 +14,9 @@ def _digits(n: int = 256) -> torch.Tensor:
     from sklearn.datasets import load_digits
 
     x = torch.tensor(load_digits().images[:n], dtype=torch.float32)
-    return (x / 8 - 1)[:, None]  # (n, 1, 8, 8) in [-1, 1], as difflab.data.images scales them
+    return (x / 8 - 1)[
+        :, None
+    ]  # (n, 1, 8, 8) in [-1, 1], as difflab.data.images scales them
 
 
 def _tiny_vae(**kw) -> vae.VAE:
@@ -106,7 +108,9 @@ def test_tiny_vae_training_decreases_the_loss_and_is_cached(tmp_path, monkeypatc
     cfg = vae.VAEConfig(hidden=32, steps=100, batch_size=32, lr=3e-3)
     model, hist = pretrained.pretrained_vae(cfg, _digits(256), progress=False)
     assert sum(hist[-20:]) / 20 < 0.8 * sum(hist[:20]) / 20
-    again, hist2 = pretrained.pretrained_vae(cfg, None)  # from the cache: no images needed
+    again, hist2 = pretrained.pretrained_vae(
+        cfg, None
+    )  # from the cache: no images needed
     assert hist2 == hist
     for a, b in zip(model.parameters(), again.parameters(), strict=True):
         torch.testing.assert_close(a, b)
