@@ -181,7 +181,7 @@ def _read_note(path: Path) -> dict:
     if title_m:
         rest = prose[title_m.end() :].strip().split("\n\n", 1)[0]
         rest = re.sub(r"\s+", " ", rest)
-        end = re.search(r"(?<!al)(?<!e\.g)(?<!i\.e)[.:](\s|$)", rest)
+        end = re.search(r"(?<!al)(?<!e\.g)(?<!i\.e)\.(\s|$)", rest)
         summary = rest[: end.start() + 1] if end else rest
     prereq = meta.get("prerequisites") or []
     if isinstance(prereq, str):
@@ -393,7 +393,7 @@ def home_figure(steps: int = 8) -> bytes:
     alpha_bar = make_schedule("linear", 1000).alpha_bar.to(torch.float64)
     gen = torch.Generator().manual_seed(3)
     x0 = data[7]
-    shown = torch.linspace(0, 999, steps).round().long().tolist()
+    shown = [0, 50, 100, 200, 300, 450, 650, 999][:steps]  # where the digit fades
     eps = torch.randn(64, generator=gen, dtype=torch.float64)
     top = [alpha_bar[t].sqrt() * x0 + (1 - alpha_bar[t]).sqrt() * eps for t in shown]
 

@@ -258,10 +258,14 @@ print("from-scratch Eq. (3) == difflab.diffusion.samplers.ddim_sample step: OK")
 # of $x_t$ into exactly $\epsilon_\theta(x_t, t)$, and gives the DDIM step
 # (Eq. (12) of the paper):
 #
+# <div class="admonition note"><p class="admonition-title">Key result: the DDIM update</p>
+#
 # $$ x_{t-1} = \underbrace{\sqrt{\bar\alpha_{t-1}}\,\hat x_0(x_t)}_{\text{predicted }
 #    x_0} + \underbrace{\sqrt{1-\bar\alpha_{t-1}-\sigma_t^2}\;\epsilon_\theta(x_t, t)
 #    }_{\text{direction pointing to } x_t} + \underbrace{\sigma_t z}_{\text{fresh
 #    noise}}, \qquad z \sim \mathcal{N}(0, I). \tag{6} $$
+#
+# </div>
 #
 # The free variances are set by one number $\eta \ge 0$ (Eq. (16) of the paper):
 #

@@ -132,9 +132,15 @@ plt.show()
 #
 # A smooth flow $\mathrm{d}x/\mathrm{d}t = \tilde f(x, t)$ changes log-density along its
 # paths by minus the divergence (Chen et al. 2018, Theorem 1):
+#
+# <div class="admonition note"><p class="admonition-title">Key result: the exact likelihood along the probability-flow ODE</p>
+#
 # $$ \frac{\mathrm{d}}{\mathrm{d}t} \log p_t(x_t) = -\nabla \cdot \tilde f(x_t, t)
 #   \quad\Rightarrow\quad
 #   \log p_0(x_0) = \log p_T(x_T) + \int_0^T \nabla \cdot \tilde f(x_t, t)\,\mathrm{d}t . \tag{3} $$
+#
+# </div>
+#
 # Integrating Eq. (2) forwards from a data point together with the running integral
 # of the divergence gives its exact log-likelihood under the model (Song et al. 2021,
 # Appendix D.2): `ode_log_likelihood` stacks $[x, \delta]$ into one state for scipy's

@@ -99,9 +99,13 @@ print(f"train: {tuple(data.images.shape)}, test: {tuple(test.images.shape)}")
 # would be slow. It is not needed. Let $\bar\alpha_t = \prod_{s=1}^t \alpha_s$. We
 # show by induction that
 #
+# <div class="admonition note"><p class="admonition-title">Key result: the closed form of q(x<sub>t</sub> | x<sub>0</sub>)</p>
+#
 # $$ q(x_t \mid x_0) = \mathcal N\!\big(x_t;\ \sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t) I\big),
 #    \quad\text{i.e.}\quad
 #    x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ \ \epsilon\sim\mathcal N(0, I). \tag{4} $$
+#
+# </div>
 #
 # *Base case.* For $t = 1$, $\bar\alpha_1 = \alpha_1$ and Eq. (4) is Eq. (3).
 #
@@ -467,7 +471,11 @@ assert C_t > 10 * kl_se  # the test would notice a wrong variance term
 # Eq. 12). Dropping the weights and sampling $t$ uniformly gives the loss DDPMs are
 # trained with,
 #
+# <div class="admonition note"><p class="admonition-title">Key result: the simple loss L<sub>simple</sub></p>
+#
 # $$ L_\text{simple}(\theta) = \mathbb E_{t\sim\mathcal U\{1,\dots,T\},\,x_0,\,\epsilon}\Big[\big\lVert\epsilon - \epsilon_\theta\big(\sqrt{\bar\alpha_t}x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t\big)\big\rVert^2\Big] \tag{19} $$
+#
+# </div>
 #
 # (Ho et al., Eq. 14, where the norm is averaged over pixels in practice). Relative
 # to the bound, $L_\text{simple}$ down-weights the small-$t$ terms (tiny noise, easy
