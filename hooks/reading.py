@@ -181,6 +181,9 @@ def _read_note(path: Path) -> dict:
     if title_m:
         rest = prose[title_m.end() :].strip().split("\n\n", 1)[0]
         rest = re.sub(r"\s+", " ", rest)
+        rest = re.sub(
+            r"\[([^\]]*)\]\([^)]*\)", r"\1", rest
+        )  # links: relative to the note
         end = re.search(r"(?<!al)(?<!e\.g)(?<!i\.e)\.(\s|$)", rest)
         summary = rest[: end.start() + 1] if end else rest
     prereq = meta.get("prerequisites") or []
