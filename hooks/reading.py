@@ -32,7 +32,7 @@ Table of contents and search. Headings may hold maths (``$q(x_t \\mid x_0)$``);
 MathJax typesets it in the page, but the table of contents and the search index
 take the heading's text. This hook rewrites TOC titles, page titles and the built
 search index with :func:`detex` (``q(xₜ | x₀)``). Code input cells of notes carry
-``data-search-exclude``, so search finds prose and results, not import blocks.
+``data-search-exclude`` (on their ``<pre>``), so search finds prose and results, not import blocks.
 """
 
 from __future__ import annotations
@@ -346,9 +346,18 @@ def on_page_content(html, page, config, files):
     html = re.sub(r"(</h1>)", r"\1" + line.replace("\\", "\\\\"), html, count=1)
     if page.file.src_uri.endswith(".py"):
         # Search indexes prose and outputs, not the code (Material honours this).
-        html = html.replace(
-            '<div class="jp-InputArea jp-Cell-inputArea">',
-            '<div class="jp-InputArea jp-Cell-inputArea" data-search-exclude>',
+        # Material's search parser ends an exclusion at the first closing tag of the
+        # same name, so the mark goes on elements with no same-tag children: the
+        # code's <pre> and the copy button's "Copied!" notice.
+        html = re.sub(
+            r'(<div class="highlight-ipynb[^"]*">)<pre>',
+            r"\1<pre data-search-exclude>",
+            html,
+        )
+        html = re.sub(
+            r'<span class="notice" hidden(="")?>',
+            r'<span class="notice" hidden\1 data-search-exclude>',
+            html,
         )
     return html
 

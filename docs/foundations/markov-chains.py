@@ -323,7 +323,8 @@ mean_T, var_T = M.ar1_marginal(torch.tensor([-1.0, 0.0, 1.0]), 0.0, betas, 1000)
 alpha_bar_T = torch.prod(1 - betas)
 kl_T = G.gaussian_kl(mean_T[-1], var_T[-1], torch.zeros(()), torch.ones(()))
 print(
-    f"alpha_bar_T = {alpha_bar_T.item():.2e}; KL(q(x_T | x_0) || N(0,1)) for x_0 = -1, 0, 1: {kl_T.tolist()}"
+    f"alpha_bar_T = {alpha_bar_T.item():.2e}; KL(q(x_T | x_0) || N(0,1)) for x_0 = -1, 0, 1: "
+    + ", ".join(f"{v:.1e}" for v in kl_T.tolist())
 )
 assert alpha_bar_T < 1e-4 and kl_T.max() < 1e-4
 x_T = M.ar1_simulate(

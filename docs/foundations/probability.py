@@ -150,7 +150,7 @@ zs = xs @ A.T
 assert_close((xs + ys).mean(0), m_sum, atol=0.01, rtol=0)
 assert_close(torch.cov((xs + ys).T), S_sum, atol=0.02, rtol=0)
 assert_close(torch.cov(zs.T), S_lin, atol=0.05, rtol=0)
-print("Eq. (4) covariance:", S_lin.tolist())
+print("Eq. (4) covariance:", [[round(v, 4) for v in row] for row in S_lin.tolist()])
 
 # %% [markdown]
 # ## 4. Marginals and conditionals
@@ -198,7 +198,7 @@ mean_scratch = mu3[a] - cov_scratch @ Lam[a][:, b] @ (x_obs - mu3[b])
 mean_c, cov_c = G.gaussian_conditional(mu3, Sigma3, idx_obs, x_obs)
 assert_close(mean_c, mean_scratch)
 assert_close(cov_c, cov_scratch)
-print("mean of (x0, x1) given x2 = 0.5:", mean_c.tolist())
+print("mean of (x0, x1) given x2 = 0.5:", [round(v, 4) for v in mean_c.tolist()])
 
 # %% [markdown]
 # A figure makes Eq. (7)-(8) concrete in 2D: the joint density, three vertical
