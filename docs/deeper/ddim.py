@@ -1,5 +1,8 @@
 # ---
 # jupyter:
+#   difflab:
+#     prerequisites:
+#     - diffusion/ddpm.py
 #   jupytext:
 #     text_representation:
 #       extension: .py
@@ -55,6 +58,7 @@ from difflab.diffusion.schedules import make_schedule
 from difflab.eval.metrics import evaluate_samples
 from difflab.notes import page
 from difflab.notes.plotting import show_grid
+from difflab.notes.tables import fmt, show_table
 from difflab.train.recipes import load_or_train
 
 run = page.start()
@@ -159,7 +163,7 @@ def q_sigma_sample(x0, x_t, ab_t, ab_s, sigma, generator):
 n = 200_000
 x0 = torch.tensor([1.0, -0.5, 0.2], dtype=F64).expand(n, 3)  # one data point, n times
 gen = torch.Generator().manual_seed(0)
-print("  t ->   s |  eta  sigma^2 | mean error (<=)  | var / (1 - alpha_bar_s)")
+mc_rows = []
 for t, s in [(500, 499), (600, 300), (300, 50)]:  # code indices
     tt = torch.full((n,), t)
     ab_t, ab_s = alpha_bar[t], alpha_bar[s]
@@ -171,15 +175,34 @@ for t, s in [(500, 499), (600, 300), (300, 50)]:  # code indices
         se = ((1 - ab_s) / n).sqrt()  # standard error of the mean
         mean_err = (x_s.mean(0) - ab_s.sqrt() * x0[0]).abs().max()
         var_ratio = x_s.var(0) / (1 - ab_s)
-        print(
-            f"{t + 1:4d} -> {s + 1:3d} | {eta:5.2f} {sig.item() ** 2:7.4f} | "
-            f"{mean_err:.4f} ({5 * se:.4f}) | "
-            + " ".join(f"{v:.4f}" for v in var_ratio.tolist())
+        mc_rows.append(
+            {
+                "step": f"{t + 1} → {s + 1}",
+                "eta": eta,
+                "sigma2": sig.item() ** 2,
+                "mean_err": mean_err.item(),
+                "bound": 5 * se.item(),
+                "var": ", ".join(fmt(v, 4) for v in var_ratio.tolist()),
+            }
         )
         assert mean_err < 5 * se
         assert_close(
             var_ratio, torch.ones(3, dtype=F64), atol=5 * math.sqrt(2 / n), rtol=0
         )
+
+show_table(
+    mc_rows,
+    headers={
+        "step": "t → s",
+        "eta": "η",
+        "sigma2": "σ²",
+        "mean_err": "mean error",
+        "bound": "5 s.e.",
+        "var": "variance / (1 − ᾱ_s), per coordinate",
+    },
+    digits={"eta": 2, "sigma2": 4, "mean_err": 4, "bound": 4},
+    caption=f"Eq. (3) by Monte Carlo, {n:,} samples",
+)
 
 # The check has teeth: forgetting "- sigma^2" under the square root of Eq. (3)
 # would add sigma^2 to the variance, which the same test detects at once.
@@ -235,10 +258,14 @@ print("from-scratch Eq. (3) == difflab.diffusion.samplers.ddim_sample step: OK")
 # of $x_t$ into exactly $\epsilon_\theta(x_t, t)$, and gives the DDIM step
 # (Eq. (12) of the paper):
 #
+# <div class="admonition note"><p class="admonition-title">Key result: the DDIM update</p>
+#
 # $$ x_{t-1} = \underbrace{\sqrt{\bar\alpha_{t-1}}\,\hat x_0(x_t)}_{\text{predicted }
 #    x_0} + \underbrace{\sqrt{1-\bar\alpha_{t-1}-\sigma_t^2}\;\epsilon_\theta(x_t, t)
 #    }_{\text{direction pointing to } x_t} + \underbrace{\sigma_t z}_{\text{fresh
 #    noise}}, \qquad z \sim \mathcal{N}(0, I). \tag{6} $$
+#
+# </div>
 #
 # The free variances are set by one number $\eta \ge 0$ (Eq. (16) of the paper):
 #
@@ -393,8 +420,14 @@ def exact_flow(x_T):
 x_T = torch.randn(4000, 2, generator=torch.Generator().manual_seed(3), dtype=F64)
 target = exact_flow(x_T)
 x = ddim_sample(exact_eps, x_T, schedule, progress=False)  # eta = 0, all T steps
-print("mean", x.mean(0).numpy().round(3), "target", MEAN.numpy())
-print("cov ", torch.cov(x.T).numpy().round(3).tolist(), "target", COV.tolist())
+
+
+def fmt_all(values, digits=3):
+    return "[" + ", ".join(fmt(v, digits) for v in values.flatten().tolist()) + "]"
+
+
+print("mean", fmt_all(x.mean(0)), "target", fmt_all(MEAN))
+print("cov ", fmt_all(torch.cov(x.T)), "target", fmt_all(COV))
 assert_close(x.mean(0), MEAN, atol=0.05, rtol=0)  # 4000 samples: s.e. about 0.01
 assert_close(torch.cov(x.T), COV, atol=0.05, rtol=0)
 
@@ -406,9 +439,15 @@ for spacing in ["uniform", "quadratic"]:
         taus = ddim_timesteps(schedule.T, S, spacing)
         x = ddim_sample(exact_eps, x_T[:500], schedule, taus, progress=False)
         errors[spacing].append((x - target[:500]).norm(dim=1).mean().item())
-print("steps      " + " ".join(f"{S:8d}" for S in step_counts))
-for spacing, errs in errors.items():
-    print(f"{spacing:10s} " + " ".join(f"{e:8.1e}" for e in errs))
+show_table(
+    [
+        {"S": S, "uniform": u, "quadratic": q}
+        for S, u, q in zip(step_counts, *errors.values(), strict=True)
+    ],
+    headers={"S": "steps S", "uniform": "uniform spacing", "quadratic": "quadratic"},
+    digits="1e",
+    caption="Mean distance to the exact ODE solution, 500 points",
+)
 
 err = torch.tensor(errors["uniform"])
 logS, logE = torch.tensor(step_counts).double().log(), err.double().log()
@@ -493,14 +532,28 @@ for eta in [0.0, 1.0]:
         samples[eta, S] = x
 floor = scores[0.0, STEPS[0]]["floor"]
 
-print(f"Frechet distance, {N_SAMPLES} samples (real-data floor {floor:.3f})")
-print(" steps |  eta = 0  |  eta = 1  | seconds (eta 0, 1)")
-for S in STEPS:
-    print(
-        f"{S:6d} | {scores[0.0, S]['fd']:9.3f} | {scores[1.0, S]['fd']:9.3f} | "
-        f"{seconds[0.0, S]:6.1f} {seconds[1.0, S]:6.1f}"
-    )
-print(f" floor | {floor:9.3f} | {floor:9.3f} |")
+show_table(
+    [
+        {
+            "S": S,
+            "fd0": scores[0.0, S]["fd"],
+            "fd1": scores[1.0, S]["fd"],
+            "s0": seconds[0.0, S],
+            "s1": seconds[1.0, S],
+        }
+        for S in STEPS
+    ]
+    + [{"S": "real-data floor", "fd0": floor, "fd1": floor}],
+    headers={
+        "S": "steps S",
+        "fd0": "FD, η = 0",
+        "fd1": "FD, η = 1",
+        "s0": "seconds, η = 0",
+        "s1": "seconds, η = 1",
+    },
+    digits={"fd0": 3, "fd1": 3, "s0": 1, "s1": 1},
+    caption=f"Frechet distance of {N_SAMPLES} samples (lower is better)",
+)
 fd0 = [scores[0.0, S]["fd"] for S in STEPS]
 fd1 = [scores[1.0, S]["fd"] for S in STEPS]
 better = "eta = 0" if fd0[0] < fd1[0] else "eta = 1"
@@ -523,7 +576,7 @@ print(
 )
 assert same_noise[0.0] < 0.5 * same_noise[1.0], "eta = 0 must be (nearly) deterministic"
 
-fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), width_ratios=[1.4, 1, 1])
+fig, axes = plt.subplots(1, 3, figsize=(6.4, 2.6), width_ratios=[1.4, 1, 1])
 axes[0].semilogx(STEPS, fd0, "o-", label=r"$\eta = 0$ (DDIM)")
 axes[0].semilogx(STEPS, fd1, "s-", label=r"$\eta = 1$ (DDPM, $\tilde\beta$)")
 axes[0].axhline(floor, color="k", ls="--", lw=1, label="real-data floor")
@@ -602,10 +655,20 @@ slerp_norm = path.norm(dim=-1) / math.sqrt(d)  # (11, 2000)
 lerp_norm = ((1 - alpha).view(-1, 1, 1) * z0 + alpha.view(-1, 1, 1) * z1).norm(
     dim=-1
 ) / math.sqrt(d)
-print("||z|| / sqrt(d) along the path (mean over 2000 pairs)")
-print("alpha", " ".join(f"{a:.1f}" for a in alpha.tolist()))
-print("slerp", " ".join(f"{v:.2f}" for v in slerp_norm.mean(1).tolist()))
-print("lerp ", " ".join(f"{v:.2f}" for v in lerp_norm.mean(1).tolist()))
+show_table(
+    [
+        {"alpha": a, "slerp": sl, "lerp": le}
+        for a, sl, le in zip(
+            alpha.tolist(),
+            slerp_norm.mean(1).tolist(),
+            lerp_norm.mean(1).tolist(),
+            strict=True,
+        )
+    ],
+    headers={"alpha": "α", "slerp": "slerp", "lerp": "lerp"},
+    digits={"alpha": 1, "slerp": 2, "lerp": 2},
+    caption="‖z‖ / √d along the path (mean over 2000 pairs)",
+)
 assert (slerp_norm.mean(1) - 1).abs().max() < 0.02  # stays on the shell
 assert (lerp_norm[5].mean() - math.sqrt(0.5)).abs() < 0.02  # chord midpoint sinks
 
@@ -622,7 +685,7 @@ rows = [
     ddim_sample(eps_model, z, trained.schedule, taus50, clip_x0=1.0, progress=False)
     for z in paths
 ]
-fig, axes = plt.subplots(2, 1, figsize=(7, 2.4))
+fig, axes = plt.subplots(2, 1, figsize=(6.4, 2.6))
 show_grid(
     axes[0], rows[0], nrow=9, title="slerp of $x_T$, decoded by DDIM ($\\eta$ = 0)"
 )
@@ -662,21 +725,29 @@ def ddim_encode(eps_model, x0, schedule, timesteps):
 
 test = load_images(dataset, split="test")
 digits = test.images[:32]
-print("  steps | reconstruction RMSE | std of encoded x_T")
-recon_err = []
+recon_err, recon_rows = [], []
 for S in [10, 50, 100]:
     taus = ddim_timesteps(trained.schedule.T, S)
     z = ddim_encode(eps_model, digits, trained.schedule, taus)
     back = ddim_sample(eps_model, z, trained.schedule, taus, progress=False)
     recon_err.append(((back - digits) ** 2).mean().sqrt().item())
-    print(f"{S:7d} | {recon_err[-1]:19.4f} | {z.std():.3f}")
+    recon_rows.append({"S": S, "rmse": recon_err[-1], "std": z.std().item()})
     if S == 100:
         z100, back100 = z, back
 spread = ((digits - digits.roll(1, 0)) ** 2).mean().sqrt().item()
-print(f"(for scale: RMSE between two different test digits {spread:.3f})")
+show_table(
+    recon_rows,
+    headers={
+        "S": "steps S",
+        "rmse": "reconstruction RMSE",
+        "std": "std of encoded x_T",
+    },
+    digits={"rmse": 4, "std": 3},
+    caption=f"Encode then decode 32 test digits (two different digits: {spread:.3f})",
+)
 assert recon_err[-1] < recon_err[0] and recon_err[-1] < 0.1 * spread
 
-fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+fig, axes = plt.subplots(1, 3, figsize=(6.4, 2.6))
 show_grid(axes[0], digits[:16], nrow=4, title="test digits")
 show_grid(axes[1], (z100[:16] / 3).clamp(-1, 1), nrow=4, title="encoded $x_T$ (/3)")
 show_grid(axes[2], back100[:16], nrow=4, title="decoded (100 steps)")

@@ -1,5 +1,8 @@
 # ---
 # jupyter:
+#   difflab:
+#     prerequisites:
+#     - deeper/score-sdes.py
 #   jupytext:
 #     text_representation:
 #       extension: .py
@@ -99,7 +102,8 @@ ode_sample(
     callback=recorder(snaps["ODE"], 250),
 )
 
-fig, ax = plt.subplots(1, len(snap_times), figsize=(15, 3.3))
+fig, ax = plt.subplots(2, 2, figsize=(6.4, 4.4))
+ax = ax.ravel()  # four times in a 2 x 2 grid
 grid = torch.linspace(-3.5, 3, 400, dtype=F64)[:, None]
 for a, t in zip(ax, snap_times, strict=True):
     alpha, sigma = (float(v) for v in vp.marginal_coefs(torch.tensor([t], dtype=F64)))
@@ -129,9 +133,15 @@ plt.show()
 #
 # A smooth flow $\mathrm{d}x/\mathrm{d}t = \tilde f(x, t)$ changes log-density along its
 # paths by minus the divergence (Chen et al. 2018, Theorem 1):
+#
+# <div class="admonition note"><p class="admonition-title">Key result: the exact likelihood along the probability-flow ODE</p>
+#
 # $$ \frac{\mathrm{d}}{\mathrm{d}t} \log p_t(x_t) = -\nabla \cdot \tilde f(x_t, t)
 #   \quad\Rightarrow\quad
 #   \log p_0(x_0) = \log p_T(x_T) + \int_0^T \nabla \cdot \tilde f(x_t, t)\,\mathrm{d}t . \tag{3} $$
+#
+# </div>
+#
 # Integrating Eq. (2) forwards from a data point together with the running integral
 # of the divergence gives its exact log-likelihood under the model (Song et al. 2021,
 # Appendix D.2): `ode_log_likelihood` stacks $[x, \delta]$ into one state for scipy's
@@ -161,7 +171,7 @@ print(
 )
 assert err < 0.01
 
-fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+fig, ax = plt.subplots(1, 2, figsize=(6.4, 2.6))
 ax[0].plot(true_logp, exact.log_p, "o", ms=4, label="exact trace")
 ax[0].plot(true_logp, hutch.log_p, "x", ms=4, label="Hutchinson (1 probe)")
 ax[0].plot(*[[float(true_logp.min()), float(true_logp.max())]] * 2, "k--", lw=1)

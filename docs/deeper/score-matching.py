@@ -1,5 +1,9 @@
 # ---
 # jupyter:
+#   difflab:
+#     prerequisites:
+#     - diffusion/ddpm.py
+#     - foundations/sdes.py
 #   jupytext:
 #     text_representation:
 #       extension: .py
@@ -87,7 +91,7 @@ grid = (
 s = mix.score(grid)
 s = s / s.norm(dim=1, keepdim=True).clamp_min(1e-9) ** 0.5  # shrink long arrows
 
-fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+fig, ax = plt.subplots(1, 2, figsize=(6.4, 2.6))
 ax[0].scatter(*x[:3000].T, s=2, alpha=0.4)
 ax[0].set_title("samples of p(x)")
 ax[1].quiver(*grid.T, *s.T, color="C3")
@@ -218,7 +222,7 @@ print(f"annealed Langevin: weight of the lower-left mode {w:.3f} (true 0.2)")
 assert abs(w - 0.2) < 0.03
 assert abs(weight_of_first_mode(x_langevin) - 0.2) > 0.1
 
-fig, ax = plt.subplots(1, 3, figsize=(12, 4), sharex=True, sharey=True)
+fig, ax = plt.subplots(1, 3, figsize=(6.4, 2.6), sharex=True, sharey=True)
 truth = far.sample(4000, gen)
 for a, pts, title in zip(
     ax,

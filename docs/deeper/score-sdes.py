@@ -1,5 +1,8 @@
 # ---
 # jupyter:
+#   difflab:
+#     prerequisites:
+#     - deeper/score-matching.py
 #   jupytext:
 #     text_representation:
 #       extension: .py
@@ -71,7 +74,7 @@ sdes = {"VP": VPSDE(), "sub-VP": SubVPSDE(), "VE": VESDE()}
 x0 = torch.tensor([[1.5]], dtype=F64)
 n_paths, steps = 20_000, 500
 t_grid = torch.linspace(0, 1, steps + 1, dtype=F64)
-fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+fig, ax = plt.subplots(1, 3, figsize=(6.4, 2.6))
 for k, (name, sde) in enumerate(sdes.items()):
     x = x0.expand(n_paths, 1).clone()
     means, stds = [x.mean()], [x.std()]
@@ -217,7 +220,9 @@ for nfe in (20, 100):
         )
 assert results[("Euler-Maruyama", 100)][1] < floor + 0.08
 
-fig, ax = plt.subplots(1, 5, figsize=(16, 3.4), sharex=True, sharey=True)
+fig, ax = plt.subplots(2, 3, figsize=(6.4, 4.6), sharex=True, sharey=True)
+ax[1, 2].set_visible(False)  # five panels in a 2 x 3 grid
+ax = ax.ravel()[:5]
 ax[0].scatter(*reference.T, s=1, alpha=0.4)
 ax[0].set_title("true samples")
 for a, ((name, nfe), (out, sw)) in zip(ax[1:], results.items(), strict=True):

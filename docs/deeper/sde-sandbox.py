@@ -1,5 +1,8 @@
 # ---
 # jupyter:
+#   difflab:
+#     prerequisites:
+#     - deeper/probability-flow.py
 #   jupytext:
 #     text_representation:
 #       extension: .py
@@ -33,8 +36,9 @@ import matplotlib.pyplot as plt
 import torch
 
 from difflab.notes import page
+from difflab.notes.tables import show_table
 from difflab.toy.mixtures import eight_gaussians
-from difflab.toy.sandbox import SAMPLERS, best_by_budget, format_table, run_sandbox
+from difflab.toy.sandbox import SAMPLERS, best_by_budget, run_sandbox
 from difflab.train.profiles import current_profile
 
 torch.set_num_threads(1)  # 2D toys: threads only add overhead
@@ -83,12 +87,28 @@ rows = run_sandbox(
 )
 floor, entropy = rows[0]["sw_floor"], rows[0]["entropy"]
 print(
-    f"{settings['n_samples']} samples; entropy H = {entropy:.4f} nats; SW floor = {floor:.4f}\n"
+    f"{settings['n_samples']} samples; entropy H = {entropy:.4f} nats; "
+    f"SW floor = {floor:.4f}"
 )
-print(format_table(rows))
+for r in rows:
+    r["setting"] = f"rtol {r['budget']:.0e}" if r["sampler"] == "rk45" else None
+show_table(
+    rows,
+    ["sampler", "setting", "nfe", "sw", "nll_gap"],
+    headers={
+        "nfe": "NFE",
+        "sw": "sliced W2",
+        "nll_gap": "NLL − H (nats) ± se",
+        "setting": "budget",
+    },
+    digits={"sw": 4, "nll_gap": 3},
+    spread={"nll_gap": "nll_se"},
+    signed=["nll_gap"],
+    caption=f"Every sampler on the eight-Gaussian world (SW floor {floor:.4f})",
+)
 
 # %%
-fig, ax = plt.subplots(1, 2, figsize=(12, 4.3))
+fig, ax = plt.subplots(1, 2, figsize=(6.4, 2.6))
 for k, name in enumerate(SAMPLERS):
     r = sorted((r for r in rows if r["sampler"] == name), key=lambda r: r["nfe"])
     nfe = [x["nfe"] for x in r]
@@ -103,7 +123,7 @@ ax[1].set_ylim(-1, 3)
 ax[1].set_ylabel("NLL - H (nats)")
 for a in ax:
     a.set_xlabel("score evaluations (NFE)")
-ax[0].legend(fontsize=8)
+ax[0].legend()
 plt.show()
 
 # %% [markdown]

@@ -1,5 +1,9 @@
 # ---
 # jupyter:
+#   difflab:
+#     prerequisites:
+#     - foundations/markov-chains.py
+#     - foundations/vae.py
 #   jupytext:
 #     text_representation:
 #       extension: .py
@@ -96,9 +100,13 @@ print(f"train: {tuple(data.images.shape)}, test: {tuple(test.images.shape)}")
 # would be slow. It is not needed. Let $\bar\alpha_t = \prod_{s=1}^t \alpha_s$. We
 # show by induction that
 #
+# <div class="admonition note"><p class="admonition-title">Key result: the closed form of q(x<sub>t</sub> | x<sub>0</sub>)</p>
+#
 # $$ q(x_t \mid x_0) = \mathcal N\!\big(x_t;\ \sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t) I\big),
 #    \quad\text{i.e.}\quad
 #    x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ \ \epsilon\sim\mathcal N(0, I). \tag{4} $$
+#
+# </div>
 #
 # *Base case.* For $t = 1$, $\bar\alpha_1 = \alpha_1$ and Eq. (4) is Eq. (3).
 #
@@ -206,7 +214,7 @@ assert worst_mean < 5 and worst_var < 5
 cosine = make_schedule("cosine", T=T)
 show_t = [49, 99, 249, 499, 749, 999]  # code indices: paper t = 50, ..., 1000
 eps_one = torch.randn((1, *x0_one.shape), generator=g)
-fig, axes = plt.subplots(2, len(show_t) + 1, figsize=(11, 4.2))
+fig, axes = plt.subplots(2, len(show_t) + 1, figsize=(6.4, 3.0))
 for row, (name, sch) in enumerate([("linear", schedule), ("cosine", cosine)]):
     axes[row, 0].imshow(x0_one[0], cmap="gray", vmin=-1, vmax=1)
     axes[row, 0].set_title("$x_0$", fontsize=9)
@@ -215,7 +223,9 @@ for row, (name, sch) in enumerate([("linear", schedule), ("cosine", cosine)]):
         x_i = diffusion.q_sample(sch, x0_one[None], torch.tensor([i]), eps_one)[0, 0]
         axes[row, col].imshow(x_i.clamp(-1, 1), cmap="gray", vmin=-1, vmax=1)
         ab = sch.alpha_bar[i].item()
-        axes[row, col].set_title(rf"$t={i + 1}$, $\bar\alpha$={ab:.2g}", fontsize=8)
+        axes[row, col].set_title(
+            rf"$t={i + 1}$" "\n" rf"$\bar\alpha$={ab:.2g}", fontsize=9
+        )
 for ax in axes.flat:
     ax.set_xticks([])
     ax.set_yticks([])
@@ -224,7 +234,7 @@ plt.tight_layout()
 plt.show()
 
 steps = torch.arange(1, T + 1)
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
 for name, sch in [("linear", schedule), ("cosine", cosine)]:
     axes[0].plot(steps, sch.alpha_bar, label=name)
     axes[1].plot(steps, sch.snr().log(), label=name)
@@ -462,7 +472,11 @@ assert C_t > 10 * kl_se  # the test would notice a wrong variance term
 # Eq. 12). Dropping the weights and sampling $t$ uniformly gives the loss DDPMs are
 # trained with,
 #
+# <div class="admonition note"><p class="admonition-title">Key result: the simple loss L<sub>simple</sub></p>
+#
 # $$ L_\text{simple}(\theta) = \mathbb E_{t\sim\mathcal U\{1,\dots,T\},\,x_0,\,\epsilon}\Big[\big\lVert\epsilon - \epsilon_\theta\big(\sqrt{\bar\alpha_t}x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t\big)\big\rVert^2\Big] \tag{19} $$
+#
+# </div>
 #
 # (Ho et al., Eq. 14, where the norm is averaged over pixels in practice). Relative
 # to the bound, $L_\text{simple}$ down-weights the small-$t$ terms (tiny noise, easy
@@ -498,7 +512,7 @@ ts = torch.arange(1, T)  # code indices 1..T-1 (paper t = 2..T): the KL terms
 base = schedule.betas[ts] ** 2 / (
     2 * schedule.alphas[ts] * (1 - schedule.alpha_bar[ts])
 )
-fig, ax = plt.subplots(figsize=(6.5, 3.4))
+fig, ax = plt.subplots(figsize=(6.4, 3.3))
 ax.semilogy(ts + 1, base / schedule.betas[ts], label=r"$\sigma_t^2=\beta_t$")
 ax.semilogy(
     ts + 1, base / schedule.posterior_variance[ts], label=r"$\sigma_t^2=\tilde\beta_t$"
@@ -563,7 +577,7 @@ print(
     f"last {every} steps {trained.losses[-1]:.3f}"
 )
 
-fig, ax = plt.subplots(figsize=(6.5, 3.4))
+fig, ax = plt.subplots(figsize=(6.4, 3.3))
 steps_logged = [every * (k + 1) for k in range(len(trained.losses))]
 ax.plot(steps_logged, trained.losses, alpha=0.35, label=f"mean over {every} steps")
 ax.plot(steps_logged, smooth(trained.losses, 9), label="smoothed")
@@ -642,7 +656,7 @@ samples = samplers.ddpm_sample(
     progress=False,
 )
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
 show_grid(axes[0], test.images[:n_show], nrow=8, title="test images")
 show_grid(axes[1], samples.clamp(-1, 1), nrow=8, title=f"DDPM samples, T = {T} steps")
 plt.tight_layout()
@@ -655,7 +669,7 @@ xs = torch.stack([x for _, x, _ in trajectory], 1).flatten(0, 1)  # (6 * cols, C
 x0s = torch.stack([x0 for _, _, x0 in trajectory], 1).flatten(0, 1)
 labels = ", ".join(str(t + 1) for t, _, _ in trajectory)
 print(f"columns: the steps t = {labels}; rows: six of the samples above")
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
 show_grid(axes[0], xs.clamp(-1, 1), nrow=cols, title=r"$x_{t-1}$ after the step at t")
 show_grid(axes[1], x0s, nrow=cols, title=r"the guess $\hat x_0$ at t")
 plt.tight_layout()
@@ -717,7 +731,7 @@ print(
 print(f"share of the bound in the first 10 of the {T} steps: {100 * first_10:.0f}%")
 
 mean_terms = terms.mean(0)
-fig, ax = plt.subplots(figsize=(6.5, 3.4))
+fig, ax = plt.subplots(figsize=(6.4, 3.3))
 ax.loglog(
     torch.arange(2, T + 1), mean_terms[1:-1], lw=1, label=r"$L_{t-1}$, $t = 2..T$"
 )
@@ -808,7 +822,7 @@ for variance in ("beta", "beta_tilde"):
         f"DDPM {n_steps} steps, sigma^2 = {variance:10s}: {metrics.format_scores(scores[variance])}"
     )
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
 show_grid(
     axes[0],
     grids["beta"].clamp(-1, 1),

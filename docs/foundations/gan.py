@@ -1,5 +1,8 @@
 # ---
 # jupyter:
+#   difflab:
+#     prerequisites:
+#     - foundations/vae.py
 #   jupytext:
 #     text_representation:
 #       extension: .py
@@ -125,7 +128,7 @@ err = (d_learned - d_true)[bulk].abs().max().item()
 print(f"max |D_trained - D*| on [-2, 3]: {err:.3f}")
 assert err < 0.08
 
-fig, ax = plt.subplots(figsize=(6.5, 3.5))
+fig, ax = plt.subplots(figsize=(6.4, 3.4))
 ax.plot(
     x_plot,
     normal_logpdf(x_plot, p_mean, p_std).exp(),
@@ -143,7 +146,7 @@ ax.plot(
 ax.plot(x_plot, d_true, "k", label="$D^* = p/(p+q)$, Eq. (2)")
 ax.plot(x_plot, d_learned, "C3--", label="trained discriminator")
 ax.set(xlabel="x", title="The optimal discriminator")
-ax.legend(fontsize=8)
+ax.legend()
 plt.show()
 
 # %% [markdown]
@@ -214,7 +217,7 @@ ax.axhline(
     label="$\\mathcal{L}_D$ at equilibrium = log 4",
 )
 ax.set(xlabel="step", ylabel="loss (moving average)", title="DCGAN training")
-ax.legend(fontsize=8)
+ax.legend()
 plt.show()
 
 # %% [markdown]
@@ -232,7 +235,7 @@ with torch.no_grad():
     d_fake = torch.sigmoid(D(samples[:1000])).mean().item()
 print(f"mean D on real images {d_real:.3f}, on generated {d_fake:.3f}")
 
-fig, axs = plt.subplots(1, 2, figsize=(10, 5))
+fig, axs = plt.subplots(1, 2, figsize=(6.4, 3.2))
 show_grid(axs[0], data.images[:64], nrow=8, title="training images")
 show_grid(axs[1], samples[:64], nrow=8, title="DCGAN samples")
 plt.show()
@@ -275,7 +278,8 @@ shown = [
     3 * len(ring["step"]) // 4,
     -1,
 ]
-fig, axs = plt.subplots(1, len(shown) + 1, figsize=(16, 3.2))
+fig, axs = plt.subplots(2, 3, figsize=(6.4, 4.6))  # a grid, not a strip
+axs = list(axs.flat)
 for ax, i in zip(axs, shown, strict=False):
     s = ring["samples"][i]
     ax.scatter(s[:, 0], s[:, 1], s=2, alpha=0.4, color="C3")
@@ -284,15 +288,15 @@ for ax, i in zip(axs, shown, strict=False):
         xlim=(-3, 3),
         ylim=(-3, 3),
         aspect="equal",
-        title=f"step {ring['step'][i]}: {ring['modes'][i]}/8 modes",
     )
+    ax.set_title(f"step {ring['step'][i]}: {ring['modes'][i]}/8 modes", fontsize=9)
 axs[-1].plot(ring["step"], ring["modes"], "o-")
 axs[-1].set(
     ylim=(-0.3, 8.5),
     xlabel="step",
     ylabel="modes covered",
-    title="coverage over training",
 )
+axs[-1].set_title("coverage over training", fontsize=9)
 plt.tight_layout()
 plt.show()
 

@@ -1,5 +1,8 @@
 # ---
 # jupyter:
+#   difflab:
+#     prerequisites:
+#     - foundations/probability.py
 #   jupytext:
 #     text_representation:
 #       extension: .py
@@ -133,13 +136,13 @@ emp = (
 assert (M.total_variation(emp, exact) < 0.03).all()
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
 w = 0.25
 axes[0].bar(torch.arange(K) - w, pi, w, label=r"$\pi$ (eigenvector, Eq. (3))")
 axes[0].bar(torch.arange(K), freq_end, w, label="5000 chains at $t=40$")
 axes[0].bar(torch.arange(K) + w, freq_time, w, label="one run, time average")
 axes[0].set(xlabel="state", ylabel="probability", title="Stationary distribution")
-axes[0].legend(fontsize=8)
+axes[0].legend()
 ts = torch.arange(n_steps + 1)
 for s in range(K):
     tv = M.total_variation(
@@ -153,7 +156,7 @@ axes[1].set(
     title="Forgetting the start",
     ylim=(1e-12, 1),
 )
-axes[1].legend(fontsize=8)
+axes[1].legend()
 plt.tight_layout()
 plt.show()
 
@@ -255,7 +258,7 @@ assert_close(
 
 # %%
 t = torch.arange(n_steps + 1)
-fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+fig, axes = plt.subplots(1, 3, figsize=(6.4, 2.6))
 for i, (m0, path) in enumerate(paths.items()):
     mean_t, var_t = M.ar1_marginal(m0, 0.0, beta, n_steps)
     axes[0].plot(t, path.mean(1), color=f"C{i}", label=f"$x_0 = {m0:g}$")
@@ -275,9 +278,9 @@ axes[2].semilogy(
 axes[0].set(xlabel="$t$", title="mean (dashed: Eq. (6))")
 axes[1].set(xlabel="$t$", title="variance (dashed: Eq. (6))")
 axes[2].set(xlabel="$t$", title=r"KL to $\mathcal{N}(0,1)$, Eq. (8)")
-axes[0].legend(fontsize=8)
-axes[1].legend(fontsize=8)
-axes[2].legend(fontsize=8)
+axes[0].legend()
+axes[1].legend()
+axes[2].legend()
 plt.tight_layout()
 plt.show()
 
@@ -290,7 +293,8 @@ plt.show()
 
 # %%
 grid = torch.linspace(-5, 5, 400, dtype=F64)
-fig, axes = plt.subplots(1, 4, figsize=(14, 3), sharey=True)
+fig, axes = plt.subplots(2, 2, figsize=(6.4, 4.4), sharey=True)
+axes = axes.ravel()
 for ax, s in zip(axes, [1, 10, 30, 120], strict=True):
     ax.hist(two_point[s].numpy(), bins=80, range=(-5, 5), density=True, alpha=0.6)
     ax.plot(grid, G.gaussian_log_prob(grid, torch.zeros(()), torch.ones(())).exp(), "k")
@@ -300,7 +304,7 @@ for ax, s in zip(axes, [1, 10, 30, 120], strict=True):
     )
     ax.plot(grid, mix, "C3--", lw=1)
     ax.set(title=f"$t = {s}$", xlabel="$x_t$")
-axes[0].legend(["$\\mathcal{N}(0,1)$", "exact mixture"], fontsize=8)
+axes[0].legend(["$\\mathcal{N}(0,1)$", "exact mixture"], fontsize=9)
 plt.tight_layout()
 plt.show()
 
@@ -319,7 +323,8 @@ mean_T, var_T = M.ar1_marginal(torch.tensor([-1.0, 0.0, 1.0]), 0.0, betas, 1000)
 alpha_bar_T = torch.prod(1 - betas)
 kl_T = G.gaussian_kl(mean_T[-1], var_T[-1], torch.zeros(()), torch.ones(()))
 print(
-    f"alpha_bar_T = {alpha_bar_T.item():.2e}; KL(q(x_T | x_0) || N(0,1)) for x_0 = -1, 0, 1: {kl_T.tolist()}"
+    f"alpha_bar_T = {alpha_bar_T.item():.2e}; KL(q(x_T | x_0) || N(0,1)) for x_0 = -1, 0, 1: "
+    + ", ".join(f"{v:.1e}" for v in kl_T.tolist())
 )
 assert alpha_bar_T < 1e-4 and kl_T.max() < 1e-4
 x_T = M.ar1_simulate(

@@ -1,5 +1,8 @@
 # ---
 # jupyter:
+#   difflab:
+#     prerequisites:
+#     - foundations/probability.py
 #   jupytext:
 #     text_representation:
 #       extension: .py
@@ -210,7 +213,7 @@ print({k.split(",")[0]: f"{v:.2e}" for k, v in final.items()})
 names = list(final)
 assert final[names[1]] < final[names[0]] and final[names[2]] < final[names[0]]
 
-fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+fig, axes = plt.subplots(1, 3, figsize=(6.4, 2.6))
 u = torch.linspace(-2.5, 2.5, 300, dtype=F64)
 U, V = torch.meshgrid(u, u, indexing="xy")
 Zq = O.quadratic(torch.stack([U, V], -1), A)
@@ -225,7 +228,7 @@ axes[0].set(
     xlim=(-2.5, 2.5),
     ylim=(-2.5, 2.5),
 )
-axes[0].legend(fontsize=8)
+axes[0].legend()
 ur, wr = torch.linspace(-2, 2, 300, dtype=F64), torch.linspace(-1, 3, 300, dtype=F64)
 Ur, Wr = torch.meshgrid(ur, wr, indexing="xy")
 Zr = O.rosenbrock(torch.stack([Ur, Wr], -1))
@@ -242,7 +245,7 @@ for i, (name, xs) in enumerate(runs_r.items()):
     axes[2].semilogy(O.rosenbrock(xs) + 1e-16, color=f"C{i}", label=name)
 axes[1].plot([1], [1], "k*", ms=12)
 axes[1].set(title="Rosenbrock", xlabel="$u$", ylabel="$w$")
-axes[1].legend(fontsize=7, loc="lower right")
+axes[1].legend(fontsize=9, loc="lower right")
 axes[2].set(xlabel="iteration", ylabel="loss", title="Rosenbrock loss vs iteration")
 plt.tight_layout()
 plt.show()
@@ -346,7 +349,7 @@ for name, ls in losses.items():
     print(f"{name.split(',')[0]}: loss {ls[0]:.3f} -> {ls[-1]:.5f}")
     assert ls[-1] < 0.1 * ls[0]
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
 for i, (name, ls) in enumerate(losses.items()):
     axes[0].semilogy(range(0, n_iter + 1, 10), ls, color=f"C{i}", label=name)
     axes[1].plot(
@@ -362,8 +365,8 @@ axes[0].set(
     title="Training with hand-written gradients",
 )
 axes[1].set(xlabel="$x$", title="Fitted networks")
-axes[0].legend(fontsize=8)
-axes[1].legend(fontsize=8)
+axes[0].legend()
+axes[1].legend()
 plt.tight_layout()
 plt.show()
 

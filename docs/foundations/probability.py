@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   difflab:
+#     prerequisites: []
 #   jupytext:
 #     text_representation:
 #       extension: .py
@@ -148,7 +150,7 @@ zs = xs @ A.T
 assert_close((xs + ys).mean(0), m_sum, atol=0.01, rtol=0)
 assert_close(torch.cov((xs + ys).T), S_sum, atol=0.02, rtol=0)
 assert_close(torch.cov(zs.T), S_lin, atol=0.05, rtol=0)
-print("Eq. (4) covariance:", S_lin.tolist())
+print("Eq. (4) covariance:", [[round(v, 4) for v in row] for row in S_lin.tolist()])
 
 # %% [markdown]
 # ## 4. Marginals and conditionals
@@ -196,7 +198,7 @@ mean_scratch = mu3[a] - cov_scratch @ Lam[a][:, b] @ (x_obs - mu3[b])
 mean_c, cov_c = G.gaussian_conditional(mu3, Sigma3, idx_obs, x_obs)
 assert_close(mean_c, mean_scratch)
 assert_close(cov_c, cov_scratch)
-print("mean of (x0, x1) given x2 = 0.5:", mean_c.tolist())
+print("mean of (x0, x1) given x2 = 0.5:", [round(v, 4) for v in mean_c.tolist()])
 
 # %% [markdown]
 # A figure makes Eq. (7)-(8) concrete in 2D: the joint density, three vertical
@@ -211,7 +213,7 @@ grid = torch.linspace(-3, 3, 201, dtype=F64)
 XA, XB = torch.meshgrid(grid, grid, indexing="ij")
 dens = G.mvn_log_prob(torch.stack([XA, XB], -1), mu2, Sigma2).exp()
 
-fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
 axes[0].contour(XB, XA, dens, levels=8, cmap="Blues")
 axes[0].plot(grid, 0.8 * grid, "k--", lw=1, label=r"$\mu_{a|b}$, Eq. (7)")
 m_a, v_a = G.gaussian_marginal(mu2, Sigma2, [0])
@@ -230,7 +232,7 @@ for xb, colour in zip([-1.5, 0.0, 1.5], ["C0", "C1", "C3"], strict=True):
 axes[0].set(xlabel="$x_b$", ylabel="$x_a$", title="joint density and slices")
 axes[1].set(xlabel="$x_a$", title="conditionals, Eq. (7)-(8)")
 axes[0].legend(loc="upper left")
-axes[1].legend(fontsize=8)
+axes[1].legend()
 plt.tight_layout()
 plt.show()
 

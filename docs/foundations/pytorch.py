@@ -1,5 +1,8 @@
 # ---
 # jupyter:
+#   difflab:
+#     prerequisites:
+#     - foundations/optimisation.py
 #   jupytext:
 #     text_representation:
 #       extension: .py
@@ -250,7 +253,7 @@ manual = -(z.gather(1, test.labels[:32, None]).squeeze(1) - z.logsumexp(1)).mean
 assert_close(F.cross_entropy(z, test.labels[:32]), manual)  # Eq. (4)
 
 # %%
-fig = plt.figure(figsize=(12, 3.8))
+fig = plt.figure(figsize=(6.4, 2.6))
 left, right = fig.subfigures(1, 2, width_ratios=[1, 1.2])
 ax = left.subplots()
 ax.semilogy(losses, lw=0.7)
@@ -262,7 +265,7 @@ for a, i in zip(right.subplots(3, 4).flat, show, strict=True):
     a.imshow(test.images[i, 0], cmap="gray_r", vmin=-1, vmax=1)
     a.set_title(
         f"{pred}" if pred == true else f"{pred} (is {true})",
-        fontsize=8,
+        fontsize=9,
         color="k" if pred == true else "C3",
     )
     a.axis("off")

@@ -1,5 +1,8 @@
 # ---
 # jupyter:
+#   difflab:
+#     prerequisites:
+#     - foundations/markov-chains.py
 #   jupytext:
 #     text_representation:
 #       extension: .py
@@ -192,7 +195,7 @@ print(f"observed strong order on OU (additive noise): {slope_ou:.3f}")
 assert slope_ou > 0.8
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
 t_fine10 = torch.linspace(0, 1, 2**10 + 1, dtype=F64)
 dW1 = S.brownian_increments(t_fine10, (), torch.Generator().manual_seed(4))
 W1 = torch.cat([torch.zeros(1, dtype=F64), dW1.cumsum(0)])
@@ -213,7 +216,7 @@ for k, c in [(64, "C1"), (8, "C0")]:
     )
     axes[0].plot(t_fine10[::k], em, "o-", color=c, ms=3, label=f"EM, $h = {k}/1024$")
 axes[0].set(xlabel="$t$", title="One Brownian path, two step sizes")
-axes[0].legend(fontsize=8)
+axes[0].legend()
 axes[1].loglog(h, err, "o-", label=f"GBM (multiplicative): slope {slope:.2f}")
 axes[1].loglog(h, err[0] * (h / h[0]) ** 0.5, "k--", lw=0.8, label=r"$\propto h^{1/2}$")
 axes[1].loglog(h_ou, err_ou, "s-", label=f"OU (additive): slope {slope_ou:.2f}")
@@ -223,7 +226,7 @@ axes[1].set(
     ylabel=r"$\mathbb{E}|x^h_N - x(T)|$",
     title="Strong error, Eq. (4)",
 )
-axes[1].legend(fontsize=8)
+axes[1].legend()
 plt.tight_layout()
 plt.show()
 
@@ -331,7 +334,8 @@ paths_fp = S.euler_maruyama(f_vp, g_vp, x_start, t_fp, g)
 
 xg = torch.linspace(-4, 4, 801, dtype=F64)
 times = [0.0, 0.1, 0.5, 3.0]
-fig, axes = plt.subplots(1, 4, figsize=(14, 3), sharey=True)
+fig, axes = plt.subplots(2, 2, figsize=(6.4, 4.4), sharey=True)
+axes = axes.ravel()
 for ax, s in zip(axes, times, strict=True):
     n = int(round(s / T * 300))
     p_exact = S.mixture_1d_log_prob(xg, w, *marginal(s)).exp()
@@ -349,7 +353,7 @@ for ax, s in zip(axes, times, strict=True):
     cdf = (p_exact * (xg[1] - xg[0])).cumsum(0)
     ecdf = torch.searchsorted(paths_fp[n].sort().values, xg).to(F64) / len(paths_fp[n])
     assert (cdf - ecdf).abs().max() < 0.03, s
-axes[0].legend(fontsize=8)
+axes[0].legend()
 plt.tight_layout()
 plt.show()
 
@@ -433,7 +437,7 @@ print(f"Kolmogorov-Smirnov distance between reverse-SDE samples and p_0: {ks:.3f
 assert ks < 0.04
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
 axes[0].plot(t_rev, rev[:, :30], color="C0", lw=0.4, alpha=0.6)
 axes[0].invert_xaxis()
 axes[0].set(
@@ -460,7 +464,7 @@ axes[1].hist(
 )
 axes[1].plot(xg, S.mixture_1d_log_prob(xg, w, means0, vars0).exp(), "k", label="$p_0$")
 axes[1].set(xlabel="$x$", title="Samples at $t = 0$")
-axes[1].legend(fontsize=8)
+axes[1].legend()
 plt.tight_layout()
 plt.show()
 

@@ -1,5 +1,9 @@
 # ---
 # jupyter:
+#   difflab:
+#     prerequisites:
+#     - foundations/probability.py
+#     - foundations/pytorch.py
 #   jupytext:
 #     text_representation:
 #       extension: .py
@@ -47,6 +51,7 @@ from difflab.eval.metrics import evaluate_samples, format_scores
 from difflab.foundations import vae as V
 from difflab.notes import page
 from difflab.notes.plotting import show_grid, smooth
+from difflab.notes.tables import show_table
 from difflab.train import pretrained
 from difflab.train.device import default_device
 
@@ -186,7 +191,9 @@ torch.testing.assert_close(kl_mc, pkg.kl, atol=0.05, rtol=0.02)
 # perceptrons; the latent space has $d = 2$ dimensions so that we can draw it.
 
 # %%
-model, history = pretrained.pretrained_vae(cfg, data.images, device=device, progress=False)
+model, history = pretrained.pretrained_vae(
+    cfg, data.images, device=device, progress=False
+)
 model = model.cpu()
 
 fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -223,11 +230,22 @@ to_bpd = lambda nats: -nats / (D * math.log(2))  # noqa: E731
 print(
     f"test ELBO {terms.elbo.mean():.2f} nats = reconstruction {terms.reconstruction.mean():.2f} - KL {terms.kl.mean():.2f}"
 )
-print(f"{'K':>5} {'L_K (nats)':>11} {'+- s.e.':>8} {'bits/dim':>9}")
-for K, b in bounds.items():
-    print(
-        f"{K:>5} {b.mean():>11.3f} {b.std() / n_eval**0.5:>8.3f} {to_bpd(b.mean()):>9.4f}"
-    )
+show_table(
+    [
+        {
+            "K": K,
+            "L": b.mean().item(),
+            "se": (b.std() / n_eval**0.5).item(),
+            "bpd": to_bpd(b.mean()).item(),
+        }
+        for K, b in bounds.items()
+    ],
+    ["K", "L", "bpd"],
+    headers={"L": "L_K (nats) ± s.e.", "bpd": "bits/dim"},
+    digits={"L": 3, "bpd": 4},
+    spread={"L": "se"},
+    caption=f"The importance-weighted bound of Eq. (7) on {n_eval} test images",
+)
 gap = (bounds[1000] - terms.elbo).mean()
 print(
     f"gap L_1000 - ELBO = {gap:.3f} nats per image: the KL of q to the posterior, Eq. (2)"
@@ -304,9 +322,21 @@ with torch.no_grad():
                 bounds[1000][i].item(),
             )
         )
-print(f"{'image':>5} {'log p(x)':>9} {'ELBO':>9} {'KL(q||post)':>11} {'L_1000':>9}")
-for i, (lp, el, _, l1000) in enumerate(rows):
-    print(f"{i:>5} {lp:>9.3f} {el:>9.3f} {lp - el:>11.3f} {l1000:>9.3f}")
+show_table(
+    [
+        {"image": i, "lp": lp, "elbo": el, "kl": lp - el, "l1000": l1000}
+        for i, (lp, el, _, l1000) in enumerate(rows)
+    ],
+    headers={
+        "lp": "log p(x)",
+        "elbo": "ELBO",
+        "kl": "KL(q ‖ posterior)",
+        "l1000": "L_1000",
+    },
+    digits=3,
+    caption="Exact log-likelihood by quadrature beside the bounds (nats)",
+)
+for lp, el, _, l1000 in rows:
     assert el <= lp + 1e-3  # Eq. (3): the bound holds
     assert el - 0.05 <= l1000 <= lp + 0.1  # Eq. (7): between the two, up to noise
 
@@ -328,9 +358,9 @@ grid_z = torch.stack(torch.meshgrid(u, -u, indexing="xy"), dim=-1).reshape(-1, 2
 with torch.no_grad():
     manifold = model.decode(grid_z)[0].clamp(-1, 1)
 
-fig, axs = plt.subplots(1, 2, figsize=(11, 5))
+fig, axs = plt.subplots(1, 2, figsize=(6.4, 2.9))
 sc = axs[0].scatter(mu_test[:, 0], mu_test[:, 1], c=test.labels, cmap="tab10", s=6)
-axs[0].legend(*sc.legend_elements(), title="digit", fontsize=7, loc="upper right")
+axs[0].legend(*sc.legend_elements(), title="digit", fontsize=9, loc="upper right")
 axs[0].set(xlabel="$z_1$", ylabel="$z_2$", title="encoder means of test images")
 show_grid(
     axs[1], manifold, nrow=n_side, title="decoder means on a grid of prior quantiles"
@@ -353,7 +383,7 @@ samples = model.sample(n_samples, generator=torch.Generator().manual_seed(0))
 scores = evaluate_samples(samples, data.name)
 print("VAE samples:", format_scores(scores))
 
-fig, axs = plt.subplots(1, 2, figsize=(10, 5))
+fig, axs = plt.subplots(1, 2, figsize=(6.4, 3.2))
 show_grid(axs[0], test.images[:64], nrow=8, title="test images")
 show_grid(axs[1], samples[:64], nrow=8, title="VAE samples (decoder means)")
 plt.show()

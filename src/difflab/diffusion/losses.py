@@ -85,7 +85,7 @@ def vlb_terms(
     Returns:
         (B, T + 1) tensor in bits/dim.
     """
-    from tqdm.auto import tqdm
+    from difflab.core.progress import tqdm
 
     B, dims = x0.shape[0], x0[0].numel()
     terms = x0.new_zeros(B, schedule.T + 1)

@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from difflab.core.cond import Cond
+from difflab.core.progress import tqdm
 from difflab.core.tensors import append_dims, randn_like
 from difflab.diffusion.forward import q_posterior
 from difflab.diffusion.noise import NoiseLevels

@@ -56,7 +56,8 @@ def _baseline_net(size: int, channels: int, gpu: bool):
 def _train_baseline(net, images, budget: float, device, batch: int, progress: bool):
     """diffusers-style loop: DDPMScheduler.add_noise, MSE on eps, AdamW 2e-4, EMA 0.999."""
     import diffusers
-    from tqdm.auto import tqdm
+
+    from difflab.core.progress import tqdm
 
     sched = diffusers.DDPMScheduler(num_train_timesteps=1000)
     net = net.to(device).train()

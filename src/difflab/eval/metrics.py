@@ -66,7 +66,7 @@ def train_classifier(
     """Train (with small random shifts as augmentation) or load from the cache."""
 
     def build(path) -> dict:
-        from tqdm.auto import tqdm
+        from difflab.core.progress import tqdm
 
         net = Classifier(recipe.config).to(device)
         data = load_images(recipe.dataset, split="train")

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
+from difflab.core.progress import tqdm
 from difflab.core.tensors import randn
 
 

@@ -21,8 +21,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from difflab.core.progress import tqdm
 from difflab.core.tensors import randn
 from difflab.foundations.gaussians import (
     discretized_gaussian_log_likelihood,

@@ -1,15 +1,31 @@
-"""The line every page of the site prints: profile, dataset, device and time taken.
+"""What every note does first and last: the house figure style and the provenance box.
 
 Usage in a note::
 
     from difflab.notes import page
-    run = page.start()            # first code cell
+    run = page.start()            # first code cell: style + provenance box
     ...
-    run.finish(dataset=data.name) # last code cell
+    run.finish(dataset=data.name) # last code cell: fills in dataset and seconds
+
+:func:`start` sets the house matplotlib style (:data:`HOUSE_STYLE`): figures are
+drawn at ``figure.dpi`` 100, so one inch of figure is 100 CSS pixels on the page,
+and rendered as retina PNG (twice the pixels, shown at half size), so they stay
+sharp on high-density screens. The default figure is :data:`FIGURE_WIDTH_IN` inches
+wide, no wider than the site's text column (about 650 px at desktop width); a note
+never asks for a wider figure, and lays long strips out as grids
+(:func:`difflab.notes.plotting.grid_shape`). Fonts are stated in points: at
+100 dpi a 9 pt tick label is 12.5 px high, readable at the column width.
+
+The provenance (profile, device, dataset, seconds) is one small rendered box at the
+top of the page: :func:`start` shows it with the profile and device, and
+:meth:`PageRun.finish` updates that same box in place (a Jupyter display id) with
+the dataset and the time taken, so the last cell shows nothing. Outside Jupyter the
+two calls print one plain line each.
 """
 
 from __future__ import annotations
 
+import html
 import time
 from dataclasses import dataclass, field
 
@@ -17,6 +33,47 @@ import matplotlib
 
 from difflab.train.device import default_device, describe
 from difflab.train.profiles import current_profile
+
+#: Figure dots per inch: one inch of figure is this many CSS pixels on the page.
+FIGURE_DPI = 100
+#: The widest figure a note draws, in inches (640 px: the text column's width).
+FIGURE_WIDTH_IN = 6.4
+#: The smallest font of the house style, in points (tick labels, legends).
+MIN_FONT_PT = 9
+
+HOUSE_STYLE = {
+    "figure.dpi": FIGURE_DPI,
+    "savefig.dpi": FIGURE_DPI,
+    "figure.figsize": (FIGURE_WIDTH_IN, 3.6),
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "xtick.labelsize": MIN_FONT_PT,
+    "ytick.labelsize": MIN_FONT_PT,
+    "legend.fontsize": MIN_FONT_PT,
+    "legend.title_fontsize": 10,
+    "figure.titlesize": 12,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "image.interpolation": "nearest",
+}
+
+_BOX_STYLE = (
+    "font-size:0.8em;line-height:1.5;padding:0.35em 0.75em;margin:0.2em 0;"
+    "border-left:0.2rem solid #3f51b5;background:rgba(63,81,181,0.07);"
+    "border-radius:0.1rem"
+)
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and "ipykernel" in type(shell).__module__
 
 
 @dataclass
@@ -26,29 +83,65 @@ class PageRun:
     profile: str
     device: str
     t0: float = field(default_factory=time.perf_counter)
+    _handle: object = field(default=None, repr=False)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
-    def finish(self, dataset: str | None = None) -> None:
-        """Print the provenance line of the page (returns nothing, so a note's last
-        cell shows no ``Out[n]``)."""
-        parts = [f"profile **{self.profile}**"]
-        if dataset:
-            parts.append(f"dataset **{dataset}**")
-        parts += [
-            f"device **{self.device}**",
-            f"executed in **{self.elapsed():.1f} s**",
+    def provenance_html(self, dataset: str | None = None, done: bool = False) -> str:
+        """The provenance box as HTML (profile, device; dataset and seconds once done)."""
+        esc = html.escape
+        parts = [
+            f"profile <b>{esc(self.profile)}</b>",
+            f"device <b>{esc(self.device)}</b>",
         ]
-        line = "This page was built with " + ", ".join(parts) + "."
-        print(line)
+        if dataset:
+            parts.insert(1, f"dataset <b>{esc(dataset)}</b>")
+        if done:
+            parts.append(f"executed in <b>{self.elapsed():.1f} s</b>")
+        lead = "This page was built with " if done else "This page is being built with "
+        return (
+            f'<div class="difflab-provenance" style="{_BOX_STYLE}">'
+            f"{lead}{', '.join(parts)}.</div>"
+        )
+
+    def show(self) -> None:
+        """Show the provenance box (in a kernel: once, updatable)."""
+        if _in_kernel():
+            from IPython.display import HTML, display
+
+            self._handle = display(HTML(self.provenance_html()), display_id=True)
+        else:
+            print(f"Profile: {self.profile} | device: {self.device}")
+
+    def finish(self, dataset: str | None = None) -> None:
+        """Complete the provenance box at the top with the dataset and the time taken.
+
+        Returns nothing and, in a kernel, outputs nothing in its own cell.
+        """
+        if self._handle is not None:
+            from IPython.display import HTML
+
+            self._handle.update(HTML(self.provenance_html(dataset, done=True)))
+            return
+        line = f"profile {self.profile}, device {self.device}"
+        if dataset:
+            line = f"profile {self.profile}, dataset {dataset}, device {self.device}"
+        print(f"Built with {line}, executed in {self.elapsed():.1f} s.")
+
+
+def set_house_style() -> None:
+    """Apply :data:`HOUSE_STYLE`, and retina PNG output when run in Jupyter."""
+    matplotlib.rcParams.update(HOUSE_STYLE)
+    if _in_kernel():
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats("retina")
 
 
 def start() -> PageRun:
-    """Start the page clock; sets a non-interactive, site-friendly matplotlib style."""
-    matplotlib.rcParams.update(
-        {"figure.dpi": 100, "savefig.dpi": 100, "axes.grid": True, "grid.alpha": 0.3}
-    )
+    """Start the page clock, set the house figure style and show the provenance box."""
+    set_house_style()
     run = PageRun(profile=current_profile(), device=describe(default_device()))
-    print(f"Profile: {run.profile} | device: {run.device}")
+    run.show()
     return run

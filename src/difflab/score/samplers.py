@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from difflab.core.cond import Cond
+from difflab.core.progress import tqdm
 from difflab.core.tensors import append_dims, randn_like
 from difflab.diffusion.noise import NoiseLevels
 from difflab.score.sde import ScoreFn

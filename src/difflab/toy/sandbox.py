@@ -202,7 +202,9 @@ def run_sandbox(
             sw = sliced_wasserstein(
                 x0, reference, n_proj, torch.Generator().manual_seed(proj_seed)
             )
-            nll = float(-mixture.log_prob(x0).mean())
+            neg_log_p = -mixture.log_prob(x0).double()
+            nll = float(neg_log_p.mean())
+            nll_se = float(neg_log_p.std() / len(neg_log_p) ** 0.5)
             rows.append(
                 {
                     "sampler": name,
@@ -211,25 +213,13 @@ def run_sandbox(
                     "sw": float(sw),
                     "nll": nll,
                     "nll_gap": nll - entropy,
+                    "nll_se": nll_se,
                     "seconds": seconds,
                     "entropy": entropy,
                     "sw_floor": float(floor),
                 }
             )
     return rows
-
-
-def format_table(rows: list[dict]) -> str:
-    """A markdown table of ``run_sandbox`` rows (sampler, NFE, SW2, NLL gap)."""
-    lines = [
-        "| sampler | NFE | sliced W2 | NLL - H (nats) |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['sampler']} | {r['nfe']} | {r['sw']:.4f} | {r['nll_gap']:+.4f} |"
-        )
-    return "\n".join(lines)
 
 
 def best_by_budget(

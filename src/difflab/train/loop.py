@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from difflab.core import cond as conds
 from difflab.core.cond import Cond, NullCond
+from difflab.core.progress import tqdm
 from difflab.diffusion.losses import simple_loss
 from difflab.diffusion.schedules import Schedule
 from difflab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
