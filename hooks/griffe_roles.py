@@ -59,9 +59,18 @@ class SphinxRoles(griffe.Extension):
         name = written.split("(")[0].strip().lstrip(".")
         path = self._resolve(name, obj, pkg, by_name)
         shown = written.split(".")[-1] if m[0].count("~") else written
-        if path is None or not _public(path):
+        if path is None or not _public(path) or not self._rendered(path, pkg):
             return f"`{shown}`"
         return f"[`{shown}`][{path}]"
+
+    @staticmethod
+    def _rendered(path: str, pkg) -> bool:
+        """mkdocstrings shows an attribute (a module constant) only with a docstring."""
+        try:
+            target = pkg if path == pkg.path else pkg[path[len(pkg.path) + 1 :]]
+        except Exception:
+            return False
+        return not (target.is_attribute and target.docstring is None)
 
     @staticmethod
     def _lookup(path: str, pkg):

@@ -199,6 +199,19 @@ def _read_note(path: Path) -> dict:
     }
 
 
+def _page_uri(src: str) -> str:
+    """The page a source becomes: hooks/notes.py serves note ``x.py`` as page
+    ``x.ipynb`` (its executed notebook); the ``.py`` itself is a download."""
+    return src[: -len(".py")] + ".ipynb" if src.endswith(".py") else src
+
+
+def _note_uri(src: str) -> str:
+    """The source a page was made from (``x.ipynb`` page -> ``x.py`` note)."""
+    if src.endswith(".ipynb") and (_state["docs"] / src).with_suffix(".py").is_file():
+        return src[: -len(".ipynb")] + ".py"
+    return src
+
+
 def page_info(src: str) -> dict | None:
     """Cached :func:`_read_note` of ``docs/<src>`` (None if it does not exist)."""
     info = _state["info"]
@@ -264,7 +277,8 @@ def _link_list(srcs, here_dir: str) -> str:
             log.warning("reading: prerequisite %s is not a page", s)
             continue
         links.append(
-            f"[{detex(info['title'])}]({posixpath.relpath(s, here_dir or '.')})"
+            f"[{detex(info['title'])}]"
+            f"({posixpath.relpath(_page_uri(s), here_dir or '.')})"
         )
     return ", ".join(links)
 
@@ -277,7 +291,7 @@ def on_page_markdown(markdown, page, config, files):
 
     def stage(m: re.Match) -> str:
         name = m[1].strip()
-        pages = written.get(name, [])
+        pages = [_note_uri(p) for p in written.get(name, [])]
         cards = []
         for src in pages:
             info = page_info(src)
@@ -287,7 +301,7 @@ def on_page_markdown(markdown, page, config, files):
             needs = f"needs first: {needs}" if needs else "needs nothing earlier"
             summary = f"\n\n    {info['summary']}" if info["summary"] else ""
             cards.append(
-                f"-   [**{info['title']}**]({src}){summary}\n\n"
+                f"-   [**{info['title']}**]({_page_uri(src)}){summary}\n\n"
                 f"    <small>{info['minutes']} min read · {needs}</small>\n"
             )
         todo = [p for p in planned.get(name, []) if p not in pages]
@@ -316,7 +330,7 @@ def on_page_markdown(markdown, page, config, files):
 
 def _is_stage_page(page) -> bool:
     src = page.file.src_uri
-    return "/" in src and src.endswith((".py", ".md"))
+    return "/" in src and src.endswith((".py", ".ipynb", ".md"))
 
 
 def on_page_content(html, page, config, files):
@@ -325,12 +339,12 @@ def on_page_content(html, page, config, files):
         page.title = detex(page.title)
     if not _is_stage_page(page):
         return html
-    info = page_info(page.file.src_uri)
+    info = page_info(_note_uri(page.file.src_uri))
     if info is None:
         return html
     needs = []
     for s in info["prerequisites"]:
-        f = files.get_file_from_path(s)
+        f = files.get_file_from_path(_page_uri(s))
         target = page_info(s)
         if f is None or target is None:
             log.warning(
@@ -344,7 +358,7 @@ def on_page_content(html, page, config, files):
         f'<p class="difflab-orientation">{info["minutes"]} min read · {needs_html}</p>'
     )
     html = re.sub(r"(</h1>)", r"\1" + line.replace("\\", "\\\\"), html, count=1)
-    if page.file.src_uri.endswith(".py"):
+    if _note_uri(page.file.src_uri).endswith(".py"):
         # Search indexes prose and outputs, not the code (Material honours this).
         # Material's search parser ends an exclusion at the first closing tag of the
         # same name, so the mark goes on elements with no same-tag children: the
