@@ -26,6 +26,16 @@ REPO = Path(__file__).resolve().parents[1]
 # The docs tree the tested site was built from (another one only with DIFFLAB_SITE_DIR).
 DOCS = Path(os.environ.get("DIFFLAB_DOCS_DIR") or REPO / "docs").resolve()
 CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 # The first test that asks for the site waits for the whole build (cold: up to
@@ -141,3 +151,31 @@ def site_url(site_dir):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# One Chromium for the whole session, shared by every browser test module
+# (Playwright's sync API cannot run two instances in one process).
+@pytest.fixture(scope="session")
+def browser():
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(
+                "CI needs Debian's Chromium at /usr/bin/chromium (.ci/run installs it)"
+            )
+        pytest.skip(
+            "no /usr/bin/chromium (apt-get install -y chromium); not CI, so skipped"
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(
+            "the playwright Python package is not installed (pip install -e .[test])"
+        )
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()

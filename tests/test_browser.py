@@ -14,24 +14,13 @@ are skipped on a workstation and fail in CI.
 
 from __future__ import annotations
 
-import os
 import re
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import CHROMIUM, doc_pages, html_of
+from conftest import doc_pages, html_of
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
-ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 TEX_LEFT = re.compile(
     r"\$\$|\\\[|\\\]|\\\(|\\\)|\\(?:frac|sqrt|bar|mathbf|mathcal|mathrm|alpha|beta|"
     r"epsilon|sigma|theta|tag|begin|end|nabla|sum|int|left|right)\b"
@@ -79,32 +68,6 @@ async () => {
   };
 }
 """
-
-
-@pytest.fixture(scope="session")
-def browser():
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(
-                "CI needs Debian's Chromium at /usr/bin/chromium (.ci/run installs it)"
-            )
-        pytest.skip(
-            "no /usr/bin/chromium (apt-get install -y chromium); not CI, so skipped"
-        )
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(
-            "the playwright Python package is not installed (pip install -e .[test])"
-        )
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(scope="session")

@@ -348,7 +348,7 @@ for t, eta in [(10, 1.0), (400, 0.5), (900, 0.2)]:
         2 * sig**2
     )
     assert_close(kl, gamma * ((eps - eps_hat) ** 2).sum())
-    print(f"t = {t + 1:3d}, eta = {eta}: KL = {kl:.4f} = gamma_t ||eps - eps_hat||^2")
+    print(f"t = {t + 1:3d}, eta = {eta}: KL = {kl:.4f} = gamma_t * squared error of eps_hat")
 
 # %% [markdown]
 # ## 5. Deterministic DDIM is the Euler method for an ODE

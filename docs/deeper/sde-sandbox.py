@@ -107,7 +107,8 @@ show_table(
     caption=f"Every sampler on the eight-Gaussian world (SW floor {floor:.4f})",
 )
 
-# %%
+# %% tags=["fold"]
+# Plotting code for the figure
 fig, ax = plt.subplots(1, 2, figsize=(6.4, 2.6))
 for k, name in enumerate(SAMPLERS):
     r = sorted((r for r in rows if r["sampler"] == name), key=lambda r: r["nfe"])

@@ -200,7 +200,8 @@ assert v_trained < v_star + 0.01
 # the data: for 8x8 digits, one upsampling from 4x4; for 28x28 MNIST, two from 7x7.
 # The trained pair is cached under its configuration.
 
-# %%
+# %% tags=["fold"]
+# Train the DCGAN (or load it from the cache) and plot its losses
 cfg = gan.gan_config(run.profile, data.name)
 print(cfg)
 G, D, hist = pretrained.pretrained_gan(cfg, data.images, device=device, progress=False)

@@ -135,7 +135,8 @@ emp = (
 )
 assert (M.total_variation(emp, exact) < 0.03).all()
 
-# %%
+# %% tags=["fold"]
+# Plotting code for the figure
 fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
 w = 0.25
 axes[0].bar(torch.arange(K) - w, pi, w, label=r"$\pi$ (eigenvector, Eq. (3))")
@@ -256,7 +257,8 @@ assert_close(
     stationary.var(1), torch.ones(n_steps + 1, dtype=F64), atol=0.05, rtol=0
 )  # Eq. (7)
 
-# %%
+# %% tags=["fold"]
+# Plotting code for the figure
 t = torch.arange(n_steps + 1)
 fig, axes = plt.subplots(1, 3, figsize=(6.4, 2.6))
 for i, (m0, path) in enumerate(paths.items()):
@@ -291,7 +293,8 @@ plt.show()
 # shape too; the histograms below move from two spikes to the standard normal
 # density.
 
-# %%
+# %% tags=["fold"]
+# Plotting code for the figure
 grid = torch.linspace(-5, 5, 400, dtype=F64)
 fig, axes = plt.subplots(2, 2, figsize=(6.4, 4.4), sharey=True)
 axes = axes.ravel()

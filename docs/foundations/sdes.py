@@ -194,7 +194,8 @@ slope_ou = S.fit_order(h_ou, err_ou)
 print(f"observed strong order on OU (additive noise): {slope_ou:.3f}")
 assert slope_ou > 0.8
 
-# %%
+# %% tags=["fold"]
+# Plotting code for the figure
 fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
 t_fine10 = torch.linspace(0, 1, 2**10 + 1, dtype=F64)
 dW1 = S.brownian_increments(t_fine10, (), torch.Generator().manual_seed(4))
@@ -436,7 +437,8 @@ ks = (cdf0 - ecdf0).abs().max()
 print(f"Kolmogorov-Smirnov distance between reverse-SDE samples and p_0: {ks:.3f}")
 assert ks < 0.04
 
-# %%
+# %% tags=["fold"]
+# Plotting code for the figure
 fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
 axes[0].plot(t_rev, rev[:, :30], color="C0", lw=0.4, alpha=0.6)
 axes[0].invert_xaxis()

@@ -190,7 +190,8 @@ torch.testing.assert_close(kl_mc, pkg.kl, atol=0.05, rtol=0.02)
 # and the source of `difflab.foundations.vae`, so a rebuild of this page trains nothing. Encoder and decoder are two-hidden-layer
 # perceptrons; the latent space has $d = 2$ dimensions so that we can draw it.
 
-# %%
+# %% tags=["fold"]
+# Train the VAE (or load it from the cache) and plot its training curve
 model, history = pretrained.pretrained_vae(
     cfg, data.images, device=device, progress=False
 )
@@ -259,7 +260,8 @@ for k1, k2 in zip(Ks[:-1], Ks[1:], strict=True):
     assert diff.mean() > -3 * diff.std() / n_eval**0.5, (k1, k2)
 assert (bounds[1000] - bounds[1]).mean() > 0
 
-# %%
+# %% tags=["fold"]
+# Plotting code for the figure
 fig, ax = plt.subplots(figsize=(5, 3.2))
 ax.plot(Ks, [b.mean().item() for b in bounds.values()], "o-", label=r"$\mathcal{L}_K$")
 ax.axhline(terms.elbo.mean().item(), color="C1", ls="--", label="ELBO (one sample)")
