@@ -368,6 +368,12 @@ def on_page_content(html, page, config, files):
             r"\1<pre data-search-exclude>",
             html,
         )
+        # mkdocs-jupyter keeps each cell's source again, as text, for its copy button.
+        html = re.sub(
+            r'<div class="clipboard-copy-txt"',
+            r'<div class="clipboard-copy-txt" data-search-exclude',
+            html,
+        )
         html = re.sub(
             r'<span class="notice" hidden(="")?>',
             r'<span class="notice" hidden\1 data-search-exclude>',

@@ -157,15 +157,14 @@ def test_search_index_has_no_tex(site_dir):
     assert not texts, f"TeX in search texts: {texts[:4]}"
 
 
-@pytest.mark.xfail(
-    reason="known gap: the code <pre> of a note carries data-search-exclude in the "
-    "built page, yet Material's index of the integrated build still holds the code",
-    strict=False,
-)
 def test_search_index_has_no_code_inputs(site_dir):
     docs = json.loads((site_dir / "search/search_index.json").read_text())["docs"]
+    # The notes' code is excluded; an API docstring may show the import as usage.
     imports = [
-        d["location"] for d in docs if "from difflab.notes import page" in d["text"]
+        d["location"]
+        for d in docs
+        if "from difflab.notes import page" in d["text"]
+        and not d["location"].startswith("api/")
     ]
     assert not imports, f"code cells indexed for search: {imports[:4]}"
 
