@@ -42,7 +42,8 @@
 # (the DDIM paper calls it $\alpha_t$), and paper time $t = 1..T$ is code index
 # `t - 1`.
 
-# %%
+# %% tags=["fold"]
+# Imports and set-up (the page's provenance box starts here)
 import math
 import time
 

@@ -30,7 +30,8 @@
 #   estimator, checked against the true log-density of a Gaussian mixture;
 # - what bits per dimension means, and where the "+7" for images in $[-1, 1]$ comes from.
 
-# %%
+# %% tags=["fold"]
+# Imports and set-up (the page's provenance box starts here)
 import math
 
 import matplotlib.pyplot as plt

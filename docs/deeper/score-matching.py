@@ -35,7 +35,8 @@
 # Everything runs on a Gaussian mixture whose density and score are known exactly
 # (`difflab.toy.mixtures`), so every claim is checked against the truth.
 
-# %%
+# %% tags=["fold"]
+# Imports and set-up (the page's provenance box starts here)
 import math
 
 import matplotlib.pyplot as plt

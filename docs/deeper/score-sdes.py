@@ -33,7 +33,8 @@
 # Scores are exact throughout (a Gaussian mixture, `difflab.toy.mixtures`), so what you see is
 # the SDE and the sampler, never a network's error.
 
-# %%
+# %% tags=["fold"]
+# Imports and set-up (the page's provenance box starts here)
 import math
 
 import matplotlib.pyplot as plt

@@ -31,7 +31,8 @@
 #   samples against the entropy;
 # - why the noise floor of the metric matters as much as the sampler.
 
-# %%
+# %% tags=["fold"]
+# Imports and set-up (the page's provenance box starts here)
 import matplotlib.pyplot as plt
 import torch
 

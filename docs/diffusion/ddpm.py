@@ -47,7 +47,8 @@
 # so the tensor entry `alpha_bar[t]` holds the paper's $\bar\alpha_{t+1}$, and code
 # index `t = 999` is the paper's last step $T$.
 
-# %%
+# %% tags=["fold"]
+# Imports and set-up (the page's provenance box starts here)
 import math
 
 import matplotlib.pyplot as plt

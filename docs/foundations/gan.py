@@ -37,7 +37,8 @@
 # Convolutional GANs*](https://arxiv.org/abs/1511.06434);
 # [Metz, Poole, Pfau & Sohl-Dickstein 2017, *Unrolled Generative Adversarial Networks*](https://arxiv.org/abs/1611.02163).
 
-# %%
+# %% tags=["fold"]
+# Imports and set-up (the page's provenance box starts here)
 import math
 
 import matplotlib.pyplot as plt

@@ -31,7 +31,8 @@
 #   its closed-form marginals, and why it converges to $\mathcal{N}(0, 1)$ from
 #   any start: the DDPM forward process seen as a chain.
 
-# %%
+# %% tags=["fold"]
+# Imports and set-up (the page's provenance box starts here)
 import math
 
 import matplotlib.pyplot as plt

@@ -30,7 +30,8 @@
 # - backpropagation written out by hand for a two-layer tanh network, checked
 #   against autograd, then used to train the network.
 
-# %%
+# %% tags=["fold"]
+# Imports and set-up (the page's provenance box starts here)
 import math
 
 import matplotlib.pyplot as plt

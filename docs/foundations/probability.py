@@ -31,7 +31,8 @@
 # - why the forward process of diffusion stays Gaussian at every step, and where
 #   the DDPM posterior $q(x_{t-1} \mid x_t, x_0)$ comes from.
 
-# %%
+# %% tags=["fold"]
+# Imports and set-up (the page's provenance box starts here)
 import math
 
 import matplotlib.pyplot as plt

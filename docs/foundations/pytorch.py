@@ -31,7 +31,8 @@
 #   float32 costs in accuracy;
 # - reproducibility with an explicit `torch.Generator` instead of a global seed.
 
-# %%
+# %% tags=["fold"]
+# Imports and set-up (the page's provenance box starts here)
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F

@@ -32,7 +32,8 @@
 # - time reversal (Anderson 1982): with the exact score, the reverse SDE turns
 #   noise back into the starting distribution.
 
-# %%
+# %% tags=["fold"]
+# Imports and set-up (the page's provenance box starts here)
 import math
 
 import matplotlib.pyplot as plt

@@ -39,7 +39,8 @@
 # Inference in Deep Generative Models*](https://arxiv.org/abs/1401.4082);
 # [Burda, Grosse & Salakhutdinov 2016, *Importance Weighted Autoencoders*](https://arxiv.org/abs/1509.00519).
 
-# %%
+# %% tags=["fold"]
+# Imports and set-up (the page's provenance box starts here)
 import math
 
 import matplotlib.pyplot as plt
