@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv serve build publish test test-core test-site lint bench clean
+.PHONY: venv serve build publish test test-core test-site lint bench clean clean-cache
 
 # Create the virtual environment once; reinstall only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -50,5 +50,12 @@ test: test-core test-site
 lint: $(STAMP)
 	$(BIN)/ruff check src tests docs hooks
 
+# The built site and the executed notes; of the trained models, the stale entries
+# (those the current source no longer reaches: `python -m difflab cache list`).
 clean:
 	rm -rf site .cache/notes
+	if test -x $(BIN)/python; then $(BIN)/python -m difflab cache prune; fi
+
+# Every trained model too (each is trained again when next needed).
+clean-cache: clean
+	$(BIN)/python -m difflab cache prune --all

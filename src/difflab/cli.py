@@ -14,6 +14,8 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,11 +23,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from difflab.data.images import DatasetMissingError
+from difflab.data.images import IMAGE_NAMES, DatasetMissingError
+from difflab.train import cache
 from difflab.train.checkpoint import CheckpointError
+from difflab.train.device import default_device
 from difflab.train.loop import TrainingDiverged
-from difflab.train.profiles import PROFILES
+from difflab.train.profiles import PROFILES, current_profile
 from difflab.train.recipes import RECIPES, Recipe, Trained, get_recipe, load_or_train
+from difflab.train.settings import SettingError
+
+# Upper limits of the counts: far above any use, low enough that a typo (an extra
+# zero or three) is refused at once instead of filling the memory hours later.
+MAX_SAMPLES = 100_000
+MAX_SAMPLING_STEPS = 10_000  # and at most the recipe's T (checked with the recipe)
+MAX_TRAIN_STEPS = 10_000_000
+MAX_BUDGET_S = 7 * 24 * 3600.0
+MAX_GUIDANCE = 100.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,20 +56,56 @@ def _recipe(name: str) -> str:
     return name
 
 
-def _positive(kind: type):
-    def parse(text: str):
+def _count(high: int):
+    """An argparse type: an int in [1, high]."""
+
+    def parse(text: str) -> int:
         try:
-            value = kind(text)
+            value = int(text)
         except ValueError:
             value = None
-        if value is None or value <= 0:
+        if value is None or not 1 <= value <= high:
+            what = "is too large" if value and value > high else "is not a positive int"
             raise argparse.ArgumentTypeError(
-                f"{text!r} is not a positive {kind.__name__}"
+                f"{text!r} {what} (allowed: 1 to {high:,})"
             )
         return value
 
-    parse.__name__ = f"positive {kind.__name__}"
+    parse.__name__ = "count"
     return parse
+
+
+def _real(low: float, high: float, *, open_low: bool = False):
+    """An argparse type: a finite float in [low, high] (or (low, high])."""
+    left = "(" if open_low else "["
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        inside = low < value if open_low else low <= value
+        if not (math.isfinite(value) and inside and value <= high):
+            kind = "positive float" if open_low and low == 0 else "finite number"
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a {kind} in {left}{low:g}, {high:g}]"
+            )
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a seed (allowed: an int from 0 to 2**63 - 1)"
+        )
+    return value
 
 
 def _add_recipe(p: argparse.ArgumentParser) -> None:
@@ -68,14 +117,26 @@ def _add_recipe(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sampling(p: argparse.ArgumentParser, n: int) -> None:
-    p.add_argument("--n", type=_positive(int), default=n, help=f"samples ({n})")
+    p.add_argument("--n", type=_count(MAX_SAMPLES), default=n, help=f"samples ({n})")
     p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
-    p.add_argument("--steps", type=_positive(int), default=50, help="DDIM steps (50)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--steps",
+        type=_count(MAX_SAMPLING_STEPS),
+        default=50,
+        help="DDIM steps, at most the recipe's T (50)",
+    )
+    p.add_argument(
+        "--eta", type=_real(0, 1), default=0.0, help="DDIM eta in [0, 1] (0)"
+    )
+    p.add_argument(
+        "--guidance",
+        type=_real(0, MAX_GUIDANCE),
+        help="classifier-free guidance weight w (conditional recipes; 1: none)",
+    )
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument(
         "--train-steps",
-        type=_positive(int),
+        type=_count(MAX_TRAIN_STEPS),
         help="use the model trained this many steps (default: the recipe's)",
     )
 
@@ -92,14 +153,18 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a recipe (or find it in the cache)")
     _add_recipe(t)
-    t.add_argument("--steps", type=_positive(int), help="optimiser steps")
+    t.add_argument("--steps", type=_count(MAX_TRAIN_STEPS), help="optimiser steps")
 
     s = sub.add_parser("sample", help="draw samples from a trained recipe")
     _add_recipe(s)
     _add_sampling(s, n=64)
-    s.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG grid")
+    s.add_argument(
+        "--out", type=Path, default=Path("samples.png"), help="PNG grid (.png)"
+    )
     s.add_argument("--png-dir", type=Path, help="also write every sample as a PNG")
-    s.add_argument("--npz", type=Path, help="also write uint8 arrays (N, H, W, C)")
+    s.add_argument(
+        "--npz", type=Path, help="also write uint8 arrays (N, H, W, C) (.npz)"
+    )
 
     e = sub.add_parser("evaluate", help="score samples against the test split")
     _add_recipe(e)
@@ -107,20 +172,127 @@ def parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks against diffusers")
     b.add_argument("which", choices=["train", "quality"])
-    b.add_argument("--out", type=Path, help="write a JSON report here")
+    b.add_argument("--out", type=Path, help="write a JSON report here (.json)")
     b.add_argument(
         "--budget",
-        type=_positive(float),
+        type=_real(0, MAX_BUDGET_S, open_low=True),
         default=150.0,
         help="quality: seconds of training each (150)",
     )
-    b.add_argument("--n", type=_positive(int), help="quality: samples scored")
+    b.add_argument("--n", type=_count(MAX_SAMPLES), help="quality: samples scored")
     b.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     c = sub.add_parser("cache", help="list or prune the cache of trained models")
     c.add_argument("action", choices=["list", "prune"])
     c.add_argument("--dry-run", action="store_true", help="prune: only say what")
+    c.add_argument(
+        "--all",
+        action="store_true",
+        help="prune: every entry, reachable or not (all is trained again)",
+    )
     return p
+
+
+# --- checks made before any work ---------------------------------------------------
+
+
+def _check_environment(command: str) -> None:
+    """Every DIFFLAB_* variable the command reads, each named in its error."""
+    cache.check_cache_dir()
+    if command == "cache":
+        return
+    default_device()  # DIFFLAB_DEVICE: a name torch knows, available here
+    current_profile()  # DIFFLAB_PROFILE
+    dataset = os.environ.get("DIFFLAB_DATASET")
+    if dataset and dataset not in IMAGE_NAMES:
+        raise SettingError(
+            f"DIFFLAB_DATASET={dataset!r} is not an image dataset; use one of "
+            f"{', '.join(IMAGE_NAMES)}, or unset it."
+        )
+    data = os.environ.get("DIFFLAB_DATA")
+    if data:
+        folder = Path(data).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise SettingError(
+                f"DIFFLAB_DATA={data!r} is a file; point it at the data folder "
+                "(the one download-datasets.sh fills)."
+            )
+
+
+def _check_output(flag: str, path: Path, suffixes=(), folder: bool = False) -> None:
+    """``path`` has a known suffix and can be written, before any work is done.
+
+    Nothing is created: the nearest existing folder above ``path`` is probed with
+    a temporary file (read-only, full and permission faults all show there).
+    """
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise SettingError(
+            f"argument {flag}: {str(path)!r} must end in {' or '.join(suffixes)}"
+        )
+    if path.exists() and path.is_dir() != folder:
+        what = "a folder" if path.is_dir() else "a file"
+        want = "a folder" if folder else "a file name"
+        raise SettingError(f"argument {flag}: {str(path)!r} is {what}; give {want}")
+    found = path if folder and path.is_dir() else path.parent
+    while not found.exists() and found != found.parent:
+        found = found.parent
+    if not found.is_dir():
+        raise SettingError(f"argument {flag}: {str(found)!r} is a file, not a folder")
+    try:
+        cache.probe_write(found)
+    except OSError as err:
+        raise SettingError(
+            f"argument {flag}: cannot write in {str(found)!r} ({err.strerror})"
+        ) from None
+
+
+def _check_recipe(args, recipe: Recipe, command: str) -> None:
+    """The flags that depend on the recipe, before training or sampling starts."""
+    if args.sampler == "ddim" and args.steps > recipe.T:
+        raise SettingError(
+            f"argument --steps: {args.steps} is more than the recipe's T = "
+            f"{recipe.T} (allowed: 1 to {recipe.T})"
+        )
+    if args.guidance is not None and not recipe.conditional:
+        conditional = [n for n in RECIPES if get_recipe(n, recipe.profile).conditional]
+        raise SettingError(
+            f"argument --guidance: {recipe.name} is unconditional; guidance needs "
+            f"a conditional recipe ({', '.join(conditional)})"
+        )
+    if command == "evaluate":
+        from difflab.eval.metrics import min_samples
+
+        need = min_samples(recipe.dataset)
+        if args.n < need:
+            raise SettingError(
+                f"argument --n: {args.n} samples are too few for a Frechet "
+                f"distance on {recipe.dataset} (allowed: {need} to {MAX_SAMPLES:,})"
+            )
+
+
+def _checks(args) -> None:
+    _check_environment(args.command)
+    if args.command == "sample":
+        _check_output("--out", args.out, (".png",))
+        if args.png_dir:
+            _check_output("--png-dir", args.png_dir, folder=True)
+        if args.npz:
+            _check_output("--npz", args.npz, (".npz",))
+    if args.command == "bench":
+        if args.out:
+            _check_output("--out", args.out, (".json",))
+        if args.which == "quality" and args.n is not None:
+            from difflab.eval.metrics import min_samples
+
+            dataset = get_recipe("ddpm").dataset
+            if args.n < min_samples(dataset):
+                raise SettingError(
+                    f"argument --n: {args.n} samples are too few for a Frechet "
+                    f"distance on {dataset} (allowed: {min_samples(dataset)} to "
+                    f"{MAX_SAMPLES:,})"
+                )
+    if args.command == "cache" and args.all and args.action != "prune":
+        raise SettingError("argument --all: only with cache prune")
 
 
 def _train(args) -> int:
@@ -144,6 +316,7 @@ def _train(args) -> int:
 
 def _draw(args) -> tuple[Trained, torch.Tensor, torch.Tensor | None, str]:
     recipe: Recipe = get_recipe(args.recipe, args.profile)
+    _check_recipe(args, recipe, args.command)
     progress = not args.no_progress
     trained = load_or_train(recipe, progress=progress, steps=args.train_steps)
     device = next(trained.net.parameters()).device
@@ -157,6 +330,7 @@ def _draw(args) -> tuple[Trained, torch.Tensor, torch.Tensor | None, str]:
         steps=args.steps,
         eta=args.eta,
         cond=None if labels is None else {"y": labels},
+        guidance_scale=args.guidance,
         generator=torch.Generator(device).manual_seed(args.seed),
         progress=progress,
     )
@@ -164,29 +338,43 @@ def _draw(args) -> tuple[Trained, torch.Tensor, torch.Tensor | None, str]:
         what = f"DDPM {trained.schedule.T} steps"
     else:
         what = f"DDIM {args.steps} steps, eta {args.eta}"
+    if args.guidance is not None:
+        what += f", guidance {args.guidance:g}"
     return trained, x, labels, f"{what}, {time.perf_counter() - t0:.1f} s"
 
 
+def _image(array: np.ndarray, scale: int = 1):
+    """A PIL image of a (H, W, C) uint8 array, upscaled by ``scale`` (nearest)."""
+    from PIL import Image
+
+    image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    if scale > 1:
+        size = (image.width * scale, image.height * scale)
+        image = image.resize(size, Image.NEAREST)
+    return image
+
+
 def _sample(args) -> int:
-    from difflab.notes.plotting import save_grid, to_uint8
+    from difflab.notes.plotting import image_grid, to_uint8
 
     trained, x, labels, what = _draw(args)
-    scale = max(1, 64 // trained.recipe.unet.image_size)
-    out = save_grid(x, args.out, scale=scale)
-    print(f"{args.n} samples ({what}) -> {out}")
-    arrays = to_uint8(x) if args.png_dir or args.npz else None
+    # Every file goes to a temporary name first: an error or Ctrl-C while
+    # writing leaves no half-written file.
+    grid = _image(image_grid(x), scale=max(1, 64 // trained.recipe.unet.image_size))
+    cache.write_atomic(args.out, lambda f: grid.save(f, format="PNG"))
+    print(f"{args.n} samples ({what}) -> {args.out}")
+    arrays = to_uint8(x)
     if args.png_dir:
-        from PIL import Image
-
-        args.png_dir.mkdir(parents=True, exist_ok=True)
         for k, a in enumerate(arrays):
-            image = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
-            image.save(args.png_dir / f"{k:06d}.png")
+            image = _image(a)
+            path = args.png_dir / f"{k:06d}.png"
+            cache.write_atomic(path, lambda f, im=image: im.save(f, format="PNG"))
         print(f"{args.n} PNG files -> {args.png_dir}/")
     if args.npz:
-        args.npz.parent.mkdir(parents=True, exist_ok=True)
         y = labels.cpu().numpy() if labels is not None else np.zeros(0)
-        np.savez_compressed(args.npz, images=arrays, labels=y)
+        cache.write_atomic(
+            args.npz, lambda f: np.savez_compressed(f, images=arrays, labels=y)
+        )
         print(f"uint8 array {arrays.shape} -> {args.npz}")
     return 0
 
@@ -226,11 +414,13 @@ def _cache(args) -> int:
         total = sum(e.size for e in entries) / 1e6
         print(f"{len(entries)} entries, {total:.2f} MB in {cache_dir()}")
         return 0
-    gone = prune(dry_run=args.dry_run)
+    gone = prune(dry_run=args.dry_run, everything=args.all)
     verb = "would remove" if args.dry_run else "removed"
     for e in gone:
         print(f"{verb} {e.kind}/{e.key} ({e.size / 1e6:.2f} MB)")
-    print(f"{verb} {len(gone)} stale entries, {sum(e.size for e in gone) / 1e6:.2f} MB")
+    which = "" if args.all else "stale "
+    total = sum(e.size for e in gone) / 1e6
+    print(f"{verb} {len(gone)} {which}entries, {total:.2f} MB")
     return 0
 
 
@@ -244,14 +434,26 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; the exit status (2: bad arguments, 1: a clear failure)."""
+    """Run one command; the exit status (2: bad input, 1: a clear failure).
+
+    Bad input (a flag, an environment variable, an output path, the cache folder)
+    is reported in one line naming it, before any training or sampling starts.
+    """
     try:
         args = parser().parse_args(argv)
     except SystemExit as stop:  # --help (0) or a bad argument (2)
         return stop.code if isinstance(stop.code, int) else 0
+    prog = f"python -m difflab {args.command}"
     try:
+        _checks(args)
         return COMMANDS[args.command](args)
+    except SettingError as err:  # before ValueError: it is one
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
     except (DatasetMissingError, CheckpointError, TrainingDiverged, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a disk filling up during training, say
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from difflab.nets.unet import UNet, ddpm_cifar10_config
+from difflab.train.cache import write_atomic
 from difflab.train.device import autocast_dtype, default_device, describe
 
 
@@ -143,5 +144,5 @@ def bench_train(out=None) -> dict:
         "best_ratio": best_ours / best_theirs,
     }
     if out:
-        out.write_text(json.dumps(report, indent=2))
+        write_atomic(out, lambda f: f.write(json.dumps(report, indent=2).encode()))
     return report

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from difflab.diffusion.schedules import make_schedule
 from difflab.eval.metrics import evaluate_samples, format_scores
 from difflab.nets.unet import UNet
+from difflab.train.cache import write_atomic
 from difflab.train.device import autocast_dtype, default_device, describe
 from difflab.train.loop import train
 from difflab.train.recipes import Trained, get_recipe, resolve_data
@@ -154,5 +155,6 @@ def bench_quality(
             rows.append({"model": who, "sampler": sampler, "steps": steps, **s})
             print(f"{who:9s} {sampler.upper()} {steps:4d} steps: {format_scores(s)}")
     if out:
-        out.write_text(json.dumps({"device": describe(device), "rows": rows}, indent=2))
+        text = json.dumps({"device": describe(device), "rows": rows}, indent=2)
+        write_atomic(out, lambda f: f.write(text.encode()))
     return rows

@@ -47,9 +47,13 @@ class ClassifierRecipe:
     seed: int = 0
 
 
+def _width(image_size: int) -> int:
+    return 16 if image_size <= 8 else 32
+
+
 def classifier_recipe(dataset: str) -> ClassifierRecipe:
     data = load_images(dataset, split="test")
-    width = 16 if data.image_size <= 8 else 32
+    width = _width(data.image_size)
     steps = 600 if data.image_size <= 8 else 2000
     cfg = ClassifierConfig(
         in_channels=data.channels,
@@ -102,6 +106,25 @@ def train_classifier(
         "classifier", recipe, deps=DEPS, build=build, load=load, device=device
     )
     return net
+
+
+def min_samples(dataset: str) -> int:
+    """The fewest images :func:`evaluate_samples` scores on ``dataset``: F + 1.
+
+    F is the width of the classifier's features (4 * width: 64 for 8x8 images,
+    128 otherwise). N images give a sample covariance of rank at most N - 1, so
+    with N <= F it is singular and the Frechet distance measures the sample
+    size more than the samples.
+    """
+    return 4 * classifier_recipe(dataset).config.width + 1
+
+
+def _check_count(n: int, feature_dim: int) -> None:
+    if n < feature_dim + 1:
+        raise ValueError(
+            f"A Frechet distance in {feature_dim} features needs at least "
+            f"{feature_dim + 1} samples (a full-rank covariance); got {n}."
+        )
 
 
 @functools.lru_cache(maxsize=4)
@@ -170,8 +193,12 @@ def evaluate_samples(
         images), ``ratio`` (fd / floor), ``confident`` (fraction with top
         probability >= 0.9), ``floor_confident`` (that fraction on real images),
         ``accuracy`` (against ``labels``, if given, else None), ``n``.
+
+    Raises:
+        ValueError: with fewer samples than :func:`min_samples`.
     """
     net = _classifier(data_name)
+    _check_count(len(samples), net.feature_dim)
     samples = samples.to(next(net.parameters()).device)
     feats, probs = features_and_probs(net, samples)
     mu, cov, _ = _reference(data_name)

@@ -1,6 +1,9 @@
 """The cache-or-train helper: keys follow the dependencies' source, not the package's."""
 
+import errno
+import os
 import shutil
+import tempfile
 
 import pytest
 import torch
@@ -144,3 +147,80 @@ def test_the_cache_module_itself_is_no_dependency(tree):
     assert cache.cache_key("classifier", 1, deps, tree) == key
     _touch(tree / "nets" / "classifier.py")
     assert cache.cache_key("classifier", 1, deps, tree) != key
+
+
+def test_prune_everything_removes_reachable_entries_too(store):
+    _cached([])
+    assert [e.reachable for e in cache.prune(everything=True)] == [True]
+    assert cache.list_entries() == [] and not list((store / "toy").iterdir())
+
+
+# --- the cache folder's faults: found before anything is built ------------------
+
+
+def _oserror(code):
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    return fail
+
+
+def test_missing_cache_folder_is_created(tmp_path, monkeypatch):
+    deep = tmp_path / "a" / "b" / "cache"
+    monkeypatch.setenv("DIFFLAB_CACHE", str(deep))
+    builds = []
+    _cached(builds)
+    assert len(builds) == 1 and (deep / "toy").is_dir()
+    assert not list(deep.rglob("*.tmp"))  # the probe file is gone
+
+
+@pytest.mark.parametrize(
+    "where, fault, says",
+    [
+        (tempfile, "mkstemp", errno.EROFS),  # read-only: no file can be made
+        (tempfile, "mkstemp", errno.EACCES),  # no permission
+        (os, "fsync", errno.ENOSPC),  # full: the data block is refused at sync
+    ],
+)
+def test_unwritable_cache_is_refused_before_build(
+    store, monkeypatch, where, fault, says
+):
+    monkeypatch.setattr(where, fault, _oserror(says))
+    builds = []
+    with pytest.raises(cache.CacheNotWritable) as info:
+        _cached(builds)
+    message = str(info.value)
+    assert builds == [] and "DIFFLAB_CACHE=" in message and str(store) in message
+    assert os.strerror(says) in message and "\n" not in message
+    assert not [p for p in store.rglob("*") if p.is_file()]  # no sidecar, no probe
+
+
+def test_cache_folder_under_a_file_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "f").write_text("")
+    monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path / "f" / "cache"))
+    with pytest.raises(cache.CacheNotWritable, match="lies under the file"):
+        _cached([])
+    with pytest.raises(cache.CacheNotWritable, match="DIFFLAB_CACHE"):
+        cache.check_cache_dir()
+
+
+def test_a_read_only_cache_still_serves_finished_entries(store, monkeypatch):
+    builds = []
+    _cached(builds)
+    monkeypatch.setattr(tempfile, "mkstemp", _oserror(errno.EROFS))
+    assert _cached(builds)[1] and len(builds) == 1  # a hit writes nothing
+
+
+def test_write_atomic_leaves_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "out.npz"
+    path.write_bytes(b"old")
+
+    def half(f):
+        f.write(b"half of the new")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OSError):
+        cache.write_atomic(path, half)
+    assert path.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [path]
+    cache.write_atomic(path, lambda f: f.write(b"new"))
+    assert path.read_bytes() == b"new" and sorted(tmp_path.iterdir()) == [path]

@@ -70,6 +70,9 @@ def test_train_then_sample_and_the_cache(tiny, capsys):
     assert "ddpm" in listed and "reachable" in listed and "1 entries" in listed
     assert main(["cache", "prune", "--dry-run"]) == 0
     assert "would remove 0 stale entries" in capsys.readouterr().out
+    assert main(["cache", "prune", "--all"]) == 0
+    assert "removed 1 entries" in capsys.readouterr().out
+    assert main(["cache", "list"]) == 0 and "0 entries" in capsys.readouterr().out
 
 
 def test_missing_dataset_is_one_clear_line(tiny, capsys, monkeypatch):

@@ -23,10 +23,12 @@ the whole package: the executed notes.
 from __future__ import annotations
 
 import ast
+import errno
 import functools
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ from typing import Any, TypeVar
 import torch
 
 from difflab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from difflab.train.settings import SettingError
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/difflab
 PACKAGE = PACKAGE_DIR.name
@@ -53,10 +56,122 @@ def project_root() -> Path | None:
 
 def cache_dir() -> Path:
     """``$DIFFLAB_CACHE``, else ``<checkout>/.cache/difflab``, else ``~/.cache/difflab``."""
-    if os.environ.get("DIFFLAB_CACHE"):
-        return Path(os.environ["DIFFLAB_CACHE"])
+    if os.environ.get("DIFFLAB_CACHE", "").strip():
+        return Path(os.environ["DIFFLAB_CACHE"].strip()).expanduser()
     root = project_root()
     return (root / ".cache" if root else Path.home() / ".cache") / "difflab"
+
+
+# --- is the cache folder usable? -------------------------------------------------
+
+PROBE_BYTES = 64 * 1024  # enough to need a data block: a full disk refuses it
+
+
+class CacheNotWritable(SettingError):
+    """The cache folder is not a folder, cannot be created, or cannot be written."""
+
+
+def _which() -> str:
+    if os.environ.get("DIFFLAB_CACHE", "").strip():
+        return f"DIFFLAB_CACHE={os.environ['DIFFLAB_CACHE'].strip()!r}"
+    return "the default; DIFFLAB_CACHE moves it"
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` or the nearest folder above it that exists (``/`` at worst)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_cache_dir(folder: Path | None = None) -> Path:
+    """The cache folder, if it is a folder or could become one; writes nothing.
+
+    What the command line checks before any command, including ``cache list``,
+    which needs no write access (a read-only cache of trained models is usable).
+
+    Raises:
+        CacheNotWritable: if the folder, or the nearest existing path above it,
+            is a file.
+    """
+    folder = folder or cache_dir()
+    found = _existing_ancestor(folder)
+    if not found.is_dir():
+        what = "is a file"
+        if found != Path(os.path.abspath(folder)):
+            what = f"lies under the file {found}"
+        raise CacheNotWritable(
+            f"The cache folder {folder} ({_which()}) {what}; point DIFFLAB_CACHE "
+            f"at a folder."
+        )
+    return folder
+
+
+def probe_write(folder: Path) -> None:
+    """Write, sync and delete a small temporary file in ``folder``.
+
+    Raises:
+        OSError: as the file system answers: read-only (EROFS), no permission
+            (EACCES), full (ENOSPC, at the write or at the sync).
+    """
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".probe-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"\0" * PROBE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_atomic(path: str | Path, write: Callable[[Any], None]) -> Path:
+    """Call ``write(f)`` on a temporary file beside ``path``, then rename it there.
+
+    A failure (a full disk, Ctrl-C) leaves ``path`` as it was, never half a file,
+    and removes the temporary file. The folder is created if missing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def ensure_writable(folder: Path | None = None) -> Path:
+    """Create the cache folder (or ``folder`` in it) if missing, and probe a write.
+
+    Called by :func:`cached` before anything is built, and by the command line, so
+    a read-only, full or misplaced cache is reported before training starts rather
+    than at the first checkpoint.
+
+    Returns:
+        the folder, which now exists.
+
+    Raises:
+        CacheNotWritable: one line naming the folder, ``DIFFLAB_CACHE`` and the
+            reason.
+    """
+    folder = folder or cache_dir()
+    check_cache_dir(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe_write(folder)
+    except OSError as err:
+        reason = err.strerror or errno.errorcode.get(err.errno, str(err))
+        fix = "point DIFFLAB_CACHE at a writable folder"
+        if err.errno == errno.ENOSPC:
+            fix = "free some space, or point DIFFLAB_CACHE at another disk"
+        raise CacheNotWritable(
+            f"Cannot write to the cache folder {folder} ({_which()}): {reason}; {fix}."
+        ) from None
+    return folder
 
 
 @functools.lru_cache(maxsize=1)
@@ -237,6 +352,8 @@ def cached(
     Raises:
         CheckpointError: if the entry is there but unreadable; the message names
             the file to delete.
+        CacheNotWritable: if the entry must be built and the cache folder cannot
+            be written (read-only, full, or under a file); ``build`` is not called.
     """
     deps = tuple(deps)
     e = entry(kind, config, deps=deps)
@@ -244,6 +361,7 @@ def cached(
         state = _load(e, device)
         if state.get("done"):
             return load(state), True
+    ensure_writable(e.path.parent)  # before any training, not at its first save
     _write_sidecar(e, config, deps)  # before training, so `cache list` sees it
     state = build(e.path)
     save_checkpoint({**state, "done": True}, e.path)
@@ -312,9 +430,15 @@ def list_entries(root: Path | None = None) -> list[Listed]:
     return out
 
 
-def prune(root: Path | None = None, *, dry_run: bool = False) -> list[Listed]:
-    """Remove every entry that :func:`list_entries` finds unreachable; return them."""
-    gone = [e for e in list_entries(root) if not e.reachable]
+def prune(
+    root: Path | None = None, *, dry_run: bool = False, everything: bool = False
+) -> list[Listed]:
+    """Remove every entry that :func:`list_entries` finds unreachable; return them.
+
+    ``everything``: remove the reachable entries too (every trained model is
+    trained again when next needed). Files that are not entries stay.
+    """
+    gone = [e for e in list_entries(root) if everything or not e.reachable]
     if not dry_run:
         for e in gone:
             for f in e.files:

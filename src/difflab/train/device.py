@@ -10,20 +10,62 @@ import os
 
 import torch
 
+from difflab.train.settings import SettingError
+
 
 def default_device() -> torch.device:
     """CUDA, then Apple's MPS, then the CPU. ``DIFFLAB_DEVICE`` overrides."""
-    name = os.environ.get("DIFFLAB_DEVICE")
+    name = os.environ.get("DIFFLAB_DEVICE", "").strip()
     if name:
-        return torch.device(name)
+        return parse_device(name)
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if (
-        getattr(torch.backends, "mps", None) is not None
-        and torch.backends.mps.is_available()
-    ):
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
+def parse_device(name: str, setting: str = "DIFFLAB_DEVICE") -> torch.device:
+    """The device ``name`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``) if usable here.
+
+    Raises:
+        SettingError: naming ``setting`` and the value, if torch does not know the
+            name or the device is not available on this machine (instead of the
+            traceback torch gives at the first tensor moved there).
+    """
+    fix = "use cpu, cuda, cuda:N or mps, or unset it to choose automatically"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise SettingError(f"{setting}={name!r} is not a device name; {fix}.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            built = torch.version.cuda is not None
+            why = "no CUDA GPU is visible" if built else "torch was built without CUDA"
+            raise SettingError(
+                f"{setting}={name!r}: CUDA is not available here ({why}); "
+                f"use cpu, or unset it."
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise SettingError(
+                f"{setting}={name!r}: this machine has {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}."
+            )
+    elif device.type == "mps":
+        if not _mps_available():
+            raise SettingError(
+                f"{setting}={name!r}: Apple's MPS is not available here; "
+                f"use cpu, or unset it."
+            )
+    elif device.type != "cpu":
+        raise SettingError(f"{setting}={name!r} is not supported; {fix}.")
+    return device
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:

@@ -9,16 +9,24 @@ import os
 
 import torch
 
+from difflab.train.settings import SettingError
+
 PROFILES = ("quick", "full")
 
 
 def current_profile() -> str:
-    """The active profile: ``$DIFFLAB_PROFILE`` if set, else ``full`` on CUDA, ``quick`` elsewhere."""
-    name = os.environ.get("DIFFLAB_PROFILE", "").strip().lower()
+    """``$DIFFLAB_PROFILE`` if set, else ``full`` on CUDA and ``quick`` elsewhere.
+
+    Raises:
+        SettingError: if ``DIFFLAB_PROFILE`` names no profile.
+    """
+    raw = os.environ.get("DIFFLAB_PROFILE", "")
+    name = raw.strip().lower()
     if name:
         if name not in PROFILES:
-            raise ValueError(
-                f"DIFFLAB_PROFILE={name!r} is not a profile; use one of {', '.join(PROFILES)}."
+            raise SettingError(
+                f"DIFFLAB_PROFILE={raw!r} is not a profile; use one of "
+                f"{', '.join(PROFILES)}, or unset it."
             )
         return name
     return "full" if torch.cuda.is_available() else "quick"

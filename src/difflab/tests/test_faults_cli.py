@@ -1,0 +1,240 @@
+"""Fault injection for the command line: every class of bad input is one line.
+
+Each case runs ``main(argv)`` in-process (a subprocess importing torch costs seconds)
+and checks the promise of the README: exit status 2, one line on stderr naming the
+input (flag or variable) and its value, no traceback, and nothing written: no
+training, no sampling (the network's forward pass is booby-trapped), no file.
+"""
+
+import errno
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from difflab import cli
+from difflab.cli import main
+from difflab.nets.unet import UNet
+from difflab.train import cache, recipes
+
+
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+def _clean(tmp_path, monkeypatch) -> Path:
+    """Work in ``tmp_path`` with its own cache, the quick profile, no other setting."""
+    for name in ("DEVICE", "DATASET", "DATA"):
+        monkeypatch.delenv(f"DIFFLAB_{name}", raising=False)
+    monkeypatch.setenv("DIFFLAB_PROFILE", "quick")  # the digits, on any machine
+    monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A clean working folder with a file and a folder in it; any network call
+    fails the test (bad input must be refused before training or sampling)."""
+    _clean(tmp_path, monkeypatch)
+    (tmp_path / "a-file").write_text("not a folder\n")
+    (tmp_path / "a-folder.png").mkdir()
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("bad input reached the network")
+
+    monkeypatch.setattr(UNet, "forward", no_work)
+    return tmp_path
+
+
+def _refused(env, capsys, argv, says):
+    before = _files(env)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    for word in says:
+        assert word in err, err
+    assert _files(env) == before  # nothing written, nothing half-written
+    return err
+
+
+COUNTS = [
+    (["sample", "ddpm", "--n", "0"], ["--n", "'0'", "1 to 100,000"]),
+    (["sample", "ddpm", "--n", "-3"], ["--n", "'-3'"]),
+    (["sample", "ddpm", "--n", "1000000"], ["--n", "too large", "1 to 100,000"]),
+    (["sample", "ddpm", "--steps", "0"], ["--steps", "'0'", "allowed"]),
+    (["evaluate", "ddpm", "--train-steps", "-5"], ["--train-steps", "'-5'"]),
+    (["train", "ddpm", "--steps", "0"], ["--steps", "'0'", "allowed"]),
+    (["train", "ddpm", "--steps", "1e3"], ["--steps", "'1e3'"]),
+    (["bench", "quality", "--n", "0"], ["--n", "'0'"]),
+    (["sample", "ddpm", "--seed", "-1"], ["--seed", "'-1'", "2**63"]),
+]
+NUMBERS = [
+    (["sample", "ddpm", "--eta", "nan"], ["--eta", "'nan'", "[0, 1]"]),
+    (["sample", "ddpm", "--eta", "1.5"], ["--eta", "'1.5'", "[0, 1]"]),
+    (["evaluate", "ddpm", "--eta=-inf"], ["--eta", "'-inf'"]),
+    (["sample", "ddpm-cond", "--guidance", "nan"], ["--guidance", "'nan'"]),
+    (["bench", "quality", "--budget", "inf"], ["--budget", "'inf'"]),
+    (["bench", "quality", "--budget", "nan"], ["--budget", "'nan'"]),
+]
+# Checked against the recipe, still before training: T = 1000, the quick ddpm
+# is unconditional, and the digits' classifier has 64 features (65 samples).
+WITH_RECIPE = [
+    (["sample", "ddpm", "--steps", "2000"], ["--steps", "2000", "T = 1000"]),
+    (["sample", "ddpm", "--guidance", "3"], ["--guidance", "ddpm-cond"]),
+    (["evaluate", "ddpm", "--n", "10"], ["--n", "10", "Frechet", "65"]),
+    (["bench", "quality", "--n", "64"], ["--n", "64", "65"]),
+]
+PATHS = [
+    (["sample", "ddpm", "--out", "x.jpg"], ["--out", "'x.jpg'", ".png"]),
+    (["sample", "ddpm", "--npz", "foo"], ["--npz", "'foo'", ".npz"]),
+    (["sample", "ddpm", "--out", "a-file/x.png"], ["--out", "'a-file'", "a file"]),
+    (["sample", "ddpm", "--out", "a-folder.png"], ["--out", "a folder"]),
+    (["sample", "ddpm", "--png-dir", "a-file"], ["--png-dir", "'a-file'", "a file"]),
+    (["sample", "ddpm", "--npz", "a-file/d/x.npz"], ["--npz", "'a-file'"]),
+    (["bench", "train", "--out", "report.txt"], ["--out", "'report.txt'", ".json"]),
+]
+
+
+@pytest.mark.parametrize("argv, says", COUNTS + NUMBERS + WITH_RECIPE + PATHS)
+def test_bad_flag_is_refused_before_any_work(env, capsys, argv, says):
+    _refused(env, capsys, argv, says)
+
+
+VARIABLES = [
+    ("DIFFLAB_DEVICE", "banana", ["'banana'", "cpu, cuda"]),
+    ("DIFFLAB_DEVICE", "cuda:99", ["'cuda:99'"]),
+    ("DIFFLAB_PROFILE", "fast", ["'fast'", "quick, full"]),
+    ("DIFFLAB_DATASET", "imagenet", ["'imagenet'", "digits"]),
+    ("DIFFLAB_DATA", "{tmp}/a-file", ["a-file", "is a file"]),
+    ("DIFFLAB_CACHE", "{tmp}/a-file", ["a-file", "is a file"]),
+    ("DIFFLAB_CACHE", "{tmp}/a-file/cache", ["a-file", "under the file"]),
+]
+if not torch.cuda.is_available():
+    VARIABLES.append(("DIFFLAB_DEVICE", "cuda", ["'cuda'", "not available"]))
+_mps = getattr(torch.backends, "mps", None)
+if _mps is None or not _mps.is_available():
+    VARIABLES.append(("DIFFLAB_DEVICE", "mps", ["'mps'", "not available"]))
+
+
+@pytest.mark.parametrize("name, value, says", VARIABLES)
+@pytest.mark.parametrize("command", ["train", "sample", "evaluate"])
+def test_bad_environment_variable_is_named(
+    env, capsys, monkeypatch, command, name, value, says
+):
+    monkeypatch.setenv(name, value.format(tmp=env))
+    _refused(env, capsys, [command, "ddpm", "--no-progress"], [name, *says])
+
+
+def test_cache_commands_check_only_the_cache_folder(env, capsys, monkeypatch):
+    monkeypatch.setenv("DIFFLAB_DEVICE", "banana")  # not read by `cache`
+    monkeypatch.setattr(cache, "probe_write", _read_only)  # a read-only cache
+    assert main(["cache", "list"]) == 0  # reading needs no write access
+    assert "0 entries" in capsys.readouterr().out
+    _refused(env, capsys, ["cache", "list", "--all"], ["--all", "prune"])
+    monkeypatch.setenv("DIFFLAB_CACHE", str(env / "a-file"))
+    _refused(env, capsys, ["cache", "list"], ["DIFFLAB_CACHE", "a-file"])
+
+
+def _read_only(*args, **kwargs):
+    raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+
+def _full(fd):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_unwritable_output_folder_is_refused(env, capsys, monkeypatch):
+    monkeypatch.setattr(cache, "probe_write", _read_only)
+    _refused(env, capsys, ["sample", "ddpm", "--out", "x.png"], ["--out", "Read-only"])
+
+
+@pytest.mark.parametrize(
+    "fault, says",
+    [
+        ((cache, "probe_write", _read_only), "Read-only file system"),
+        ((os, "fsync", _full), "No space left on device"),  # what a full disk says
+    ],
+)
+def test_unwritable_cache_is_refused_before_training(
+    env, capsys, monkeypatch, fault, says
+):
+    """The probe runs in ``cached``, after the recipe and before the first step."""
+    monkeypatch.setattr(*fault)
+    err = _refused(env, capsys, ["train", "ddpm", "--no-progress"], [says])
+    assert "DIFFLAB_CACHE=" in err and str(env / "cache") in err
+    assert not list((env / "cache").rglob("*.tmp"))  # the probe file is gone
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    """One cache for the tests below: the first trains ``tiny``, the next finds it."""
+    return tmp_path_factory.mktemp("tiny-cache")
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch, tiny_cache):
+    """The quick ddpm recipe cut to 10 steps, in a clean folder."""
+    _clean(tmp_path, monkeypatch)
+    monkeypatch.setenv("DIFFLAB_CACHE", str(tiny_cache))
+
+    def make(profile):
+        r = recipes.get_recipe("ddpm", "quick")
+        cut = replace(r.train, steps=10, log_every=5, checkpoint_every=5)
+        return replace(r, name="tiny", train=cut, T=50)
+
+    monkeypatch.setitem(recipes.RECIPES, "tiny", make)
+    return tmp_path
+
+
+def test_a_failed_write_leaves_no_half_file(tiny, capsys, monkeypatch):
+    """A disk filling up while the arrays are written: the grid is whole, the
+    .npz absent, no temporary file left; one line and status 1 (not bad input)."""
+
+    def fill_up(f, **arrays):
+        f.write(b"PK\x03\x04 half an archive")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(np, "savez_compressed", fill_up)
+    argv = ["sample", "tiny", "--n", "4", "--steps", "3", "--no-progress"]
+    assert main([*argv, "--out", "s.png", "--npz", "s.npz"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "No space left" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert (tiny / "s.png").stat().st_size > 0 and not (tiny / "s.npz").exists()
+    assert not [p for p in _files(tiny) if p.name.endswith(".tmp")]
+
+
+def test_npz_is_written_where_it_says(tiny, capsys):
+    argv = ["sample", "tiny", "--n", "3", "--steps", "2", "--no-progress"]
+    assert main([*argv, "--out", "g.png", "--npz", "sub/arrays.NPZ"]) == 0
+    out = capsys.readouterr().out
+    assert "-> sub/arrays.NPZ" in out and (tiny / "sub" / "arrays.NPZ").is_file()
+    assert np.load(tiny / "sub" / "arrays.NPZ")["images"].shape == (3, 8, 8, 1)
+
+
+def test_the_real_entry_point_prints_no_traceback(tmp_path):
+    """Once through ``python -m difflab`` itself (3 s: the import of torch)."""
+    src = Path(cli.__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(src), "DIFFLAB_CACHE": str(tmp_path)}
+    env["DIFFLAB_DEVICE"] = "banana"
+    run = subprocess.run(
+        [sys.executable, "-m", "difflab", "sample", "ddpm", "--eta", "0.5"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines() == [
+        "python -m difflab sample: error: DIFFLAB_DEVICE='banana' is not a device "
+        "name; use cpu, cuda, cuda:N or mps, or unset it to choose automatically."
+    ]
+    assert list(tmp_path.iterdir()) == []
