@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import os
 import struct
 import zlib
@@ -257,7 +258,11 @@ def _load_png_tree(folder: Path, root: Path) -> tuple[Tensor, Tensor]:
     x = np.empty((len(paths), 32, 32, 3), dtype=np.uint8)
     for i, p in enumerate(paths):
         try:
-            with Image.open(p) as im:
+            png = p.read_bytes()
+            with Image.open(io.BytesIO(png)) as im:
+                im.verify()  # chunk CRCs and the IEND marker: decoding alone
+                # accepts a file cut short after its last pixel row.
+            with Image.open(io.BytesIO(png)) as im:
                 im = im.convert("RGB")
                 if im.size != (32, 32):
                     raise ValueError(f"size {im.size[0]}x{im.size[1]}, expected 32x32")
