@@ -178,6 +178,7 @@ clean_leftovers() { # needs the lock: what a stopped or killed run left behind
 }
 
 LOCK_DIR=""
+LOCKED=0
 lock_data() { # wait for any other run on this data folder, then hold the lock
     if command -v flock >/dev/null 2>&1; then
         exec 9>>"$DATA/.download-datasets.lock" || return 1
@@ -185,6 +186,7 @@ lock_data() { # wait for any other run on this data folder, then hold the lock
             log "waiting for another download-datasets.sh run on $DATA to finish"
             flock 9
         fi
+        LOCKED=1
         return 0
     fi
     local pid said=0 # no flock(1) (macOS): a lock folder holding the owner's pid
@@ -200,6 +202,7 @@ lock_data() { # wait for any other run on this data folder, then hold the lock
     done
     LOCK_DIR="$DATA/.download-datasets.lock.d"
     echo $$ >"$LOCK_DIR/pid"
+    LOCKED=1
 }
 
 unlock_data() { [ -z "$LOCK_DIR" ] || rm -rf "$LOCK_DIR"; }
@@ -207,8 +210,10 @@ unlock_data() { [ -z "$LOCK_DIR" ] || rm -rf "$LOCK_DIR"; }
 on_signal() { # SIGINT or SIGTERM: stop everything, keep what was verified
     trap - INT TERM
     [ ${#TMP_NOW[@]} -eq 0 ] || rm -rf "${TMP_NOW[@]}"
-    clean_leftovers >/dev/null
-    unlock_data
+    if [ $LOCKED -eq 1 ]; then # else another run owns what is in $DATA
+        clean_leftovers >/dev/null
+        unlock_data
+    fi
     echo "stopped by SIG$1: nothing half-done was kept; verified downloads stay in" \
         "$DL for the next run" >&2
     kill -s "$1" $$ # die of the signal, so the caller sees it
@@ -575,7 +580,7 @@ main() {
             return 0
             ;;
         *)
-            echo "error: unknown dataset '$arg' (choose from mnist, cifar10, fsdd, all)" >&2
+            echo "error: unknown dataset '$arg' (choose from mnist, cifar10, fsdd, all; option: --force)" >&2
             return 2
             ;;
         esac
