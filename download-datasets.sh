@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch the datasets difflab can use, verify them, and unpack them into data/.
 #
-#   bash download-datasets.sh [mnist] [cifar10] [fsdd] [all]     (default: all)
+#   bash download-datasets.sh [--force] [mnist] [cifar10] [fsdd] [all]   (default: all)
 #
 # Where the files land (what difflab.data.images reads):
 #   data/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte   uncompressed IDX
@@ -19,20 +19,33 @@
 #                          FSDD: the v1.0.10 tag archive on GitHub)
 # DIFFLAB_DATA=DIR puts the data somewhere else than data/ beside this script.
 # DATASETS_DOWNLOADER=wget|curl picks the download tool (default: wget if found).
+# --force fetches and unpacks the named datasets again even if they verify.
 #
 # Guarantees: a second run downloads nothing; an interrupted download resumes
 # (wget -c / curl -C -); files are fetched to *.part, verified, then renamed, and
 # archives are unpacked into a temporary folder that is renamed when complete, so
 # a half-written file is never taken as done; a file that fails its check is
 # reported by name, removed, and the others are kept; the exit status is non-zero
-# if anything failed.
+# if anything failed. Ctrl-C (SIGINT) or SIGTERM stops the whole run at once: the
+# temporary folder is removed and an archive that passed its check is kept in
+# data/.downloads/ for the next run. Two runs on one data folder take turns (a
+# lock on data/.download-datasets.lock); each run first removes what a killed run
+# left behind.
 #
 # Checks: MNIST by the md5 of the *uncompressed* IDX files (so re-gzipped copies
-# pass); the CIFAR-10 archive by its published md5; the CIFAR-10 PNG subset by
-# the md5 of the project's zip; FSDD by the zip's CRCs and the count of WAV files
-# (3000). GitHub builds tag archives on the fly and publishes no checksum for
-# them, so FSDD has no archive md5; the md5 of the per-file md5 list of the
-# recordings the project was tested with is compared, and a mismatch only warns.
+# pass); the CIFAR-10 archive by its published md5 and the unpacked batches by
+# theirs (torchvision's list); the CIFAR-10 PNG subset by the md5 of the
+# project's zip; FSDD by the zip's CRCs and the count of WAV files (3000). GitHub
+# builds tag archives on the fly and publishes no checksum for them, so FSDD has
+# no archive md5; the md5 of the per-file md5 list of the recordings the project
+# was tested with is compared, and a mismatch only warns.
+#
+# What is unpacked is checked on every run, not only at unpack time: the PNG
+# subset and the recordings get a list of per-file md5s (.manifest.md5 in their
+# folder) once they are unpacked, and a later run that finds a file changed or
+# missing (or, without that list, a set of files whose list md5 is not the known
+# one) says which and fetches the dataset again. So the command a loader's error
+# message names ("bash download-datasets.sh cifar10") repairs a corrupt file.
 
 set -uo pipefail
 
@@ -60,8 +73,18 @@ MNIST_FILES=(
 CIFAR_URL="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR_MD5="c58f30108f718f92721af3b95e74349a"
 CIFAR_SUBSET_MD5="68eb07cc5dc5ad4e9437c5c06bf672be"
-CIFAR_FILES=(data_batch_1 data_batch_2 data_batch_3 data_batch_4 data_batch_5
-    test_batch batches.meta)
+# name, md5 of the unpacked file (the sums torchvision's CIFAR10 checks)
+CIFAR_FILES=(
+    "data_batch_1 c99cafc152244af753f735de768cd75f"
+    "data_batch_2 d4bba439e000b95fd0a9bffe97cbabec"
+    "data_batch_3 54ebc095f3ab1f0389bbae665268c751"
+    "data_batch_4 634d18415352ddfa80567beed471001a"
+    "data_batch_5 482c414d41f54cd18b22e5b47cb7c3cb"
+    "test_batch 40351d587109b95175f43aff81a1287e"
+    "batches.meta 5ff9c542aee3614f3951f8cda6e48888"
+)
+# md5 of the per-file md5 list (see md5_list) of the PNG subset's 6,000 images
+CIFAR_SUBSET_LIST_MD5="d3d39766877a528e78f252bc2425faad"
 CIFAR_CLASSES=(airplane automobile bird cat deer dog frog horse ship truck)
 FSDD_URL="https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.zip"
 FSDD_COUNT=3000
@@ -69,6 +92,8 @@ FSDD_MANIFEST_MD5="bdbabe32fa657162edfdcdbd292aecd5"
 
 FAILED=()
 FETCHED=0
+FORCE=0
+TMP_NOW=() # this run's temporary files and folders, removed if it is stopped
 
 log() { printf '%s\n' "$*"; }
 fail() {
@@ -87,6 +112,111 @@ md5_of() { # md5 of a file, or of stdin when no argument
     else
         md5 -q "$@"
     fi
+}
+
+md5_list() { # folder, find tests: "md5  path" per matching file, sorted by path
+    local dir=$1
+    shift
+    (
+        cd "$dir" || exit 1
+        if command -v md5sum >/dev/null 2>&1; then
+            find . -type f "$@" -print0 | LC_ALL=C sort -z | xargs -0 -r md5sum
+        else
+            find . -type f "$@" -print0 | LC_ALL=C sort -z | xargs -0 md5 -r \
+                | sed 's/ /  /'
+        fi
+    ) | sed 's|  \./|  |'
+}
+
+# verify_tree DIR KNOWN FIND-TESTS...: the files of DIR matched by FIND-TESTS are
+# those listed in DIR/.manifest.md5 (written when they were unpacked), or, with
+# no list, their md5 list has the md5 KNOWN. Sets CHECK_MSG on failure.
+verify_tree() {
+    local dir=$1 known=$2 now bad n
+    shift 2
+    now=$(md5_list "$dir" "$@")
+    if [ -f "$dir/.manifest.md5" ]; then
+        [ "$now" = "$(cat "$dir/.manifest.md5")" ] && return 0
+        bad=$(LC_ALL=C diff <(cat "$dir/.manifest.md5") <(printf '%s\n' "$now") \
+            | sed -n 's/^[<>] [0-9a-f]*  //p' | LC_ALL=C sort -u)
+        n=$(printf '%s\n' "$bad" | grep -c .)
+        CHECK_MSG="$n file(s) changed, missing or added since they were unpacked:"
+        CHECK_MSG+=" $(printf '%s\n' "$bad" | head -n 3 | tr '\n' ' ')"
+        [ "$n" -gt 3 ] && CHECK_MSG+="..."
+        return 1
+    fi
+    [ "$(printf '%s\n' "$now" | md5_of)" = "$known" ] && return 0
+    CHECK_MSG="the files differ from the known copy and no .manifest.md5 lists them"
+    return 1
+}
+
+write_manifest() { # folder, find tests: record what was just unpacked and verified
+    local dir=$1
+    shift
+    md5_list "$dir" "$@" >"$dir/.manifest.md5"
+}
+
+# Folders swapped in by install_dir, and what a killed run may have left of them.
+INSTALLED=(cifar-10-batches-py CIFAR10 free-spoken-digit-dataset)
+
+clean_leftovers() { # needs the lock: what a stopped or killed run left behind
+    local f name found=()
+    for f in "$DATA"/.unpack-* "$DATA"/MNIST/raw/*-ubyte.part \
+        "$DATA"/MNIST/raw/*-ubyte.*.part; do
+        [ -e "$f" ] || continue
+        rm -rf "$f" && found+=("${f#"$DATA"/}")
+    done
+    for name in "${INSTALLED[@]}"; do
+        for f in "$DATA/$name".old.*; do
+            [ -e "$f" ] || continue
+            # Killed between install_dir's two renames: the old copy is the good one.
+            if [ -e "$DATA/$name" ]; then rm -rf "$f"; else mv "$f" "$DATA/$name"; fi
+            found+=("${f#"$DATA"/}")
+        done
+    done
+    [ ${#found[@]} -eq 0 ] || log "cleaned up after an interrupted run: ${found[*]}"
+}
+
+LOCK_DIR=""
+LOCKED=0
+lock_data() { # wait for any other run on this data folder, then hold the lock
+    if command -v flock >/dev/null 2>&1; then
+        exec 9>>"$DATA/.download-datasets.lock" || return 1
+        if ! flock -n 9; then
+            log "waiting for another download-datasets.sh run on $DATA to finish"
+            flock 9
+        fi
+        LOCKED=1
+        return 0
+    fi
+    local pid said=0 # no flock(1) (macOS): a lock folder holding the owner's pid
+    until mkdir "$DATA/.download-datasets.lock.d" 2>/dev/null; do
+        pid=$(cat "$DATA/.download-datasets.lock.d/pid" 2>/dev/null)
+        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+            rm -rf "$DATA/.download-datasets.lock.d" # its owner was killed
+            continue
+        fi
+        [ $said -eq 1 ] || log "waiting for another download-datasets.sh run on $DATA"
+        said=1
+        sleep 1
+    done
+    LOCK_DIR="$DATA/.download-datasets.lock.d"
+    echo $$ >"$LOCK_DIR/pid"
+    LOCKED=1
+}
+
+unlock_data() { [ -z "$LOCK_DIR" ] || rm -rf "$LOCK_DIR"; }
+
+on_signal() { # SIGINT or SIGTERM: stop everything, keep what was verified
+    trap - INT TERM
+    [ ${#TMP_NOW[@]} -eq 0 ] || rm -rf "${TMP_NOW[@]}"
+    if [ $LOCKED -eq 1 ]; then # else another run owns what is in $DATA
+        clean_leftovers >/dev/null
+        unlock_data
+    fi
+    echo "stopped by SIG$1: nothing half-done was kept; verified downloads stay in" \
+        "$DL for the next run" >&2
+    kill -s "$1" $$ # die of the signal, so the caller sees it
 }
 
 unzip_to() { # zip, folder; fails on a bad CRC
@@ -141,6 +271,13 @@ get_verified() {
     local urls=("$@") url resumed
     SOURCE="" CHECK_MSG=""
     mkdir -p "$(dirname "$part")"
+    # A stopped run keeps an archive that passed its check: use it again.
+    if [ -s "$part" ] && "$check" "$part"; then
+        SOURCE="$part (kept from an earlier run)"
+        FETCHED=$((FETCHED + 1))
+        return 0
+    fi
+    CHECK_MSG=""
     if [ -n "$MIRROR" ]; then
         SOURCE="$MIRROR/$rel"
         if [ ! -f "$SOURCE" ]; then
@@ -184,7 +321,7 @@ check_gz_md5() { # $1 = .gz part; uses MNIST_NAME, MNIST_MD5, MNIST_OUT
 mnist_one() {
     MNIST_NAME=$1 MNIST_MD5=$2
     local out="$DATA/MNIST/raw/$1" part="$DL/$1.gz.part" urls=() host
-    if [ -f "$out" ] && [ "$(md5_of "$out")" = "$MNIST_MD5" ]; then
+    if [ $FORCE -eq 0 ] && [ -f "$out" ] && [ "$(md5_of "$out")" = "$MNIST_MD5" ]; then
         log "  $MNIST_NAME: already present, md5 ok"
         return 0
     fi
@@ -192,6 +329,7 @@ mnist_one() {
     # A mirror may hold the uncompressed file (another checkout's data/, say).
     if [ -n "$MIRROR" ] && [ ! -f "$MIRROR/MNIST/raw/$1.gz" ] \
         && [ -f "$MIRROR/MNIST/raw/$1" ]; then
+        TMP_NOW=("$out.part")
         cp "$MIRROR/MNIST/raw/$1" "$out.part"
         FETCHED=$((FETCHED + 1))
         if [ "$(md5_of "$out.part")" = "$MNIST_MD5" ]; then
@@ -208,7 +346,14 @@ mnist_one() {
             "re-run 'bash download-datasets.sh mnist' (or fix the mirror)"
         return 1
     fi
-    gunzip -c "$part" >"$out.part" && mv -f "$out.part" "$out" && rm -f "$part"
+    TMP_NOW=("$out.part")
+    if ! { gunzip -c "$part" >"$out.part" && mv -f "$out.part" "$out"; }; then
+        rm -f "$out.part"
+        fail "MNIST $1: md5 ok but unpacking failed (disk full?); the download is" \
+            "kept in $DL: re-run 'bash download-datasets.sh mnist'"
+        return 1
+    fi
+    rm -f "$part"
     log "  $MNIST_NAME: fetched from $SOURCE, md5 ok"
 }
 
@@ -223,14 +368,19 @@ do_mnist() {
 
 # -------------------------------------------------------------------------- CIFAR-10
 
-cifar_official_done() {
-    local f
-    for f in "${CIFAR_FILES[@]}"; do
-        [ -f "$DATA/cifar-10-batches-py/$f" ] || return 1
+cifar_official_ok() { # the unpacked batches have their published md5s
+    local entry name sum
+    for entry in "${CIFAR_FILES[@]}"; do
+        read -r name sum <<<"$entry"
+        [ -f "$DATA/cifar-10-batches-py/$name" ] || return 1
+        if [ "$(md5_of "$DATA/cifar-10-batches-py/$name")" != "$sum" ]; then
+            CHECK_MSG="cifar-10-batches-py/$name has the wrong md5"
+            return 1
+        fi
     done
 }
 
-cifar_png_done() { [ -d "$DATA/CIFAR10/train/truck" ] && [ -d "$DATA/CIFAR10/test/truck" ]; }
+cifar_png_ok() { verify_tree "$DATA/CIFAR10" "$CIFAR_SUBSET_LIST_MD5" -name '*.png'; }
 
 check_cifar_tar() {
     local actual
@@ -264,17 +414,30 @@ install_dir() { # built folder, final folder: swap in atomically, keep nothing h
     return 1
 }
 
+# new_unpack_dir NAME: a temporary folder in $DATA, removed if the run is stopped.
+new_unpack_dir() {
+    UNPACK=$(mktemp -d "$DATA/.unpack-$1.XXXXXX") || return 1
+    TMP_NOW=("$UNPACK")
+}
+
 do_cifar10() {
     log "cifar10 -> $DATA"
-    if cifar_official_done; then
-        log "  cifar-10-batches-py: already present"
-        return 0
+    CHECK_MSG=""
+    if [ $FORCE -eq 0 ] && [ -d "$DATA/cifar-10-batches-py" ]; then
+        if cifar_official_ok; then
+            log "  cifar-10-batches-py: already present, md5 ok"
+            return 0
+        fi
+        log "  cifar-10-batches-py: ${CHECK_MSG:-incomplete}; fetching it again"
+    elif [ $FORCE -eq 0 ] && { [ -n "$MIRROR" ] || [ -n "$BASE_URL" ]; } \
+        && [ -d "$DATA/CIFAR10" ]; then
+        if cifar_png_ok; then
+            log "  CIFAR10 (PNG subset): already present, md5 ok"
+            return 0
+        fi
+        log "  CIFAR10 (PNG subset): $CHECK_MSG; fetching it again"
     fi
-    if { [ -n "$MIRROR" ] || [ -n "$BASE_URL" ]; } && cifar_png_done; then
-        log "  CIFAR10 (PNG subset): already present"
-        return 0
-    fi
-    local tmp c
+    local c
     mkdir -p "$DATA"
     local use_zip=0
     [ -n "$MIRROR" ] && [ ! -f "$MIRROR/cifar-10-python.tar.gz" ] \
@@ -282,17 +445,17 @@ do_cifar10() {
     if [ $use_zip -eq 0 ]; then
         if get_verified cifar-10-python.tar.gz "$DL/cifar-10-python.tar.gz.part" \
             check_cifar_tar "$CIFAR_URL"; then
-            tmp=$(mktemp -d "$DATA/.unpack-cifar10.XXXXXX")
-            if tar -xzf "$DL/cifar-10-python.tar.gz.part" -C "$tmp" \
-                && install_dir "$tmp/cifar-10-batches-py" "$DATA/cifar-10-batches-py" \
-                && cifar_official_done; then
-                rm -rf "$tmp" "$DL/cifar-10-python.tar.gz.part"
+            if new_unpack_dir cifar10 \
+                && tar -xzf "$DL/cifar-10-python.tar.gz.part" -C "$UNPACK" \
+                && install_dir "$UNPACK/cifar-10-batches-py" "$DATA/cifar-10-batches-py" \
+                && cifar_official_ok; then
+                rm -rf "$UNPACK" "$DL/cifar-10-python.tar.gz.part"
                 log "  cifar-10-batches-py: fetched from $SOURCE, md5 ok"
                 return 0
             fi
-            rm -rf "$tmp"
-            fail "CIFAR-10 $SOURCE: md5 ok but unpacking failed (disk full?);" \
-                "re-run 'bash download-datasets.sh cifar10'"
+            rm -rf "$UNPACK"
+            fail "CIFAR-10 $SOURCE: md5 ok but unpacking failed (disk full?); the" \
+                "download is kept in $DL: re-run 'bash download-datasets.sh cifar10'"
             return 1
         fi
         # Only a mirror served over HTTP may fall back to the PNG subset.
@@ -302,28 +465,36 @@ do_cifar10() {
             return 1
         fi
     fi
-    if ! get_verified cifar-10-subset-png.zip "$DL/cifar-10-subset-png.zip.part" \
-        check_cifar_zip; then
+    local zip="$DL/cifar-10-subset-png.zip.part"
+    if ! get_verified cifar-10-subset-png.zip "$zip" check_cifar_zip; then
         fail "CIFAR-10 cifar-10-subset-png.zip from $SOURCE: $CHECK_MSG;" \
             "re-run 'bash download-datasets.sh cifar10' (or fix the mirror)"
         return 1
     fi
-    tmp=$(mktemp -d "$DATA/.unpack-cifar10.XXXXXX")
-    local complete=0
-    if unzip_to "$DL/cifar-10-subset-png.zip.part" "$tmp"; then
-        complete=1
-        for c in "${CIFAR_CLASSES[@]}"; do
-            [ -d "$tmp/CIFAR10/train/$c" ] && [ -d "$tmp/CIFAR10/test/$c" ] || complete=0
-        done
-        if [ $complete -eq 1 ] && install_dir "$tmp/CIFAR10" "$DATA/CIFAR10"; then
-            rm -rf "$tmp" "$DL/cifar-10-subset-png.zip.part"
-            log "  CIFAR10 (PNG subset): fetched from $SOURCE, md5 ok"
-            return 0
-        fi
+    if ! { new_unpack_dir cifar10 && unzip_to "$zip" "$UNPACK"; }; then
+        rm -rf "$UNPACK"
+        fail "CIFAR-10 $SOURCE: md5 ok but unpacking failed (disk full?); the" \
+            "download is kept in $DL: re-run 'bash download-datasets.sh cifar10'"
+        return 1
     fi
-    rm -rf "$tmp" "$DL/cifar-10-subset-png.zip.part"
-    fail "CIFAR-10 cifar-10-subset-png.zip from $SOURCE: unpacking failed or a" \
-        "class folder is missing; re-run 'bash download-datasets.sh cifar10'"
+    local complete=1
+    for c in "${CIFAR_CLASSES[@]}"; do
+        [ -d "$UNPACK/CIFAR10/train/$c" ] && [ -d "$UNPACK/CIFAR10/test/$c" ] || complete=0
+    done
+    if [ $complete -eq 1 ] && write_manifest "$UNPACK/CIFAR10" -name '*.png' \
+        && install_dir "$UNPACK/CIFAR10" "$DATA/CIFAR10"; then
+        rm -rf "$UNPACK" "$zip"
+        log "  CIFAR10 (PNG subset): fetched from $SOURCE, md5 ok"
+        if [ -d "$DATA/cifar-10-batches-py" ] && ! cifar_official_ok; then
+            rm -rf "$DATA/cifar-10-batches-py" # loaders prefer it: it must go
+            log "  cifar-10-batches-py: removed (it failed its md5 check)"
+        fi
+        return 0
+    fi
+    rm -rf "$UNPACK" "$zip"
+    fail "CIFAR-10 cifar-10-subset-png.zip from $SOURCE: a class folder is missing" \
+        "or the folder could not be moved into place;" \
+        "re-run 'bash download-datasets.sh cifar10'"
     return 1
 }
 
@@ -338,49 +509,59 @@ check_zip() {
     fi
 }
 
+fsdd_ok() { # the recordings folder holds the 3000 WAV files it was unpacked with
+    local rec="$DATA/free-spoken-digit-dataset/recordings" n
+    n=$(count_wavs "$rec")
+    if [ "$n" != "$FSDD_COUNT" ]; then
+        CHECK_MSG="found $n WAV files, expected $FSDD_COUNT"
+        return 1
+    fi
+    verify_tree "$rec" "$FSDD_MANIFEST_MD5" -maxdepth 1 -name '*.wav'
+}
+
 do_fsdd() {
     local final="$DATA/free-spoken-digit-dataset"
     log "fsdd -> $final/recordings"
-    if [ "$(count_wavs "$final/recordings")" = "$FSDD_COUNT" ]; then
-        log "  recordings: already present ($FSDD_COUNT WAV files)"
-        return 0
+    if [ $FORCE -eq 0 ] && [ -d "$final/recordings" ]; then
+        if fsdd_ok; then
+            log "  recordings: already present ($FSDD_COUNT WAV files, md5 ok)"
+            return 0
+        fi
+        log "  recordings: $CHECK_MSG; fetching them again"
     fi
-    local part="$DL/free-spoken-digit-dataset.zip.part" tmp rec n manifest
+    local part="$DL/free-spoken-digit-dataset.zip.part" rec n manifest
     mkdir -p "$DATA"
     if ! get_verified free-spoken-digit-dataset.zip "$part" check_zip "$FSDD_URL"; then
         fail "FSDD free-spoken-digit-dataset.zip from $SOURCE: $CHECK_MSG;" \
             "re-run 'bash download-datasets.sh fsdd' (or fix the mirror)"
         return 1
     fi
-    tmp=$(mktemp -d "$DATA/.unpack-fsdd.XXXXXX")
-    if ! unzip_to "$part" "$tmp"; then
-        rm -rf "$tmp" "$part"
-        fail "FSDD $SOURCE: unpacking failed (corrupt zip or disk full);" \
-            "re-run 'bash download-datasets.sh fsdd'"
+    if ! { new_unpack_dir fsdd && unzip_to "$part" "$UNPACK"; }; then
+        rm -rf "$UNPACK"
+        fail "FSDD $SOURCE: the zip passed its CRC check but unpacking failed (disk" \
+            "full?); the download is kept in $DL: re-run 'bash download-datasets.sh fsdd'"
         return 1
     fi
     # The GitHub archive unpacks to free-spoken-digit-dataset-1.0.10/, the mirror
     # zip to free-spoken-digit-dataset/: take whichever folder holds recordings/.
-    rec=$(find "$tmp" -maxdepth 3 -type d -name recordings | head -n 1)
-    n=$(count_wavs "${rec:-$tmp/none}")
+    rec=$(find "$UNPACK" -maxdepth 3 -type d -name recordings | head -n 1)
+    n=$(count_wavs "${rec:-$UNPACK/none}")
     if [ "$n" != "$FSDD_COUNT" ]; then
-        rm -rf "$tmp" "$part"
+        rm -rf "$UNPACK" "$part"
         fail "FSDD $SOURCE: found $n WAV files in recordings/, expected $FSDD_COUNT;" \
             "re-run 'bash download-datasets.sh fsdd'"
         return 1
     fi
-    if command -v md5sum >/dev/null 2>&1; then
-        manifest=$(cd "$rec" && LC_ALL=C ls | LC_ALL=C sort | xargs md5sum | md5sum \
-            | cut -d' ' -f1)
-        [ "$manifest" = "$FSDD_MANIFEST_MD5" ] || log "  warning: the recordings" \
-            "differ from the copy difflab was tested with (list md5 $manifest)"
-    fi
+    write_manifest "$rec" -maxdepth 1 -name '*.wav'
+    manifest=$(md5_of <"$rec/.manifest.md5")
+    [ "$manifest" = "$FSDD_MANIFEST_MD5" ] || log "  warning: the recordings" \
+        "differ from the copy difflab was tested with (list md5 $manifest)"
     if ! install_dir "$(dirname "$rec")" "$final"; then
-        rm -rf "$tmp"
+        rm -rf "$UNPACK"
         fail "FSDD: could not move the recordings into $final"
         return 1
     fi
-    rm -rf "$tmp" "$part"
+    rm -rf "$UNPACK" "$part"
     log "  recordings: fetched from $SOURCE ($FSDD_COUNT WAV files)"
 }
 
@@ -391,6 +572,7 @@ main() {
     for arg in "$@"; do
         case $arg in
         mnist | cifar10 | fsdd) want+=("$arg") ;;
+        -f | --force) FORCE=1 ;;
         cifar | cifar-10) want+=(cifar10) ;;
         all) want+=(mnist cifar10 fsdd) ;;
         -h | --help)
@@ -398,7 +580,7 @@ main() {
             return 0
             ;;
         *)
-            echo "error: unknown dataset '$arg' (choose from mnist, cifar10, fsdd, all)" >&2
+            echo "error: unknown dataset '$arg' (choose from mnist, cifar10, fsdd, all; option: --force)" >&2
             return 2
             ;;
         esac
@@ -414,6 +596,15 @@ main() {
     elif [ -n "$BASE_URL" ]; then
         log "source: $BASE_URL"
     fi
+    if ! mkdir -p "$DATA" 2>/dev/null || [ ! -w "$DATA" ]; then
+        echo "error: cannot write to the data folder $DATA (set DIFFLAB_DATA to" \
+            "a writable folder)" >&2
+        return 2
+    fi
+    trap 'on_signal INT' INT
+    trap 'on_signal TERM' TERM
+    lock_data || return 1
+    clean_leftovers
     local done_sets=" "
     for arg in "${want[@]}"; do
         [[ $done_sets == *" $arg "* ]] && continue
@@ -421,6 +612,7 @@ main() {
         "do_$arg"
     done
     rmdir "$DL" 2>/dev/null
+    unlock_data
     if [ ${#FAILED[@]} -gt 0 ]; then
         echo "${#FAILED[@]} problem(s); the files that passed their checks were kept." >&2
         return 1

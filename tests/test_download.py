@@ -12,9 +12,12 @@ import hashlib
 import http.server
 import os
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -224,3 +227,188 @@ def test_garbage_part_file_is_never_taken_as_done(work, served, server, size):
     assert_mnist_good(work / "data")
     # The resumed copy failed its check, so the file was fetched again whole.
     assert [r for p, r in requests if p.endswith(name)][-1] is None
+
+
+# ------------------------------------------- repair, interruption and concurrency
+
+
+def command_in(message: str) -> tuple[dict[str, str], list[str], Path]:
+    """The command a loader's message names: (env assignments, argv, folder)."""
+    words = shlex.split(re.search(r"`([^`]+)`", message)[1])
+    env = {}
+    while "=" in words[0]:
+        key, value = words.pop(0).split("=", 1)
+        env[key] = value
+    folder = re.search(r"in the project folder \((.+)\)", message)[1]
+    return env, words, Path(folder)
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "fsdd"])
+def test_the_command_a_corrupt_file_message_names_repairs_it(work: Path, dataset):
+    from difflab.data.audio import load_fsdd
+    from difflab.data.common import DatasetCorruptError
+    from difflab.data.images import load_cifar10
+
+    data = work / "data"
+    assert run(work, dataset, DATASETS_MIRROR=str(SHARED)).returncode == 0
+    if dataset == "cifar10":
+        bad = sorted((data / "CIFAR10" / "test" / "cat").glob("*.png"))[0]
+        load = lambda: load_cifar10("test", data)  # noqa: E731
+    else:
+        bad = sorted((data / "free-spoken-digit-dataset/recordings").glob("*_0.wav"))[0]
+        load = lambda: load_fsdd("test", data)  # noqa: E731
+        # As if unpacked by an older script: the known list md5 still catches it.
+        (bad.parent / ".manifest.md5").unlink()
+    good = bad.read_bytes()
+    bad.write_bytes(good[: len(good) // 2])
+    with pytest.raises(DatasetCorruptError) as err:
+        load()
+    assert str(bad) in str(err.value)
+    env, argv, folder = command_in(str(err.value))
+    assert argv == ["bash", "download-datasets.sh", dataset]
+    assert env == {"DIFFLAB_DATA": str(data.resolve())}
+    assert (folder / "download-datasets.sh").is_file()
+
+    fixed = subprocess.run(  # exactly what the message says, from the mirror
+        argv,
+        cwd=folder,
+        env={**os.environ, **env, "DATASETS_MIRROR": str(SHARED)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert fixed.returncode == 0, fixed.stderr
+    assert "fetching" in fixed.stdout
+    if dataset == "cifar10":  # the manifest written at unpack names the file
+        assert (
+            f"1 file(s) changed, missing or added since they were unpacked: test/cat/{bad.name}"
+            in fixed.stdout
+        )
+    assert bad.read_bytes() == good
+    load()  # reads every file of the split again
+    assert leftovers(data) == []
+    if dataset == "fsdd":  # the restored copy has a manifest; --force fetches anyway
+        assert (bad.parent / ".manifest.md5").is_file()
+        forced = run(work, "--force", "fsdd", DATASETS_MIRROR=str(SHARED))
+        assert forced.returncode == 0 and "fetched from" in forced.stdout
+
+
+@pytest.fixture
+def slow_unzip(work: Path) -> dict[str, str]:
+    """Environment that makes the script's unzip pause before extracting.
+
+    Like Info-ZIP's unzip, the wrapper catches Ctrl-C and exits with status 80
+    (so the script sees an ordinary failure, not a signal); it touches a marker
+    file when the pause starts, so a test can signal the run mid-unpack.
+    """
+    real = shutil.which("unzip")
+    if real is None:
+        pytest.skip("unzip not installed")
+    bin_dir = work / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "unzip"
+    wrapper.write_text(
+        "#!/usr/bin/env bash\n"
+        'case " $* " in *" -d "*)\n'
+        "    trap 'exit 80' INT\n"
+        '    touch "$SLOW_UNZIP_MARK"\n'
+        '    sleep "$SLOW_UNZIP_SECONDS"\n'
+        "    ;;\n"
+        "esac\n"
+        f'exec {real} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "SLOW_UNZIP_MARK": str(work / "unpacking"),
+        "SLOW_UNZIP_SECONDS": "30",
+    }
+
+
+def start(work: Path, *args: str, **env: str) -> subprocess.Popen:
+    """The script in its own process group (as a terminal's Ctrl-C would reach it)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DATASETS_")}
+    full_env.pop("DIFFLAB_DATA", None)
+    full_env.update(env)
+    return subprocess.Popen(
+        ["bash", str(work / "download-datasets.sh"), *args],
+        cwd=work,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for(marker: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run never reached its unpacking"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+def test_a_signal_during_unpacking_stops_the_whole_run(work, slow_unzip, sig):
+    proc = start(work, "cifar10", "fsdd", DATASETS_MIRROR=str(SHARED), **slow_unzip)
+    wait_for(Path(slow_unzip["SLOW_UNZIP_MARK"]), proc)
+    os.killpg(proc.pid, sig)  # what Ctrl-C in a terminal does: the whole group
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == -sig, (out, err)  # died of the signal, as it should
+    assert "fsdd ->" not in out  # did not carry on with the next dataset
+    assert f"stopped by {sig.name}" in err
+    data = work / "data"
+    archive = data / ".downloads" / "cifar-10-subset-png.zip.part"
+    assert leftovers(data) == [archive]  # the verified archive only, kept
+    assert not (data / "CIFAR10").exists()
+
+    again = run(work, "cifar10", DATASETS_MIRROR=str(SHARED))
+    assert again.returncode == 0, again.stderr
+    assert "kept from an earlier run" in again.stdout
+    assert leftovers(data) == [] and not (data / ".downloads").exists()
+    assert len(list((data / "CIFAR10").rglob("*.png"))) == 6000
+
+
+def test_two_runs_at_once_take_turns_and_agree(work, slow_unzip):
+    env = {**slow_unzip, "SLOW_UNZIP_SECONDS": "2"}
+    procs = [start(work, "fsdd", DATASETS_MIRROR=str(SHARED), **env) for _ in "ab"]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    text = "".join(out + err for out, err in outs)
+    assert "waiting for another download-datasets.sh run" in text
+    assert "error" not in text and "corrupt" not in text
+    # One run fetched; the other waited, then found the files good.
+    assert sorted("already present" in out for out, _ in outs) == [False, True]
+    data = work / "data"
+    assert (
+        len(list((data / "free-spoken-digit-dataset/recordings").glob("*.wav"))) == 3000
+    )
+    assert leftovers(data) == []
+
+
+def test_leftovers_of_a_killed_run_are_cleaned_by_the_next(work, slow_unzip):
+    data = work / "data"
+    proc = start(work, "fsdd", DATASETS_MIRROR=str(SHARED), **slow_unzip)
+    wait_for(Path(slow_unzip["SLOW_UNZIP_MARK"]), proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # no trap runs: its temporary folder stays
+    proc.wait(timeout=60)
+    assert [p.name[:13] for p in data.glob(".unpack-*")] == [".unpack-fsdd."]
+
+    again = run(work, "fsdd", DATASETS_MIRROR=str(SHARED))
+    assert again.returncode == 0, again.stderr
+    assert "cleaned up after an interrupted run: .unpack-fsdd." in again.stdout
+    assert leftovers(data) == []
+
+    # Killed between install_dir's two renames: the good copy was moved aside and
+    # the new one is not in place; and a half-gunzipped MNIST file.
+    final = data / "free-spoken-digit-dataset"
+    final.rename(data / "free-spoken-digit-dataset.old.4242")
+    half = data / "MNIST" / "raw" / "train-images-idx3-ubyte.part"
+    half.parent.mkdir(parents=True)
+    half.write_bytes(b"\0" * 1000)
+    third = run(work, "fsdd", DATASETS_MIRROR=str(SHARED))
+    assert third.returncode == 0, third.stderr
+    assert "Nothing to download" in third.stdout  # the moved-aside copy is restored
+    assert len(list((final / "recordings").glob("*.wav"))) == 3000
+    assert leftovers(data) == [] and not list(data.glob("*.old.*"))

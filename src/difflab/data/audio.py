@@ -24,6 +24,7 @@ from difflab.data.common import (
     DatasetMissingError,
     check_split,
     data_root,
+    describe_error,
     fix_hint,
 )
 
@@ -65,17 +66,34 @@ class AudioData:
         return self.waveforms.shape[-1]
 
 
-def _read_wav(path: Path) -> tuple[np.ndarray, int]:
+def _read_wav(path: Path, root: Path) -> tuple[np.ndarray, int]:
+    """A 16-bit mono WAV file as float32 k / 32768, and its sample rate.
+
+    A truncated file (fewer frames than its header declares), a file that is not
+    RIFF/WAVE, or another sample format is a :class:`DatasetCorruptError` naming
+    the file and the command that fetches a fresh copy.
+    """
     try:
-        with wave.open(str(path), "rb") as w:
+        with path.open("rb") as f, wave.open(f, "rb") as w:
             if w.getnchannels() != 1 or w.getsampwidth() != 2:
-                raise ValueError("expected 16-bit mono")
-            rate = w.getframerate()
-            frames = w.readframes(w.getnframes())
+                raise ValueError(
+                    f"{w.getnchannels()} channel(s) of {8 * w.getsampwidth()} bits, "
+                    "expected 16-bit mono"
+                )
+            rate, n = w.getframerate(), w.getnframes()
+            frames = w.readframes(n)
+        if len(frames) != 2 * n:
+            raise ValueError(f"truncated: {len(frames) // 2} of {n} samples present")
         x = np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
-    except (wave.Error, EOFError, ValueError) as e:
+    except OSError as e:  # unreadable (permissions, I/O): not the file's content
+        raise DatasetMissingError(
+            f"{path} cannot be read ({describe_error(e)}): check that it is a file "
+            "you may read."
+        ) from e
+    except Exception as e:  # wave.Error, EOFError, struct.error, ValueError, ...
         raise DatasetCorruptError(
-            f"{path} is not a valid FSDD recording ({e}): {fix_hint('fsdd')} again."
+            f"{path} is not a valid FSDD recording ({describe_error(e)}): "
+            f"{fix_hint('fsdd', root)}."
         ) from e
     return x, rate
 
@@ -94,11 +112,11 @@ def load_fsdd(
     matches = [pattern.match(p.name) for p in sorted(folder.glob("*.wav"))]
     matches = [m for m in matches if m and (int(m[3]) in FSDD_TEST_INDICES) != train]
     if not matches:
-        raise DatasetMissingError(f"FSDD is not in {folder}: {fix_hint('fsdd')}.")
+        raise DatasetMissingError(f"FSDD is not in {folder}: {fix_hint('fsdd', root)}.")
     x = np.zeros((len(matches), length), dtype=np.float32)
     labels, speakers, lengths, rates = [], [], [], set()
     for i, m in enumerate(matches):
-        wav, rate = _read_wav(folder / m[0])
+        wav, rate = _read_wav(folder / m[0], root)
         rates.add(rate)
         lengths.append(min(len(wav), length))
         x[i, : lengths[-1]] = wav[:length]
@@ -106,7 +124,7 @@ def load_fsdd(
         speakers.append(m[2])
     if len(rates) != 1:
         raise DatasetCorruptError(
-            f"mixed sample rates {sorted(rates)} in {folder}: {fix_hint('fsdd')} again."
+            f"mixed sample rates {sorted(rates)} in {folder}: {fix_hint('fsdd', root)}."
         )
     note = f"Free Spoken Digit Dataset {split} split ({len(x):,} recordings)."
     return AudioData(

@@ -4,6 +4,7 @@ the errors whose message names the fix."""
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 
@@ -19,8 +20,28 @@ class DatasetCorruptError(DatasetMissingError):
     """
 
 
-def fix_hint(key: str) -> str:
-    return f"run `bash download-datasets.sh {key}` in the project folder"
+def project_folder() -> Path | None:
+    """The checkout holding ``download-datasets.sh`` (an editable install), if any."""
+    project = Path(__file__).resolve().parents[3]
+    return project if (project / "download-datasets.sh").is_file() else None
+
+
+def fix_hint(key: str, root: Path | None = None) -> str:
+    """The download command that repairs dataset ``key`` in the data folder ``root``.
+
+    The command is exact: ``DIFFLAB_DATA=<root>`` is prefixed when ``root`` is not
+    the folder the script fills by default (``data/`` beside it). It repairs a
+    corrupt file too, since the script checks every unpacked file against the
+    checksums recorded when it unpacked them and fetches again on a mismatch.
+    """
+    project = project_folder()
+    env = ""
+    if root is not None and (
+        project is None or Path(root).resolve() != (project / "data").resolve()
+    ):
+        env = f"DIFFLAB_DATA={shlex.quote(str(Path(root).resolve()))} "
+    where = f"the project folder ({project})" if project else "the project folder"
+    return f"run `{env}bash download-datasets.sh {key}` in {where}"
 
 
 def describe_error(e: Exception) -> str:

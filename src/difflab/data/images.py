@@ -20,9 +20,11 @@ Where ``data/`` is looked for (:func:`data_root`), first match wins:
 
 from __future__ import annotations
 
+import contextlib
 import gzip
-import shutil
-import tempfile
+import io
+import os
+import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,74 +123,112 @@ def _mnist_present(root: Path, train: bool) -> bool:
     )
 
 
-def _gunzip(src: Path, dst: Path) -> None:
-    part = dst.with_name(dst.name + ".part")
+def _read(path: Path) -> bytes:
+    """The bytes of ``path``; a file-system error is a message, not a traceback."""
     try:
-        with gzip.open(src, "rb") as fin, open(part, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-    except (OSError, EOFError, zlib.error) as e:
-        part.unlink(missing_ok=True)
-        if isinstance(e, PermissionError):
-            raise
-        raise DatasetCorruptError(
-            f"{src} is not a valid gzip file ({e}): delete it and {fix_hint('mnist')}."
+        return path.read_bytes()
+    except OSError as e:
+        raise DatasetMissingError(
+            f"{path} cannot be read ({describe_error(e)}): check that it is a file "
+            "you may read."
         ) from e
-    part.replace(dst)
+
+
+def _keep_unpacked(dst: Path, payload: bytes) -> bool:
+    """Write ``payload`` to ``dst`` if its folder is writable; report success.
+
+    Written to a per-process ``.part`` name and renamed, so a half-written file
+    is never taken as done; on any write error (read-only mount, EROFS, EACCES,
+    a full disk) the part is removed and the caller keeps the bytes in memory.
+    """
+    part = dst.with_name(f"{dst.name}.{os.getpid()}.part")
+    try:
+        with open(part, "wb") as fout:
+            fout.write(payload)
+        os.replace(part, dst)
+        return True
+    except OSError:
+        with contextlib.suppress(OSError):
+            part.unlink(missing_ok=True)
+        return False
+
+
+def _mnist_payload(root: Path, name: str) -> tuple[bytes, Path]:
+    """The uncompressed IDX bytes of MNIST file ``name`` and the file read.
+
+    Where only ``<name>.gz`` is present it is decompressed in memory and the
+    result written beside it when ``raw/`` is writable (so the next load skips
+    the decompression); a read-only folder is read as it is, with no temporary
+    copy anywhere.
+    """
+    raw = root / "MNIST" / "raw"
+    if (raw / name).is_file():
+        return _read(raw / name), raw / name
+    gz = raw / f"{name}.gz"
+    packed = _read(gz)
+    try:
+        payload = gzip.decompress(packed)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise DatasetCorruptError(
+            f"{gz} is not a valid gzip file ({describe_error(e)}): delete it and "
+            f"{fix_hint('mnist', root)}."
+        ) from e
+    _keep_unpacked(raw / name, payload)
+    return payload, gz
+
+
+def _parse_idx(payload: bytes, ndim: int) -> np.ndarray:
+    """An IDX array of unsigned bytes (LeCun et al.'s MNIST file format).
+
+    Header: two zero bytes, the type code 0x08 (uint8), the number of dimensions,
+    then each dimension as a big-endian uint32; the values follow in C order.
+    """
+    zero, code, nd = struct.unpack_from(">HBB", payload)
+    if (zero, code, nd) != (0, 0x08, ndim):
+        raise ValueError(f"not a {ndim}-d uint8 IDX file (header {payload[:4].hex()})")
+    dims = struct.unpack_from(f">{nd}I", payload, 4)
+    values = np.frombuffer(payload, dtype=np.uint8, offset=4 + 4 * nd)
+    if values.size != int(np.prod(dims)):
+        raise ValueError(f"{values.size} values for dimensions {dims}")
+    return values.reshape(dims).copy()  # a writable copy, owned by the tensor
 
 
 def load_mnist(split: str = "train", root: str | Path | None = None) -> ImageData:
     """MNIST from the IDX files in ``<root>/MNIST/raw`` (torchvision's layout).
 
     Only the split asked for is needed. Where only ``.gz`` files are present they
-    are unpacked beside themselves first (into a temporary folder when ``raw/`` is
-    read-only). Returns (N, 1, 28, 28) in [-1, 1] with pixel k mapped to k/127.5-1.
+    are decompressed in memory, and kept beside themselves when ``raw/`` is
+    writable; a read-only folder is read in place and nothing is written
+    anywhere. Returns (N, 1, 28, 28) in [-1, 1] with pixel k mapped to k/127.5-1.
     """
-    # The parsers torchvision.datasets.MNIST uses; the class itself insists on
-    # all four files, which would refuse a folder holding only the split asked for.
-    from torchvision.datasets.mnist import read_image_file, read_label_file
-
     train = check_split(split)
     root = Path(root) if root is not None else data_root()
     raw = root / "MNIST" / "raw"
     if not _mnist_present(root, train):
-        raise DatasetMissingError(f"MNIST is not in {raw}: {fix_hint('mnist')}.")
-    read_root = root
-    for f in _mnist_files(train):
-        if (raw / f).is_file():
-            continue
-        try:
-            _gunzip(raw / f"{f}.gz", raw / f)
-        except PermissionError:
-            read_root = Path(tempfile.mkdtemp(prefix="difflab-mnist-"))
-            (read_root / "MNIST" / "raw").mkdir(parents=True)
-            for g in _mnist_files(train):
-                src = raw / g
-                dst = read_root / "MNIST" / "raw" / g
-                if src.is_file():
-                    shutil.copy(src, dst)
-                else:
-                    _gunzip(raw / f"{g}.gz", dst)
-            break
-    for f in _mnist_files(train):
-        path = read_root / "MNIST" / "raw" / f
-        if path.stat().st_size != MNIST_SIZES[f]:
+        raise DatasetMissingError(f"MNIST is not in {raw}: {fix_hint('mnist', root)}.")
+    arrays = []
+    for f, ndim in zip(_mnist_files(train), (3, 1), strict=True):
+        payload, path = _mnist_payload(root, f)
+        if len(payload) != MNIST_SIZES[f]:
+            size = "uncompressed size" if path.suffix == ".gz" else "size"
             raise DatasetCorruptError(
-                f"{path} has {path.stat().st_size:,} bytes, expected "
+                f"{path} has {size} {len(payload):,} bytes, expected "
                 f"{MNIST_SIZES[f]:,} (truncated or wrong file): delete it and "
-                f"{fix_hint('mnist')}."
+                f"{fix_hint('mnist', root)}."
             )
-    try:
-        image_file, label_file = (
-            read_root / "MNIST/raw" / f for f in _mnist_files(train)
-        )
-        x = read_image_file(str(image_file))  # (N, 28, 28) uint8
-        y = read_label_file(str(label_file))  # (N,) uint8
-        if x.shape[1:] != (28, 28) or len(x) != len(y) or int(y.max()) > 9:
-            raise ValueError(f"unexpected shapes {tuple(x.shape)}, {tuple(y.shape)}")
-    except Exception as e:
+        try:
+            arrays.append(_parse_idx(payload, ndim))
+        except (ValueError, struct.error) as e:
+            raise DatasetCorruptError(
+                f"{path} is not an MNIST IDX file ({describe_error(e)}): delete it "
+                f"and {fix_hint('mnist', root)}."
+            ) from e
+    x, y = (torch.from_numpy(a) for a in arrays)  # (N, 28, 28), (N,) uint8
+    if x.shape[1:] != (28, 28) or len(x) != len(y) or int(y.max()) > 9:
         raise DatasetCorruptError(
-            f"MNIST in {raw} could not be read ({describe_error(e)}): {fix_hint('mnist')} again."
-        ) from e
+            f"MNIST in {raw} has unexpected shapes {tuple(x.shape)}, {tuple(y.shape)}"
+            f": delete it and {fix_hint('mnist', root)}."
+        )
     note = f"MNIST {split} split ({len(y):,} images of 28x28) from {raw}."
     return ImageData(_uint8_to_unit(x[:, None]), y.long(), "mnist", note)
 
@@ -197,7 +237,7 @@ def _cifar_png_dir(root: Path, split: str) -> Path:
     return root / "CIFAR10" / split
 
 
-def _load_png_tree(folder: Path) -> tuple[Tensor, Tensor]:
+def _load_png_tree(folder: Path, root: Path) -> tuple[Tensor, Tensor]:
     from PIL import Image
 
     paths, labels = [], []
@@ -205,19 +245,24 @@ def _load_png_tree(folder: Path) -> tuple[Tensor, Tensor]:
         if sub.name not in CIFAR10_CLASSES:
             raise DatasetCorruptError(
                 f"{sub} is not a CIFAR-10 class folder (expected one of "
-                f"{', '.join(CIFAR10_CLASSES)}); remove it or {fix_hint('cifar10')}."
+                f"{', '.join(CIFAR10_CLASSES)}); remove it or"
+                f" {fix_hint('cifar10', root)}."
             )
         for p in sorted(sub.glob("*.png")):
             paths.append(p)
             labels.append(CIFAR10_CLASSES.index(sub.name))
     if not paths:
         raise DatasetMissingError(
-            f"no PNG images under {folder}: {fix_hint('cifar10')}."
+            f"no PNG images under {folder}: {fix_hint('cifar10', root)}."
         )
     x = np.empty((len(paths), 32, 32, 3), dtype=np.uint8)
     for i, p in enumerate(paths):
         try:
-            with Image.open(p) as im:
+            png = p.read_bytes()
+            with Image.open(io.BytesIO(png)) as im:
+                im.verify()  # chunk CRCs and the IEND marker: decoding alone
+                # accepts a file cut short after its last pixel row.
+            with Image.open(io.BytesIO(png)) as im:
                 im = im.convert("RGB")
                 if im.size != (32, 32):
                     raise ValueError(f"size {im.size[0]}x{im.size[1]}, expected 32x32")
@@ -225,7 +270,7 @@ def _load_png_tree(folder: Path) -> tuple[Tensor, Tensor]:
         except Exception as e:
             raise DatasetCorruptError(
                 f"{p} is not a valid 32x32 CIFAR-10 PNG ({describe_error(e)}): "
-                f"{fix_hint('cifar10')} again."
+                f"{fix_hint('cifar10', root)}."
             ) from e
     return torch.from_numpy(x).permute(0, 3, 1, 2), torch.tensor(labels)
 
@@ -248,19 +293,20 @@ def load_cifar10(split: str = "train", root: str | Path | None = None) -> ImageD
                 raise ValueError(f"unexpected classes {ds.classes}")
         except Exception as e:
             raise DatasetCorruptError(
-                f"CIFAR-10 in {official} could not be read ({describe_error(e)}): delete that "
-                f"folder and {fix_hint('cifar10')}."
+                f"CIFAR-10 in {official} could not be read ({describe_error(e)}): "
+                f"{fix_hint('cifar10', root)}, which replaces that folder "
+                "(or delete that folder to use the PNG subset, if present)."
             ) from e
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2)  # (N, H, W, C) -> NCHW
         y = torch.tensor(ds.targets)
         src = official
     elif _cifar_png_dir(root, split).is_dir():
         src = _cifar_png_dir(root, split)
-        x, y = _load_png_tree(src)
+        x, y = _load_png_tree(src, root)
     else:
         raise DatasetMissingError(
             f"CIFAR-10 is not in {root} (neither cifar-10-batches-py/ nor "
-            f"CIFAR10/{split}/): {fix_hint('cifar10')}."
+            f"CIFAR10/{split}/): {fix_hint('cifar10', root)}."
         )
     note = f"CIFAR-10 {split} split ({len(y):,} images of 32x32) from {src}."
     return ImageData(_uint8_to_unit(x), y.long(), "cifar10", note, CIFAR10_CLASSES)
