@@ -337,12 +337,12 @@ plt.show()
 # 1. Using $D^* = p/(p+q)$, show that the non-saturating loss satisfies
 #    $\mathbb E_q[-\log D^*] = \mathrm{KL}(q\,\|\,p) - \mathbb E_q[\log(1 - D^*)]$
 #    (checked numerically in the cell below; the sign of the last term matters:
-#    with $+$ the 1D example gives 0.853 instead of 1.600). Arjovsky & Bottou show
-#    that, with $D^*$ held fixed, its gradient is that of
+#    with $+$ the 1D example gives 0.853 instead of 1.600). Arjovsky & Bottou (2017,
+#    [arXiv:1701.04862](https://arxiv.org/abs/1701.04862), Thm. 2.5) show that, with
+#    $D^*$ held fixed, its gradient is that of
 #    $\mathrm{KL}(q\,\|\,p) - 2\,\mathrm{JSD}(p\,\|\,q)$. The KL term punishes $q$
 #    for mass where $p$ has none, but not for missing modes of $p$: why does that
-#    favour mode dropping? (Compare Arjovsky &
-#    Bottou 2017, [arXiv:1701.04862](https://arxiv.org/abs/1701.04862), Thm. 2.5.)
+#    favour mode dropping?
 # 2. In the 1D experiment, move $q$ far from $p$ (mean 8). What happens to $D^*$ and
 #    to the gradient of $\mathrm{JSD}$ with respect to the mean of $q$? Why is that a
 #    problem for the original loss?
