@@ -167,15 +167,23 @@ jsd = h_m - 0.5 * (entropy(p_std) + entropy(q_std))
 print(f"V(D*) by integration  = {v_star:.6f}")
 print(f"-log 4 + 2 JSD        = {2 * jsd - math.log(4):.6f}   (JSD = {jsd:.4f} nats)")
 assert abs(v_star - (2 * jsd - math.log(4))) < 1e-6
+# Teeth: with JSD in place of 2 JSD (the 1/2 of the JSD's definition kept by
+# mistake) the same test misses by the JSD itself, five orders above the tolerance.
+print(f"-log 4 + JSD (wrong)  = {jsd - math.log(4):.6f}")
+assert abs(v_star - (jsd - math.log(4))) > 1e-6
 
 with torch.no_grad():
     xp_new = p_mean + p_std * torch.randn(200_000, 1, generator=g)
     xq_new = q_mean + q_std * torch.randn(200_000, 1, generator=g)
-    v_trained = (
-        F.logsigmoid(net(xp_new)).mean() + F.logsigmoid(-net(xq_new)).mean()
-    ).item()
-print(f"V(trained D) on fresh samples = {v_trained:.4f}  <=  V(D*) = {v_star:.4f}")
-assert v_trained < v_star + 0.01
+    v_p, v_q = F.logsigmoid(net(xp_new)), F.logsigmoid(-net(xq_new))
+v_trained = (v_p.mean() + v_q.mean()).item()
+# Two independent sample means: their variances add.
+v_se = math.sqrt((v_p.var() / len(v_p) + v_q.var() / len(v_q)).item())
+print(
+    f"V(trained D) on fresh samples = {v_trained:.4f} ± {v_se:.4f}"
+    f"  <=  V(D*) = {v_star:.4f}"
+)
+assert v_trained < v_star + 4 * v_se
 
 # %% [markdown]
 # ## The non-saturating generator loss
@@ -327,10 +335,14 @@ plt.show()
 # ## Exercises
 #
 # 1. Using $D^* = p/(p+q)$, show that the non-saturating loss satisfies
-#    $\mathbb E_q[-\log D^*] = \mathbb E_q[\log(1 - D^*)] + \mathrm{KL}(q\,\|\,p)$.
-#    The extra term punishes $q$ for mass where $p$ has none, but not for missing
-#    modes of $p$: why does that favour mode dropping? (Compare Arjovsky & Bottou 2017,
-#    [arXiv:1701.04862](https://arxiv.org/abs/1701.04862).)
+#    $\mathbb E_q[-\log D^*] = \mathrm{KL}(q\,\|\,p) - \mathbb E_q[\log(1 - D^*)]$
+#    (checked numerically in the cell below; the sign of the last term matters:
+#    with $+$ the 1D example gives 0.853 instead of 1.600). Arjovsky & Bottou (2017,
+#    [arXiv:1701.04862](https://arxiv.org/abs/1701.04862), Thm. 2.5) show that, with
+#    $D^*$ held fixed, its gradient is that of
+#    $\mathrm{KL}(q\,\|\,p) - 2\,\mathrm{JSD}(p\,\|\,q)$. The KL term punishes $q$
+#    for mass where $p$ has none, but not for missing modes of $p$: why does that
+#    favour mode dropping?
 # 2. In the 1D experiment, move $q$ far from $p$ (mean 8). What happens to $D^*$ and
 #    to the gradient of $\mathrm{JSD}$ with respect to the mean of $q$? Why is that a
 #    problem for the original loss?
@@ -340,6 +352,20 @@ plt.show()
 #    changes in the samples and in the distance?
 # 5. Compare the distance printed above with the VAE chapter's and the DDPM
 #    chapter's on the same data. Which model wins on sharpness, which on coverage?
+
+# %%
+# Exercise 1 on the 1D pair of Gaussians, by quadrature on the grid of the 1D section.
+# KL between two Gaussians in closed form (the probability page's Eq. (12)).
+kl_qp = math.log(p_std / q_std) + (q_std**2 + (q_mean - p_mean) ** 2) / (2 * p_std**2)
+kl_qp -= 0.5
+ns_loss = torch.trapezoid(lq.exp() * -log_d, xs).item()  # E_q[-log D*]
+e_log_1md = torch.trapezoid(lq.exp() * log_1md, xs).item()  # E_q[log(1 - D*)]
+print(f"E_q[-log D*]                  = {ns_loss:.6f}")
+print(f"KL(q || p) - E_q[log(1 - D*)] = {kl_qp - e_log_1md:.6f}")
+print(f"KL(q || p) + E_q[log(1 - D*)] = {kl_qp + e_log_1md:.6f}  (the sign slip)")
+# Same grid as the JSD check, whose quadrature error is below 1e-6.
+assert abs(ns_loss - (kl_qp - e_log_1md)) < 1e-6
+assert abs(ns_loss - (kl_qp + e_log_1md)) > 1e-6
 
 # %%
 run.finish(dataset=data.name)

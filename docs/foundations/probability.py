@@ -108,9 +108,20 @@ x = G.reparameterize(
     mu_p.expand(n), (2 * torch.log(sigma_p)).expand(n), torch.Generator().manual_seed(1)
 )
 (x**2).mean().backward()
-print(f"d/dmu    : Monte Carlo {mu_p.grad.item():.4f}   exact {2 * 0.7:.4f}")
-print(f"d/dsigma : Monte Carlo {sigma_p.grad.item():.4f}   exact {2 * 1.3:.4f}")
-assert abs(mu_p.grad - 1.4) < 0.03 and abs(sigma_p.grad - 2.6) < 0.03
+# Each sample contributes 2x (to d/dmu) and 2x*eps (to d/dsigma); their sample
+# standard deviations over sqrt(n) are the standard errors of the two estimates.
+with torch.no_grad():
+    eps_s = (x - mu_p) / sigma_p
+    se_mu = (2 * x).std() / math.sqrt(n)
+    se_sigma = (2 * x * eps_s).std() / math.sqrt(n)
+print(
+    f"d/dmu    : Monte Carlo {mu_p.grad.item():.4f} ± {se_mu:.4f}   exact {2 * 0.7:.4f}"
+)
+print(
+    f"d/dsigma : Monte Carlo {sigma_p.grad.item():.4f} ± {se_sigma:.4f}"
+    f"   exact {2 * 1.3:.4f}"
+)
+assert abs(mu_p.grad - 1.4) < 4 * se_mu and abs(sigma_p.grad - 2.6) < 4 * se_sigma
 
 # %% [markdown]
 # ## 3. Sums and linear maps
@@ -148,9 +159,24 @@ ys = mu_y + torch.randn(n, 2, generator=g, dtype=F64) @ torch.linalg.cholesky(Si
 m_sum, S_sum = G.gaussian_sum(mu_x, Sigma_x, mu_y, Sigma_y)
 m_lin, S_lin = G.gaussian_linear(A, mu_x, Sigma_x)
 zs = xs @ A.T
-assert_close((xs + ys).mean(0), m_sum, atol=0.01, rtol=0)
-assert_close(torch.cov((xs + ys).T), S_sum, atol=0.02, rtol=0)
-assert_close(torch.cov(zs.T), S_lin, atol=0.05, rtol=0)
+
+
+def cov_se(S, n):
+    """Standard error of each sample-covariance entry of a Gaussian:
+    Var(S_hat_ij) = (S_ii S_jj + S_ij^2) / n (Anderson 2003, Thm. 3.4.4)."""
+    d = S.diagonal()
+    return ((d[:, None] * d[None, :] + S**2) / n).sqrt()
+
+
+# Every tolerance is 4 standard errors of the estimate it bounds.
+assert ((xs + ys).mean(0) - m_sum).abs().le(4 * (S_sum.diagonal() / n).sqrt()).all()
+assert (torch.cov((xs + ys).T) - S_sum).abs().le(4 * cov_se(S_sum, n)).all()
+assert (torch.cov(zs.T) - S_lin).abs().le(4 * cov_se(S_lin, n)).all()
+# Teeth: adding covariances for the dependent sum x + x (2 Sigma instead of 4 Sigma)
+# misses the simulated covariance of 2x by hundreds of standard errors.
+z_dep = ((torch.cov((2 * xs).T) - 2 * Sigma_x).abs() / cov_se(4 * Sigma_x, n)).min()
+print(f"x + x with covariances added: off by at least {z_dep:.0f} standard errors")
+assert z_dep > 4
 print("Eq. (4) covariance:", [[round(v, 4) for v in row] for row in S_lin.tolist()])
 
 # %% [markdown]
@@ -320,7 +346,12 @@ plt.show()
 #
 # `gaussian_kl` implements Eq. (12) elementwise and `mvn_kl` Eq. (13) with Cholesky
 # factors. A Monte Carlo estimate (the sample average of Eq. (11)) must converge to
-# them; the figure shows it doing so at the $1/\sqrt{n}$ rate.
+# them; the figure shows it doing so at the $1/\sqrt{n}$ rate. Each check allows
+# four standard errors of the estimate, and to show that this is tight enough to
+# catch a real mistake, the cell also evaluates Eq. (13) with the trace replaced
+# by the sum of the diagonal ratios $\sum_i (\Sigma_1)_{ii}/(\Sigma_2)_{ii}$, which is
+# right for diagonal covariances only: it misses the 3D Monte Carlo value by about
+# ten standard errors.
 
 # %%
 mu1, var1, mu2_, var2_ = (torch.tensor(v, dtype=F64) for v in (0.0, 1.0, 1.0, 2.0))
@@ -330,8 +361,10 @@ x = mu1 + var1.sqrt() * torch.randn(2**17, generator=g, dtype=F64)
 log_ratio = G.gaussian_log_prob(x, mu1, var1) - G.gaussian_log_prob(x, mu2_, var2_)
 ns = 2 ** torch.arange(4, 18)
 kl_mc = torch.stack([log_ratio[:n].mean() for n in ns])
+se1 = log_ratio.std() / math.sqrt(ns[-1])
 print(
-    f"KL closed form {kl_exact.item():.5f}, Monte Carlo (n = {ns[-1].item()}) {kl_mc[-1].item():.5f}"
+    f"KL closed form {kl_exact.item():.5f}, "
+    f"Monte Carlo (n = {ns[-1].item()}) {kl_mc[-1].item():.5f} ± {se1:.5f}"
 )
 assert abs(kl_mc[-1] - kl_exact) < 4 * log_ratio.std() / math.sqrt(ns[-1])
 
@@ -340,12 +373,27 @@ mu_q = torch.tensor([1.0, -1.0, 0.5], dtype=F64)
 Sigma_q = torch.tensor([[2.0, 0.3, 0.0], [0.3, 1.0, -0.2], [0.0, -0.2, 0.5]], dtype=F64)
 xs = (
     mu3
-    + torch.randn(100_000, 3, generator=g, dtype=F64) @ torch.linalg.cholesky(Sigma3).T
+    + torch.randn(400_000, 3, generator=g, dtype=F64) @ torch.linalg.cholesky(Sigma3).T
 )
-kl3_mc = (G.mvn_log_prob(xs, mu3, Sigma3) - G.mvn_log_prob(xs, mu_q, Sigma_q)).mean()
+log_ratio3 = G.mvn_log_prob(xs, mu3, Sigma3) - G.mvn_log_prob(xs, mu_q, Sigma_q)
+kl3_mc, se3 = log_ratio3.mean(), log_ratio3.std() / math.sqrt(len(xs))
 kl3 = G.mvn_kl(mu3, Sigma3, mu_q, Sigma_q)
-print(f"3D KL closed form {kl3.item():.4f}, Monte Carlo {kl3_mc.item():.4f}")
-assert abs(kl3 - kl3_mc) < 0.05
+print(
+    f"3D KL closed form {kl3.item():.4f}, Monte Carlo {kl3_mc.item():.4f} ± {se3:.4f}"
+)
+assert abs(kl3 - kl3_mc) < 4 * se3
+# Teeth: a trace that keeps only the diagonals, sum_i Sigma1_ii / Sigma2_ii in
+# place of tr(Sigma2^-1 Sigma1), is the classic slip when going from Eq. (12) to
+# Eq. (13); it misses the Monte Carlo value by many standard errors.
+P_q = torch.linalg.inv(Sigma_q)
+kl3_diag = kl3 + 0.5 * (
+    (Sigma3.diagonal() / Sigma_q.diagonal()).sum() - (P_q @ Sigma3).trace()
+)
+print(
+    f"with the diagonal-only trace: {kl3_diag.item():.4f}, "
+    f"{abs(kl3_diag - kl3_mc) / se3:.1f} standard errors away"
+)
+assert abs(kl3_diag - kl3_mc) > 4 * se3
 d1, d2 = torch.tensor([0.5, 2.0], dtype=F64), torch.tensor([1.0, 1.5], dtype=F64)
 assert_close(
     G.mvn_kl(mu2, torch.diag(d1), mu2 + 1, torch.diag(d2)),
@@ -402,7 +450,11 @@ plt.show()
 # Note what is *not* Gaussian: the marginal $q(x_t) = \int q(x_t\mid x_0)\,p_{\rm data}(x_0)\,dx_0$
 # is a mixture over data points, and only becomes close to $\mathcal{N}(0, I)$ when
 # $\bar\alpha_t \approx 0$. The cell below checks Eq. (15) against simulation of
-# Eq. (14) and Eq. (16) against `gaussian_conditional` applied to the joint.
+# Eq. (14), at every $t$ to within five standard errors of the simulated mean and
+# variance, and Eq. (16) against `gaussian_conditional` applied to the joint. The
+# same check rejects the off-by-one $\bar\alpha_{t-1}$ in place of $\bar\alpha_t$
+# (an easy slip between the paper's $t = 1, \dots, T$ and Python's zero-based
+# arrays): at $t = 1$ it predicts variance $0$ instead of $\beta_1$.
 
 # %%
 T = 200
@@ -420,8 +472,34 @@ for t in range(T):
     means.append(xt.mean())
     variances.append(xt.var())
 means, variances = torch.stack(means), torch.stack(variances)
-assert_close(means, alpha_bar.sqrt() * x0, atol=0.02, rtol=0)
-assert_close(variances, 1 - alpha_bar, atol=0.02, rtol=0)
+# Standard errors at each t, from the simulation itself: the sample mean has
+# variance v_t / n and the sample variance (for a Gaussian) v_t^2 * 2 / (n - 1),
+# with v_t the simulated variance. With 400 comparisons the tolerance is
+# 5 standard errors (a false alarm at any one has probability 6e-7, so under
+# 3e-4 for the whole curve by the union bound).
+n = len(xt)
+se_mean, se_var = (variances / n).sqrt(), variances * math.sqrt(2 / (n - 1))
+
+
+def z_scores(ab):
+    """Largest |simulated - predicted| / standard error over t (mean, variance)."""
+    z_mean = (means - ab.sqrt() * x0).abs() / se_mean
+    z_var = (variances - (1 - ab)).abs() / se_var
+    return z_mean.max().item(), z_var.max().item()
+
+
+z_ok = z_scores(alpha_bar)
+# Teeth: the off-by-one alpha_bar_{t-1} in place of alpha_bar_t must fail; it is
+# worst at t = 1, where it predicts variance 0 instead of beta_1.
+z_off = z_scores(torch.cat([torch.ones(1, dtype=F64), alpha_bar[:-1]]))
+print(
+    "Eq. (15): largest error "
+    f"{max(z_ok):.1f} standard errors (mean {z_ok[0]:.1f}, variance {z_ok[1]:.1f})"
+)
+print(
+    f"alpha_bar_(t-1) for alpha_bar_t: largest error {max(z_off):.0f} standard errors"
+)
+assert max(z_ok) < 5 and max(z_off) > 5
 
 t = 50  # paper index t = 51; any t >= 1 works
 ab_prev, ab_t = alpha_bar[t - 1], alpha_bar[t]
