@@ -14,6 +14,8 @@ Ctrl-C or SIGTERM at any moment saves the last *completed* step: an interrupt
 during the draws, forward or backward puts the generators back as they were
 before the step (nothing else has changed yet); one during the optimiser step
 and the EMA update waits for them to finish (:mod:`difflab.train.interrupts`).
+Under DDP a checkpoint holds every process's random state, gathered at the
+periodic checkpoints; an interrupt keeps the last of those.
 On a GPU: bf16 autocast, ``channels_last``, optional ``torch.compile``; under
 ``torchrun``, DistributedDataParallel.
 """
@@ -196,12 +198,27 @@ def _set_rng_state(gen: torch.Generator, state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def resume(state: TrainState, ckpt: Path, cfg: TrainConfig) -> None:
+def all_rng_states(gen: torch.Generator, world: int) -> list[dict]:
+    """The random state of every process, gathered (a collective under DDP)."""
+    mine = _rng_state(gen)
+    if world == 1:
+        return [mine]
+    states: list = [None] * world
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def resume(
+    state: TrainState, ckpt: Path, cfg: TrainConfig, rank: int = 0, world: int = 1
+) -> None:
     """Load weights, optimiser, generators and counters from ``ckpt``.
 
+    Each of the ``world`` processes takes back its own random state.
+
     Raises:
-        CheckpointError: if ``ckpt`` is unreadable, of another configuration, or
-            of another network (one line naming the file and the fix).
+        CheckpointError: if ``ckpt`` is unreadable, of another configuration or
+            number of processes, or of another network (one line naming the file
+            and the fix).
     """
     keys = ("net", "ema", "opt", "rng", "step", "losses", "seconds")
     saved = load_checkpoint(ckpt, map_location=state.running.device, keys=keys)
@@ -209,11 +226,16 @@ def resume(state: TrainState, ckpt: Path, cfg: TrainConfig) -> None:
         raise CheckpointError(
             f"{ckpt} was written by another configuration; delete it to retrain."
         )
+    if saved.get("world", 1) != world:
+        raise CheckpointError(
+            f"{ckpt} was written by {saved.get('world', 1)} processes, not {world}; "
+            "delete it to retrain."
+        )
     restore(state.net, saved["net"], ckpt)
     restore(state.ema, saved["ema"], ckpt)
     restore(state.opt, saved["opt"], ckpt)
     try:
-        _set_rng_state(state.gen, saved["rng"])
+        _set_rng_state(state.gen, saved["rng"] if world == 1 else saved["rngs"][rank])
         state.step, state.losses = int(saved["step"]), list(saved["losses"])
         state.seconds = float(saved["seconds"])
         state.running.fill_(saved.get("running", 0.0))
@@ -222,15 +244,27 @@ def resume(state: TrainState, ckpt: Path, cfg: TrainConfig) -> None:
 
 
 def save(
-    state: TrainState, ckpt: Path, cfg: TrainConfig, meta: dict, done: bool
+    state: TrainState,
+    ckpt: Path,
+    cfg: TrainConfig,
+    meta: dict,
+    done: bool,
+    rngs: list[dict] | None = None,
 ) -> None:
-    """Write the whole state to ``ckpt`` atomically (``done``: training finished)."""
+    """Write the whole state to ``ckpt`` atomically (``done``: training finished).
+
+    ``rngs``: the random state of every process (:func:`all_rng_states`); by
+    default that of this one alone.
+    """
+    rngs = rngs or [_rng_state(state.gen)]
     save_checkpoint(
         {
             "net": state.net.state_dict(),
             "ema": state.ema.state_dict(),
             "opt": state.opt.state_dict(),
-            "rng": _rng_state(state.gen),
+            "rng": rngs[0],
+            "rngs": rngs,
+            "world": len(rngs),
             "step": state.step,
             "losses": state.losses,
             "seconds": state.seconds,
@@ -378,15 +412,19 @@ def train(
     interrupts = Interrupts()
 
     def checkpoint_now(done: bool) -> None:
+        """Every process calls this at the same step; rank 0 writes."""
+        if not checkpoint:
+            return
+        rngs = all_rng_states(state.gen, world)
         if ckpt is not None:
             with interrupts.deferred():  # a second Ctrl-C does not lose this one
-                save(state, ckpt, cfg, meta or {}, done)
+                save(state, ckpt, cfg, meta or {}, done, rngs)
 
     forked = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked), interrupts.installed():
         torch.manual_seed(cfg.seed + 1000 * rank)  # dropout; restored on exit
         if checkpoint and Path(checkpoint).exists():
-            resume(state, Path(checkpoint), cfg)
+            resume(state, Path(checkpoint), cfg, rank, world)
         model = nn.parallel.DistributedDataParallel(net) if world > 1 else net
         model = torch.compile(model) if cfg.compile else model
         bar = tqdm(
@@ -429,7 +467,9 @@ def train(
             healthy = bool(torch.isfinite(state.running)) and all(
                 math.isfinite(x) for x in state.losses[-1:]
             )
-            if state.step > 0 and healthy:
+            # Under DDP the other processes' random states cannot be gathered
+            # now; the last periodic checkpoint, which has them, is kept.
+            if state.step > 0 and healthy and world == 1:
                 checkpoint_now(done=False)  # nothing is lost: the next run resumes
             raise
         finally:
