@@ -64,10 +64,11 @@ def _net(seed=0):
     return UNet(TINY)
 
 
-def _quick(steps=3, seed=0):
-    """The quick ddpm recipe cut to a few steps."""
+def _quick(steps=2, seed=0, batch_size=128):
+    """The quick ddpm recipe cut to a few steps (and a smaller batch, if asked)."""
     r = recipes.get_recipe("ddpm", "quick")
     cut = replace(r.train, steps=steps, seed=seed, log_every=2, checkpoint_every=2)
+    cut = replace(cut, batch_size=batch_size)
     return replace(r, dataset="digits", T=100, train=cut)
 
 
@@ -203,7 +204,7 @@ def test_a_failed_run_never_caches_a_finished_entry(cache, monkeypatch):
     """Training that fails (an error in the network at step 4, after the
     checkpoint of step 2) leaves only an unfinished checkpoint, from which the
     next call resumes, ending with the weights of a run that never failed."""
-    recipe, cpu = _quick(steps=6), torch.device("cpu")
+    recipe, cpu = _quick(steps=6, batch_size=16), torch.device("cpu")
     init = recipes.init_net
 
     def failing(r, device="cpu"):
