@@ -233,12 +233,50 @@ def _ddp_worker(rank, world, port, out):
         progress=False,
     )
     torch.save(res.net.state_dict(), out / f"rank{rank}.pt")
+
+    def stop(step, loss):  # at step 4: the step-2 checkpoint is kept
+        if step == 4:
+            raise KeyboardInterrupt
+
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            _net(),
+            images,
+            make_schedule("linear", 100),
+            cfg,
+            checkpoint=out / "cut.pt",
+            progress=False,
+            callback=stop,
+        )
+    torch.distributed.barrier()
+    step = load_checkpoint(out / "cut.pt")["step"]
+    torch.manual_seed(7 + rank)  # another start: the weights come from the file
+    again = train(
+        _net(),
+        images,
+        make_schedule("linear", 100),
+        cfg,
+        checkpoint=out / "cut.pt",
+        progress=False,
+    )
+    same = all(
+        torch.equal(a, b)
+        for m, n in [(res.net, again.net), (res.ema, again.ema)]
+        for a, b in zip(m.state_dict().values(), n.state_dict().values(), strict=True)
+    )
+    torch.save({"step": step, "same": same}, out / f"resumed{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
 def test_ddp_ranks_stay_in_step(tmp_path):
     """Under DDP (gloo, 2 CPU processes) the averaged gradients keep both ranks'
-    weights identical, though each rank draws its own batches; rank 0 checkpoints."""
+    weights identical, though each rank draws its own batches; rank 0 checkpoints.
+
+    The checkpoint keeps both processes' random states, so a run interrupted at
+    step 4 resumes from its step-2 checkpoint and ends, on every process, with
+    the uninterrupted run's weights (rank 1 does not take rank 0's batches).
+    """
     import socket
 
     import torch.multiprocessing as mp
@@ -250,4 +288,8 @@ def test_ddp_ranks_stay_in_step(tmp_path):
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     for k in a:
         assert_close(a[k], b[k], rtol=0, atol=0)
-    assert load_checkpoint(tmp_path / "ddp.pt")["step"] == 4
+    state = load_checkpoint(tmp_path / "ddp.pt")
+    assert state["step"] == 4
+    assert state["world"] == 2 and not torch.equal(*(r["gen"] for r in state["rngs"]))
+    for r in (0, 1):
+        assert torch.load(tmp_path / f"resumed{r}.pt") == {"step": 2, "same": True}

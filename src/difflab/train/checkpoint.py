@@ -1,11 +1,18 @@
-"""Atomic checkpoint files that load with ``weights_only=True`` and fail clearly."""
+"""Atomic checkpoint files that load with ``weights_only=True`` and fail clearly.
+
+Whatever is wrong with a checkpoint (cut short by a crash, empty, a folder where
+the file should be, another program's file, or a state of another network), the
+error is one :class:`CheckpointError` line that names the file and says that
+deleting it makes the next run train again.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -14,6 +21,28 @@ FORMAT = "difflab-checkpoint-v1"
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: truncated, foreign or of another run."""
+
+
+class _Loadable(Protocol):
+    def load_state_dict(self, state_dict: Any, /) -> Any: ...
+
+
+def _fix(path: Path) -> str:
+    return f"delete {path} and run again to retrain it"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:120]}" if text else type(err).__name__
+
+
+def unreadable(path: str | Path, why: str | BaseException) -> CheckpointError:
+    """The one-line error for the checkpoint ``path`` that cannot be used, and why."""
+    path = Path(path)
+    why = _first_line(why) if isinstance(why, BaseException) else why
+    return CheckpointError(
+        f"{path} is not a readable checkpoint ({why}); {_fix(path)}."
+    )
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -38,24 +67,50 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         raise
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    *,
+    keys: Iterable[str] = (),
+) -> dict:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+
+    Args:
+        keys: entries the caller needs; a checkpoint without one of them is refused.
 
     Raises:
         CheckpointError: with one message naming the file and what to do, if it is
-            missing, truncated, not a difflab checkpoint, or holds pickled code.
+            missing, a folder, empty, truncated, not a difflab checkpoint, lacks
+            one of ``keys``, or holds pickled code.
     """
     path = Path(path)
-    fix = f"delete {path} and run again to retrain it"
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"No checkpoint at {path}.")
+    if path.is_dir():
+        raise unreadable(path, "it is a folder")
+    if path.stat().st_size == 0:
+        raise unreadable(path, "the file is empty")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated zip, foreign pickle, ...
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:120]}); {fix}."
-        ) from err
+    except Exception as err:  # truncated zip, foreign pickle, unreadable file, ...
+        raise unreadable(path, err) from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a difflab checkpoint ({FORMAT}); {fix}.")
+        raise CheckpointError(
+            f"{path} is not a difflab checkpoint ({FORMAT}); {_fix(path)}."
+        )
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise unreadable(path, f"it has no {', '.join(map(repr, missing))}")
     return state
+
+
+def restore(obj: _Loadable, state_dict: Any, path: str | Path) -> None:
+    """``obj.load_state_dict(state_dict)``, a mismatch being the checkpoint's fault.
+
+    Raises:
+        CheckpointError: naming ``path`` if the keys, shapes or types do not fit.
+    """
+    try:
+        obj.load_state_dict(state_dict)
+    except (KeyError, RuntimeError, TypeError, ValueError, IndexError) as err:
+        raise unreadable(path, f"it does not fit: {_first_line(err)}") from err

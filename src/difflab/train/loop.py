@@ -3,13 +3,21 @@
 :func:`train` is Algorithm 1 of Ho et al. (2020) with the engineering around it
 as small named steps: :func:`resume` from a checkpoint, :func:`get_batch`
 (images and their condition, some rows replaced by the null condition),
-:func:`optimise` (L_simple, clipped gradients, AdamW with warm-up),
-:func:`update_ema`, :func:`log` (with the NaN guard) and :func:`save`. Everything
-that changes lives in one :class:`TrainState`. Every random draw (batches,
-dropped conditions, t, eps, dropout) comes from generators whose state goes into
-the checkpoint, so a run that is interrupted and resumed ends with exactly the
-weights of one that was not. On a GPU: bf16 autocast, ``channels_last``,
-optional ``torch.compile``; under ``torchrun``, DistributedDataParallel.
+:func:`backward` (L_simple and its gradients), :func:`optimise` (clipped
+gradients, AdamW with warm-up), :func:`update_ema`, :func:`log` (with the NaN
+guard) and :func:`save`. Everything that changes lives in one :class:`TrainState`.
+Every random draw (batches, dropped conditions, t, eps, dropout) comes from
+generators whose state goes into the checkpoint, so a run that is interrupted
+and resumed ends with exactly the weights of one that was not.
+
+Ctrl-C or SIGTERM at any moment saves the last *completed* step: an interrupt
+during the draws, forward or backward puts the generators back as they were
+before the step (nothing else has changed yet); one during the optimiser step
+and the EMA update waits for them to finish (:mod:`difflab.train.interrupts`).
+Under DDP a checkpoint holds every process's random state, gathered at the
+periodic checkpoints; an interrupt keeps the last of those.
+On a GPU: bf16 autocast, ``channels_last``, optional ``torch.compile``; under
+``torchrun``, DistributedDataParallel.
 """
 
 from __future__ import annotations
@@ -31,8 +39,15 @@ from difflab.core.cond import Cond, NullCond
 from difflab.core.progress import tqdm
 from difflab.diffusion.losses import simple_loss
 from difflab.diffusion.schedules import Schedule
-from difflab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from difflab.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    restore,
+    save_checkpoint,
+    unreadable,
+)
 from difflab.train.device import autocast_dtype
+from difflab.train.interrupts import Interrupts
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,41 @@ class TrainConfig:
     compile: bool = False
     amp: bool = True
     channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        """Refuse a setting no run can use, before any work (ValueError, one line)."""
+
+        def refuse(name: str, allowed: str) -> None:
+            value = getattr(self, name)
+            raise ValueError(f"TrainConfig.{name} must be {allowed}, not {value!r}.")
+
+        def number(x: object) -> bool:
+            return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+        def finite(x: object) -> bool:
+            return number(x) and math.isfinite(x)
+
+        def whole(x: object) -> bool:
+            return isinstance(x, int) and not isinstance(x, bool)
+
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+            if not (whole(getattr(self, name)) and getattr(self, name) >= 1):
+                refuse(name, "a positive whole number")
+        if not (whole(self.warmup) and self.warmup >= 0):
+            refuse("warmup", "a whole number of steps >= 0")
+        if not (finite(self.lr) and self.lr > 0):
+            refuse("lr", "a finite number > 0")
+        if not (number(self.grad_clip) and self.grad_clip > 0):
+            refuse("grad_clip", "a number > 0 (inf: no clipping)")
+        if not (finite(self.weight_decay) and self.weight_decay >= 0):
+            refuse("weight_decay", "a finite number >= 0")
+        for name in ("ema_decay", "cond_drop"):
+            if not (finite(getattr(self, name)) and 0 <= getattr(self, name) <= 1):
+                refuse(name, "a number in [0, 1]")
+        if self.prediction not in ("eps", "x0", "v"):
+            refuse("prediction", "'eps', 'x0' or 'v'")
+        if self.cond_drop > 0 and self.null_cond is None:
+            raise ValueError("TrainConfig.cond_drop > 0 needs TrainConfig.null_cond")
 
 
 class TrainingDiverged(RuntimeError):
@@ -148,36 +198,73 @@ def _set_rng_state(gen: torch.Generator, state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def resume(state: TrainState, ckpt: Path, cfg: TrainConfig) -> None:
+def all_rng_states(gen: torch.Generator, world: int) -> list[dict]:
+    """The random state of every process, gathered (a collective under DDP)."""
+    mine = _rng_state(gen)
+    if world == 1:
+        return [mine]
+    states: list = [None] * world
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def resume(
+    state: TrainState, ckpt: Path, cfg: TrainConfig, rank: int = 0, world: int = 1
+) -> None:
     """Load weights, optimiser, generators and counters from ``ckpt``.
 
+    Each of the ``world`` processes takes back its own random state.
+
     Raises:
-        CheckpointError: if ``ckpt`` is unreadable or of another configuration.
+        CheckpointError: if ``ckpt`` is unreadable, of another configuration or
+            number of processes, or of another network (one line naming the file
+            and the fix).
     """
-    saved = load_checkpoint(ckpt, map_location=state.running.device)
+    keys = ("net", "ema", "opt", "rng", "step", "losses", "seconds")
+    saved = load_checkpoint(ckpt, map_location=state.running.device, keys=keys)
     if saved.get("train_config") != asdict(cfg):
         raise CheckpointError(
             f"{ckpt} was written by another configuration; delete it to retrain."
         )
-    state.net.load_state_dict(saved["net"])
-    state.ema.load_state_dict(saved["ema"])
-    state.opt.load_state_dict(saved["opt"])
-    _set_rng_state(state.gen, saved["rng"])
-    state.step, state.losses = saved["step"], list(saved["losses"])
-    state.seconds = saved["seconds"]
-    state.running.fill_(saved.get("running", 0.0))
+    if saved.get("world", 1) != world:
+        raise CheckpointError(
+            f"{ckpt} was written by {saved.get('world', 1)} processes, not {world}; "
+            "delete it to retrain."
+        )
+    restore(state.net, saved["net"], ckpt)
+    restore(state.ema, saved["ema"], ckpt)
+    restore(state.opt, saved["opt"], ckpt)
+    try:
+        _set_rng_state(state.gen, saved["rng"] if world == 1 else saved["rngs"][rank])
+        state.step, state.losses = int(saved["step"]), list(saved["losses"])
+        state.seconds = float(saved["seconds"])
+        state.running.fill_(saved.get("running", 0.0))
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:
+        raise unreadable(ckpt, err) from err
 
 
 def save(
-    state: TrainState, ckpt: Path, cfg: TrainConfig, meta: dict, done: bool
+    state: TrainState,
+    ckpt: Path,
+    cfg: TrainConfig,
+    meta: dict,
+    done: bool,
+    rngs: list[dict] | None = None,
 ) -> None:
-    """Write the whole state to ``ckpt`` atomically (``done``: training finished)."""
+    """Write the whole state to ``ckpt`` atomically (``done``: training finished).
+
+    ``rngs``: the random state of every process (:func:`all_rng_states`); by
+    default that of this one alone.
+    """
+    rngs = rngs or [_rng_state(state.gen)]
     save_checkpoint(
         {
             "net": state.net.state_dict(),
             "ema": state.ema.state_dict(),
             "opt": state.opt.state_dict(),
-            "rng": _rng_state(state.gen),
+            "rng": rngs[0],
+            "rngs": rngs,
+            "world": len(rngs),
             "step": state.step,
             "losses": state.losses,
             "seconds": state.seconds,
@@ -209,7 +296,7 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
 
 
-def optimise(
+def backward(
     model: nn.Module,
     schedule: Schedule,
     x0: Tensor,
@@ -217,7 +304,11 @@ def optimise(
     state: TrainState,
     cfg: TrainConfig,
 ) -> Tensor:
-    """One gradient step on L_simple (Ho et al. 2020, Algorithm 1); the loss."""
+    """L_simple and its gradient (Ho et al. 2020, Algorithm 1, lines 2-5); the loss.
+
+    Changes only the generators and the ``.grad`` fields, so an interrupted call
+    is undone by putting the generators back.
+    """
     device = x0.device
     amp_dtype = autocast_dtype(device) if cfg.amp else None
     with torch.autocast(
@@ -231,13 +322,17 @@ def optimise(
             prediction=cfg.prediction,
             generator=state.gen,
         )
-    for group in state.opt.param_groups:
-        group["lr"] = learning_rate(state.step, cfg)
     state.opt.zero_grad(set_to_none=True)
     loss.backward()
+    return loss.detach()
+
+
+def optimise(state: TrainState, cfg: TrainConfig) -> None:
+    """The gradient step: clip the global norm, then AdamW at the warm-up rate."""
+    for group in state.opt.param_groups:
+        group["lr"] = learning_rate(state.step, cfg)
     nn.utils.clip_grad_norm_(state.net.parameters(), cfg.grad_clip)
     state.opt.step()
-    return loss.detach()
 
 
 @torch.no_grad()
@@ -289,17 +384,23 @@ def train(
             (atomically); if a checkpoint is there, training resumes from it.
         meta: extra JSON-like data stored in the checkpoint (the recipe, say).
         callback: ``callback(step, loss)`` after each logged step; raising
-            ``KeyboardInterrupt`` there (or Ctrl-C) saves a checkpoint, then stops.
+            ``KeyboardInterrupt`` there (or Ctrl-C, or SIGTERM, at any moment)
+            saves the last completed step to ``checkpoint``, then stops.
         time_budget: stop (and save) after this many seconds of training.
 
     Raises:
         TrainingDiverged: if the loss turns NaN/Inf; the last good checkpoint stays.
-        ValueError: if ``config.cond_drop > 0`` without a ``config.null_cond``.
+        ValueError: if ``config.batch_size`` is smaller than the number of
+            processes.
+        KeyboardInterrupt: on Ctrl-C or SIGTERM, once the checkpoint is written.
     """
     cfg = config
-    if cfg.cond_drop > 0 and cfg.null_cond is None:
-        raise ValueError("TrainConfig.cond_drop > 0 needs TrainConfig.null_cond")
     rank, world, ddp_device = setup_distributed()
+    if cfg.batch_size < world:
+        raise ValueError(
+            f"TrainConfig.batch_size {cfg.batch_size} is smaller than the {world} "
+            "processes; give each at least one image."
+        )
     if ddp_device is not None:
         net.to(ddp_device)
     device = next(net.parameters()).device
@@ -308,15 +409,22 @@ def train(
     images, cond = images.to(device), conds.to(cond, device)
     ckpt = Path(checkpoint) if checkpoint and rank == 0 else None
     state = TrainState.start(net, cfg, seed=cfg.seed + 1000 * rank)
+    interrupts = Interrupts()
 
     def checkpoint_now(done: bool) -> None:
+        """Every process calls this at the same step; rank 0 writes."""
+        if not checkpoint:
+            return
+        rngs = all_rng_states(state.gen, world)
         if ckpt is not None:
-            save(state, ckpt, cfg, meta or {}, done)
+            with interrupts.deferred():  # a second Ctrl-C does not lose this one
+                save(state, ckpt, cfg, meta or {}, done, rngs)
 
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    forked = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked), interrupts.installed():
         torch.manual_seed(cfg.seed + 1000 * rank)  # dropout; restored on exit
         if checkpoint and Path(checkpoint).exists():
-            resume(state, Path(checkpoint), cfg)
+            resume(state, Path(checkpoint), cfg, rank, world)
         model = nn.parallel.DistributedDataParallel(net) if world > 1 else net
         model = torch.compile(model) if cfg.compile else model
         bar = tqdm(
@@ -329,10 +437,20 @@ def train(
         t0 = time.perf_counter() - state.seconds
         try:
             while state.step < cfg.steps:
-                x0, c = get_batch(images, cond, state, cfg, cfg.batch_size // world)
-                state.running += optimise(model, schedule, x0, c, state, cfg)
-                update_ema(state, cfg.ema_decay)
-                state.step += 1
+                step, before = state.step, _rng_state(state.gen)
+                try:
+                    x0, c = get_batch(images, cond, state, cfg, cfg.batch_size // world)
+                    loss = backward(model, schedule, x0, c, state, cfg)
+                    with interrupts.deferred():  # the step completes, or never began
+                        optimise(state, cfg)
+                        update_ema(state, cfg.ema_decay)
+                        state.running += loss
+                        state.step += 1
+                except KeyboardInterrupt:
+                    if state.step == step:  # stopped in the first half: undo its draws
+                        with interrupts.deferred():
+                            _set_rng_state(state.gen, before)
+                    raise
                 bar.update(1)
                 if state.step % cfg.log_every == 0 or state.step == cfg.steps:
                     state.seconds = time.perf_counter() - t0
@@ -346,7 +464,12 @@ def train(
                     checkpoint_now(done=False)
         except KeyboardInterrupt:
             state.seconds = time.perf_counter() - t0
-            if state.losses and math.isfinite(state.losses[-1]):
+            healthy = bool(torch.isfinite(state.running)) and all(
+                math.isfinite(x) for x in state.losses[-1:]
+            )
+            # Under DDP the other processes' random states cannot be gathered
+            # now; the last periodic checkpoint, which has them, is kept.
+            if state.step > 0 and healthy and world == 1:
                 checkpoint_now(done=False)  # nothing is lost: the next run resumes
             raise
         finally:

@@ -6,6 +6,12 @@ resolution). ``DIFFLAB_PROFILE`` picks the profile, ``DIFFLAB_DATASET`` the data
 :func:`load_or_train` caches the trained checkpoint (:func:`difflab.train.cache.cached`)
 under a key made of the recipe and the source of the modules training depends on
 (:data:`DEPS`), so an unchanged rebuild trains nothing.
+
+Training a recipe is reproducible to the bit on a given device: the initial
+weights come from the recipe's seed (:func:`init_net`), not from torch's global
+random state, and every later draw from generators the loop seeds and saves. The
+number of processes (``torchrun``) is part of the recipe, so a run on two
+processes, whose batches differ, is cached apart from a run on one.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from difflab.diffusion.parameterization import EpsModel, as_eps_model
 from difflab.diffusion.samplers import ddim_sample, ddim_timesteps, ddpm_sample
 from difflab.diffusion.schedules import Schedule, make_schedule
 from difflab.nets.unet import UNet, UNetConfig, ddpm_cifar10_config
-from difflab.train.cache import cached
+from difflab.train.cache import cached, entry
+from difflab.train.checkpoint import load_checkpoint, restore, unreadable
 from difflab.train.device import default_device
 from difflab.train.loop import TrainConfig, train
 from difflab.train.profiles import PROFILES, current_profile
@@ -36,7 +43,9 @@ class Recipe:
     """A diffusion model to train: data, network, schedule and optimisation.
 
     ``conditional``: trained on ``{"y": labels}``; condition dropout and the null
-    condition are ``train.cond_drop`` and ``train.null_cond``.
+    condition are ``train.cond_drop`` and ``train.null_cond``. ``world_size``: the
+    number of training processes (``torchrun``), each drawing
+    ``train.batch_size // world_size`` images a step; :func:`load_or_train` sets it.
     """
 
     name: str
@@ -48,6 +57,7 @@ class Recipe:
     T: int = 1000
     conditional: bool = False
     description: str = ""
+    world_size: int = 1
 
 
 def _ddpm(profile: str) -> Recipe:
@@ -178,6 +188,37 @@ def get_recipe(name: str, profile: str | None = None) -> Recipe:
     return recipe
 
 
+def init_net(recipe: Recipe, device: torch.device | str = "cpu") -> UNet:
+    """The recipe's network with initial weights drawn from ``recipe.train.seed``.
+
+    The weights are drawn on the CPU under a forked random state, so they are the
+    same on every device and in every process, whatever torch's global state is,
+    and that state is left untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.train.seed)
+        net = UNet(recipe.unet)
+    return net.to(device)
+
+
+def with_world_size(recipe: Recipe, world: int) -> Recipe:
+    """``recipe`` for ``world`` processes, its global batch a multiple of ``world``.
+
+    Each process draws ``batch_size // world`` images a step, so the global batch
+    (what the cache key records) is that times ``world``.
+
+    Raises:
+        ValueError: if the batch is smaller than the number of processes.
+    """
+    batch = recipe.train.batch_size
+    if world < 1 or batch < world:
+        raise ValueError(
+            f"{recipe.name}: a batch of {batch} cannot be split over {world} processes."
+        )
+    train_cfg = replace(recipe.train, batch_size=batch // world * world)
+    return replace(recipe, world_size=world, train=train_cfg)
+
+
 def resolve_data(recipe: Recipe, split: str = "train") -> tuple[Recipe, ImageData]:
     """Load the recipe's data and fit the network's input size to it."""
     data = load_images(recipe.dataset, split=split)
@@ -271,22 +312,30 @@ def load_or_train(
     """The trained model of ``recipe``: from the cache if there, else trained now.
 
     The checkpoint lives at ``.cache/difflab/ddpm/<key>.pt`` where the key hashes
-    the recipe (with the dataset actually found) and the source of :data:`DEPS`.
-    An interrupted training resumes from its last checkpoint on the next call.
+    the recipe (with the dataset actually found and the number of processes) and
+    the source of :data:`DEPS`. An interrupted training resumes from its last
+    checkpoint on the next call. Under ``torchrun`` every process trains and only
+    rank 0 writes.
+
+    Raises:
+        ValueError: if ``steps`` is not a positive whole number.
+        CheckpointError: if the cached file cannot be used (the message names it).
     """
     if isinstance(recipe, str):
         recipe = get_recipe(recipe)
     if steps is not None:
         recipe = replace(recipe, train=replace(recipe.train, steps=steps))
     device = device or default_device()
+    recipe = with_world_size(recipe, int(os.environ.get("WORLD_SIZE", "1")))
     recipe, data = resolve_data(recipe)
     if device.type != "cuda":
         recipe = replace(recipe, train=replace(recipe.train, compile=False))
     schedule = make_schedule(recipe.schedule, recipe.T)
+    path = entry("ddpm", recipe, deps=DEPS).path
 
     def build(path):
         result = train(
-            UNet(recipe.unet).to(device),
+            init_net(recipe, device),
             data.images,
             schedule,
             recipe.train,
@@ -295,6 +344,10 @@ def load_or_train(
             meta={"recipe": repr(recipe)},
             progress=progress,
         )
+        if result.step != recipe.train.steps:  # never cache an unfinished run
+            raise RuntimeError(
+                f"training stopped at step {result.step} of {recipe.train.steps}"
+            )
         return {
             "ema": result.ema.state_dict(),
             "losses": result.losses,
@@ -302,11 +355,19 @@ def load_or_train(
         }
 
     def load(state):
-        net = UNet(recipe.unet).to(device)
-        net.load_state_dict(state["ema"])
-        return net.eval(), list(state["losses"]), state["seconds"]
+        net = init_net(recipe, device)  # leaves the global random state alone
+        restore(net, state.get("ema"), path)
+        try:
+            return net.eval(), list(state["losses"]), float(state["seconds"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise unreadable(path, err) from err
 
-    (net, losses, seconds), hit = cached(
-        "ddpm", recipe, deps=DEPS, build=build, load=load, device=device
-    )
+    if int(os.environ.get("RANK", "0")) != 0:  # a follower: trains, writes nothing
+        state = load_checkpoint(path, device) if path.is_file() else {}
+        hit = bool(state.get("done"))
+        net, losses, seconds = load(state if hit else build(path))
+    else:
+        (net, losses, seconds), hit = cached(
+            "ddpm", recipe, deps=DEPS, build=build, load=load, device=device
+        )
     return Trained(recipe, net, schedule, losses, seconds, hit, data.note)
