@@ -20,11 +20,10 @@ import torch.nn.functional as F
 
 from difflab.diffusion.schedules import make_schedule
 from difflab.eval.metrics import evaluate_samples, format_scores
-from difflab.nets.unet import UNet
 from difflab.train.cache import write_atomic
 from difflab.train.device import autocast_dtype, default_device, describe
 from difflab.train.loop import train
-from difflab.train.recipes import Trained, get_recipe, resolve_data
+from difflab.train.recipes import Trained, get_recipe, init_net, resolve_data
 
 
 def _baseline_net(size: int, channels: int, gpu: bool):
@@ -124,7 +123,7 @@ def bench_quality(
     )
     # difflab: the recipe's network and loop, stopped by the same budget.
     recipe = replace(recipe, train=replace(recipe.train, steps=10**9, compile=gpu))
-    net = UNet(recipe.unet).to(device)
+    net = init_net(recipe, device)
     schedule = make_schedule(recipe.schedule, recipe.T)
     res = train(
         net, data.images, schedule, recipe.train, progress=progress, time_budget=budget

@@ -308,9 +308,8 @@ def _write_sidecar(e: Entry, config: object, deps: tuple[str, ...]) -> None:
         "deps": list(deps),
         "deps_hash": deps_hash(deps),
     }
-    tmp = e.sidecar.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, e.sidecar)
+    text = json.dumps(record, indent=1) + "\n"
+    write_atomic(e.sidecar, lambda f: f.write(text.encode()))
 
 
 def _load(e: Entry, device: torch.device | str) -> dict[str, Any]:
