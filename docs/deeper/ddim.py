@@ -243,7 +243,7 @@ print("from-scratch Eq. (3) == difflab.diffusion.samplers.ddim_sample step: OK")
 
 # %% [markdown]
 # The mean matches to within five standard errors and the variance ratio is 1 for
-# every $\sigma$, including the extreme ones, and for a jump of 300 or 900 steps
+# every $\sigma$, including the extreme ones, and for jumps of 300 and 250 steps
 # as well as for a single step.
 #
 # ## 3. The generative process and $\eta$
@@ -486,9 +486,20 @@ print("ddim_sample(eta=1, all T steps) == ddpm_sample(variance='beta_tilde'): OK
 
 # %% [markdown]
 # The error falls by a factor of ten for every tenfold increase in steps: DDIM is a
-# first-order solver. The `quadratic` spacing of the paper (steps bunched near
-# $t = 0$, `ddim_timesteps(T, S, "quadratic")`) has a smaller constant here; on
-# the images below we keep the uniform spacing of `Trained.sample`.
+# first-order solver. The `quadratic` spacing (steps bunched near $t = 0$,
+# `ddim_timesteps(T, S, "quadratic")`) has a smaller constant here; on the images
+# below we keep the uniform spacing of `Trained.sample`.
+#
+# **Which subsequence.** `ddim_timesteps(T, S)` rounds $S$ evenly spaced points of
+# $[0, T-1]$, so its grid always contains code indices 0 and $T-1$ (paper $t = 1$
+# and $t = T$): the first step starts from the full noise level. That is not the
+# paper's rule, $\tau_i = \lfloor c\,i \rfloor$ (and $\lfloor c\,i^2 \rfloor$ for
+# the quadratic spacing) with $c$ chosen so that the last $\tau$ is close to $T$
+# (App. D.2), nor the authors' code, whose uniform grid is $0, c, 2c, \dots$ with
+# $c = \lfloor T/S \rfloor$ (top step $T - c$) and whose quadratic grid is the
+# integer part of $S$ evenly spaced points of $[0, \sqrt{0.8\,T}]$, squared (top
+# step near $0.8\,T$). The grids differ in where the first and last steps fall,
+# which matters at small $S$; our numbers are for our grid.
 #
 # ## 6. Quality against the number of steps, on one trained network
 #
