@@ -705,12 +705,19 @@ show_table(
     caption="Paired differences (same x_T, same bootstrap indices)",
 )
 z = {k: m / sd for k, (m, sd) in diffs.items()}
-assert z["η = 1 minus η = 0, S = 10"] > 4  # few steps: eta = 1 is clearly worse
-assert z["η = 1: S = 20 minus S = 1000"] > 4
-# Not resolved, and the spread is small enough to say so: DDPM with 1000 steps is
-# neither better nor worse than with 100 here, and eta = 0 has converged by S = 50.
+# Resolved: the spread is small enough to say there is no difference. DDPM with
+# 1000 steps is neither better nor worse than with 100 here, and eta = 0 has
+# converged by S = 50.
 for k in ["η = 1: S = 1000 minus S = 100", "η = 0: S = 50 minus S = 1000"]:
     assert abs(z[k]) < 4 and diffs[k][1] < 0.1, k
+# Not resolved at this sample size: the few-step differences are positive but
+# within four spreads (between eta = 0 and eta = 1 the samples differ, so little
+# of the noise cancels); the distance to S = 1000 above resolves them instead.
+m, sd = diffs["η = 1 minus η = 0, S = 10"]
+print(
+    f"eta = 1 vs eta = 0 at S = 10: {m:+.2f} ± {sd:.2f}; four spreads would need "
+    f"about {(4 * sd / m) ** 2:.0f} times the samples"
+)
 
 # %% tags=["fold"]
 # Plotting code for the figures
@@ -770,12 +777,19 @@ plt.show()
 #   larger at every $S$ and falls more slowly (fitted order below 1): with
 #   coupled noise each coarse step still replaces many small random steps by one
 #   Gaussian jump whose mean uses a single $\hat x_0$.
-# - *The Frechet distance resolves only the large differences.* The spread of a
-#   single distance, about 0.25, is mostly the test split itself (359 images for
-#   64 features), which every setting shares; differences between settings from
-#   the same $x_T$ are far more precise (second table). $\eta = 1$ with 10 or 20
-#   steps is clearly worse than with 1000, and worse than $\eta = 0$ at 10 steps.
-#   $\eta = 0$ at 50 steps is indistinguishable from 1000 steps.
+# - *The Frechet distance resolves only part of it.* The spread of a single
+#   distance, 0.2 to 0.3, comes from the samples and from the test split itself
+#   (359 images for 64 features). Differences between runs from the same $x_T$ are
+#   more precise (second table), most of all between two step counts at the same
+#   $\eta$, whose samples are nearly the same images. With 500 samples that
+#   settles two questions as "no difference": $\eta = 0$ at 50 steps against
+#   1000, and $\eta = 1$ at 1000 steps against 100. The few-step losses (about
+#   +0.1 for $\eta = 0$ at 10 steps, +0.2 for $\eta = 1$ at 20, +0.4 for
+#   $\eta = 1$ against $\eta = 0$ at 10) point the way the paper's do but lie
+#   within two spreads; the page does not claim them from this metric. Resolving
+#   the last at four spreads would take several thousand samples, more than the
+#   page's CPU budget (and than the 1438 training images of the floor). The
+#   distance to the 1000-step sample resolves the same ordering decisively.
 # - *DDPM with 1000 steps is not better than with 100 here.* The difference is
 #   within its spread, and that spread is small (a few hundredths), so this is a
 #   finding, not a lack of samples. With 250 samples, independent noise per
@@ -792,8 +806,8 @@ plt.show()
 # few steps, and the gap closes as $S$ grows. We quote only those two values,
 # which we could check against an indexed copy of the results; read the full grid
 # (also $\eta = 0.2$, $0.5$ and DDPM's larger variance $\hat\sigma$) in the
-# paper. The shape agrees with ours: $\eta = 0$ converges within tens of steps,
-# $\eta = 1$ needs more and loses clearly at $S = 10$. Our numbers are not
+# paper. The shape agrees with ours where ours is resolved: $\eta = 0$ converges
+# within tens of steps and $\eta = 1$ needs more. Our numbers are not
 # comparable with theirs: the distance uses a small classifier's features on 8x8
 # digits and 500 samples (1400 in the full profile), and our model is tiny, so
 # its own error, not the sampler's, sets the level of every entry from about
@@ -971,9 +985,11 @@ plt.show()
 #   $(\bar x, \sigma)$: first order on the exact flow of Gaussian data, and first
 #   order on the trained network too (distance to the 1000-step sample from the same
 #   $x_T$).
-# - On this model, in Frechet distance, $\eta = 0$ has converged by 50 steps;
-#   $\eta = 1$ is clearly worse at 10 and 20 steps and converges more slowly in
-#   distance, and DDPM with all 1000 steps is no better than with 100.
+# - On this model, in distance to the 1000-step sample from the same $x_T$,
+#   $\eta = 1$ is several times further than $\eta = 0$ at every $S$ and converges
+#   more slowly; in Frechet distance (500 samples) $\eta = 0$ has converged by 50
+#   steps, DDPM with all 1000 steps is no better than with 100, and the few-step
+#   losses are within two spreads, not resolved.
 # - Its determinism makes $x_T$ a latent code: slerp between codes interpolates
 #   images, and running the ODE forwards encodes an image.
 #

@@ -164,6 +164,7 @@ def bootstrap_frechet(
     reference: Tensor,
     *,
     n_boot: int = 200,
+    resample_reference: bool = True,
     generator: torch.Generator | None = None,
 ) -> dict[object, Tensor]:
     """Frechet distances of resampled features, paired across settings.
@@ -176,6 +177,9 @@ def bootstrap_frechet(
     Args:
         features: {setting: (N, F)} features of the samples.
         reference: (M, F) features of the reference images.
+        resample_reference: also resample the reference rows (the spread then
+            includes the finite reference set); False keeps it fixed, so the
+            spread is that of the samples alone, which more samples shrink.
 
     Returns:
         {setting: (n_boot,) float64} bootstrap replicates of the distance; their
@@ -189,8 +193,9 @@ def bootstrap_frechet(
     out = {key: torch.empty(n_boot, dtype=torch.float64) for key in features}
     for r in range(n_boot):
         i = torch.randint(n, (n,), generator=generator)
+        j = torch.randint(m, (m,), generator=generator)
         mu_ref, cov_ref = gaussian_stats(
-            reference[torch.randint(m, (m,), generator=generator)].double()
+            (reference[j] if resample_reference else reference).double()
         )
         for key, f in features.items():
             out[key][r] = frechet_distance(
