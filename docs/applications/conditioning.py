@@ -81,6 +81,9 @@ from difflab.train.noisy_classifier import (
 from difflab.train.recipes import load_or_train
 
 run = page.start()
+# Small tensors only (2D points, 8x8 digits): one thread beats two, and by far
+# on a busy machine, where the threads of one op wait for each other.
+torch.set_num_threads(1)
 F64 = torch.float64
 quick = run.profile == "quick"
 
@@ -340,7 +343,7 @@ assert all(err > 1e6 * 1e-9 for err in wrong.values())
 # read its value against the *permutation null*: the same statistic for random
 # re-splits of the pooled samples, what it looks like when the two sets do come
 # from one law. The test passes when the observed value is below the null's
-# $1 - 0.01/6$ quantile (six tests at a family level of 1%). The same test must
+# $1 - 0.01/4$ quantile (four tests at a family level of 1%). The same test must
 # reject the mistake of using Ho & Salimans' $w' = 0$ as our $w$, which samples
 # the whole mixture instead of the class.
 
@@ -366,19 +369,17 @@ def toy_sample(model, k, w_seed=1, eta=0.0):
     )
 
 
-LEVEL = 1 - 0.01 / (2 * K)
+LEVEL = 1 - 0.01 / (K + 1)  # K + 1 tests that should pass, family level 1%
 two_sample_rows = []
 for k in range(K):
     exact = mix.component(k).sample(
         N_TOY, torch.Generator().manual_seed(10 + k), dtype=F64
     )
-    routes = {
-        "classifier-free, w = 1": guided(eps_exact, 1.0, toy_null),
-        "classifier, s = 1": classifier_guided(
+    routes = {"classifier-free, w = 1": guided(eps_exact, 1.0, toy_null)}
+    if k == 1:  # Check 1 showed the two routes equal; one class shows it again
+        routes["classifier, s = 1"] = classifier_guided(
             eps_exact, log_post, 1.0, noise, null=toy_null
-        ),
-    }
-    if k == 1:
+        )
         routes["mistake: w' = 0 as w"] = guided(eps_exact, 0.0, toy_null)
     for name, model in routes.items():
         res = energy_test(
@@ -432,7 +433,7 @@ k_show, W_TOY = 1, [0.0, 1.0, 2.0, 3.0, 5.0]
 boot_gen = torch.Generator().manual_seed(3)
 
 
-def boot_se(x, stat, n_boot=300):
+def boot_se(x, stat, n_boot=200):
     """Bootstrap standard error of stat(x) over resampled rows of x."""
     vals = [
         stat(x[torch.randint(len(x), (len(x),), generator=boot_gen)])
@@ -509,7 +510,7 @@ show_table(
 by_w = {r["w"]: r for r in toy_rows}
 
 
-def paired_z(w_a, w_b, stat, n_boot=300):
+def paired_z(w_a, w_b, stat, n_boot=200):
     """(stat at w_a - stat at w_b) in standard errors of that difference.
 
     The runs share their x_T, so sample i of one run is paired with sample i of
