@@ -104,8 +104,8 @@ def classifier_guided(
         noise: the noise levels, for sigma(t).
         null: if given, ``eps_model`` is called on ``null(cond)``: the
             unconditional branch of a model trained with condition dropout is
-            guided (the "unconditional model + classifier" rows of the paper's
-            Table 4); otherwise it sees ``cond`` itself.
+            guided (as for the unconditional model of the paper's Fig. 3);
+            otherwise it sees ``cond`` itself.
 
     Raises:
         ValueError: if ``scale`` is not finite, or ``cond`` is missing when the
