@@ -226,3 +226,20 @@ def test_noisy_classifier_rows_are_independent_and_time_matters():
     x0 = x[:1].clone().requires_grad_(True)
     (g0,) = torch.autograd.grad(label_log_prob(net)(x0, t[:1], {"y": y[:1]}).sum(), x0)
     assert_close(g_sum[:1], g0)
+
+
+def test_energy_distance_and_its_permutation_null():
+    """The V-statistic equals 2 E|X-Y| - E|X-X'| - E|Y-Y'| written out, and the
+    permutation test rejects a shift of half a standard deviation but not equal laws."""
+    from difflab.eval.two_sample import energy_distance, energy_test
+
+    g = torch.Generator().manual_seed(0)
+    x, y, z = torch.randn(3, 300, 2, generator=g, dtype=F64)
+    mean_dist = lambda a, b: torch.cdist(a, b).mean()  # noqa: E731
+    direct = 2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)
+    assert_close(torch.tensor(energy_distance(x, y), dtype=F64), direct)
+    same = energy_test(x, y, 200, torch.Generator().manual_seed(1))
+    assert_close(torch.tensor(same.statistic, dtype=F64), direct)
+    assert same.p_value > 0.01  # fixed seed: equal laws are not rejected
+    shifted = energy_test(x, z + 0.5, 200, torch.Generator().manual_seed(1))
+    assert shifted.p_value < 0.01 and shifted.statistic > shifted.quantile(0.99)
