@@ -585,9 +585,7 @@ plt.show()
 # one unit at $w = 5$, in a class whose standard deviations are 0.4 to 0.7).
 # That is the direction Eq. (2) asks for: the tilt $p(y \mid x)^{w-1}$ rewards points
 # the classifier is sure about, and for overlapping classes those lie on the
-# side of the class away from its neighbours, not at its centre (a recent
-# empirical study, arXiv:2503.10638, describes guidance the same way, as
-# pushing trajectories away from decision boundaries). The samples are not the
+# side of the class away from its neighbours, not at its centre. The samples are not the
 # tilted target either: the target moves the same way but far less (its mean is
 # about a quarter of a unit off $m_1$ at $w = 5$) and narrows less, as the
 # caution in Section 2 predicted. Guidance moves samples in the direction of
