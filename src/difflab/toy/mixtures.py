@@ -167,6 +167,17 @@ class GaussianMixture:
         r = torch.softmax(log_comp, dim=-1)  # (B, K) responsibilities
         return torch.einsum("bk,bkd->bd", r, comp_score)
 
+    def perturbed_log_posterior(
+        self, x: Tensor, alpha: Tensor | float, sigma: Tensor | float
+    ) -> Tensor:
+        """log p_t(k | x) of each component k given x_t = x, (B, D) -> (B, K).
+
+        Bayes' rule on the perturbed mixture: log w_k N_k,t(x) - log p_t(x), the
+        exact noise-aware classifier when the class is the component (the ideal
+        p_phi(y | x_t) of Dhariwal & Nichol 2021, Sec. 4.1).
+        """
+        return torch.log_softmax(self._components(x, alpha, sigma)[0], dim=-1)
+
     def entropy(
         self, n: int = 200_000, generator: torch.Generator | None = None
     ) -> tuple[float, float]:

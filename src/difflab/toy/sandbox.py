@@ -104,6 +104,25 @@ def class_score_fn(
     return score_fn
 
 
+def class_log_posterior_fn(
+    mixture: GaussianMixture, noise: NoiseLevels
+) -> Callable[..., Tensor]:
+    """The exact noise-aware classifier: ``log_prob_fn(x, t, cond)`` = log p_t(y | x).
+
+    The class is the mixture component, as in :func:`class_score_fn`;
+    ``cond["y"]`` (B,) holds labels in 0..K-1. Its gradient in x is
+    grad log p_t(x | y) - grad log p_t(x), what classifier guidance adds
+    (Dhariwal & Nichol 2021, Sec. 4.1).
+    """
+
+    def log_prob_fn(x: Tensor, t: Tensor, cond) -> Tensor:
+        alpha, sigma = noise.marginal_coefs(t)
+        log_post = mixture.perturbed_log_posterior(x, alpha, sigma)  # (B, K)
+        return log_post.gather(1, cond["y"].to(x.device).view(-1, 1)).squeeze(1)
+
+    return log_prob_fn
+
+
 def noise_conditional_score(
     mixture: GaussianMixture,
 ) -> Callable[[Tensor, Tensor], Tensor]:
