@@ -125,7 +125,9 @@ v = torch.randn(x.shape, generator=torch.Generator().set_state(state), dtype=F64
 
 def mean_se(per_sample):
     """Mean and standard error of a per-sample quantity (N,)."""
-    return per_sample.mean().item(), per_sample.std().item() / math.sqrt(len(per_sample))
+    return per_sample.mean().item(), per_sample.std().item() / math.sqrt(
+        len(per_sample)
+    )
 
 
 s_x = linear(x)
@@ -268,7 +270,9 @@ x_annealed = annealed_langevin_sample(
     progress=False,
 )
 w, se = weight_of_first_mode(x_annealed)
-print(f"annealed Langevin: weight of the lower-left mode {w:.3f} +- {se:.3f} (true 0.2)")
+print(
+    f"annealed Langevin: weight of the lower-left mode {w:.3f} +- {se:.3f} (true 0.2)"
+)
 assert abs(w - 0.2) < 4 * se  # right weights, to 4 binomial standard errors
 assert abs(w_plain - 0.2) > 4 * se_plain  # plain Langevin misses by far more
 
@@ -281,7 +285,9 @@ for a, pts, title in zip(
     strict=True,
 ):
     a.scatter(*pts.T, s=2, alpha=0.4)
-    a.set_title(f"{title}\nweight of lower-left mode {weight_of_first_mode(pts)[0]:.2f}")
+    a.set_title(
+        f"{title}\nweight of lower-left mode {weight_of_first_mode(pts)[0]:.2f}"
+    )
     a.set_aspect("equal")
 plt.show()
 
