@@ -835,6 +835,7 @@ print(
     f"share of the bound in the first 10 of the {T} steps: "
     f"{100 * first_10:.0f}% +- {100 * share_se:.0f}%"
 )
+assert first_10 - 4 * share_se > 0.5  # "most of the bound": see below
 
 mean_terms = terms.mean(0)
 fig, ax = plt.subplots(figsize=(6.4, 3.3))
@@ -879,10 +880,13 @@ def bound_in_nats(x0, generator, n_random=32, n_first=10):
     total = -(upper - lower).clamp_min(1e-12).log().flatten(1).sum(1)
     for k in range(1, n_first + 1):
         total = total + kl(torch.full((n,), k))
-    rest = T - 1 - n_first  # code indices n_first + 1 .. T - 1
-    for _ in range(n_random):
-        t = torch.randint(n_first + 1, T, (n,), generator=generator)
-        total = total + rest / n_random * kl(t)
+    # The rest, code indices n_first + 1 .. T - 1, by strata whose widths grow
+    # geometrically as the terms shrink: one random step per stratum, times its width.
+    edges = torch.logspace(math.log10(n_first + 1), math.log10(T), n_random + 1)
+    edges = edges.round().long().unique()
+    for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
+        t = torch.randint(lo, hi, (n,), generator=generator)
+        total = total + (hi - lo) * kl(t)
     ab_T = s.alpha_bar[-1]  # L_T: KL(N(sqrt(ab_T) x0, 1 - ab_T) || N(0, 1))
     total = total + 0.5 * (ab_T * x**2 - ab_T - (1 - ab_T).log()).flatten(1).sum(1)
     return total
@@ -1017,7 +1021,12 @@ assert acc > 0.9  # the feature extractor knows the digits
 for score in scores.values():
     assert score["confident"] > (0.6 if quick else 0.5)  # mostly recognisable digits
     assert score["ratio"] < (3 if quick else 10)  # a small factor above the floor
-pass  # GAP_CHECK_PLACEHOLDER
+# What the prose below states for the 50-step chain: the smaller variance gives more
+# confident samples, by more than 4 standard errors of the paired difference; the
+# distance points the same way. (Over T = 1000 steps the two choices nearly agree.)
+if quick:
+    assert conf_gap.mean() < -4 * conf_gap_se
+    assert fd_gap > 0
 
 fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
 show_grid(
@@ -1036,7 +1045,18 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# GAP_PROSE_PLACEHOLDER
+# Both variance choices land close to the real-data floor with 20 times fewer steps
+# than training used. On this short chain each step is large, so the two variances
+# differ more than over $T = 1000$ steps. Measured pairwise (same $x_T$, same $z$),
+# the smaller one, $\tilde\beta_t$, gives clearly more confidently classified
+# samples: in our runs the confident fraction was 8 points higher, five standard
+# errors of the paired difference. Its Frechet distance was lower too, but by about
+# two and a half bootstrap standard errors, which 500 samples do not resolve to the
+# 4 we ask for; the page asserts the first and only the sign of the second.
+# (Ho et al. report similar samples for the two choices over the full chain; this
+# comparison is on a 50-step chain, and the full profile does not assert it.) The
+# DDIM chapter pushes the idea of a shorter chain much further, down to a
+# deterministic sampler.
 #
 # ## Summary
 #
