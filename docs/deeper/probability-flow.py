@@ -44,7 +44,7 @@ from difflab.score.likelihood import dequantized_bits_per_dim, ode_log_likelihoo
 from difflab.score.samplers import ode_sample, reverse_sde_sample
 from difflab.score.sde import VPSDE
 from difflab.toy.mixtures import eight_gaussians, mixture_1d
-from difflab.toy.sandbox import exact_score_fn, sliced_wasserstein
+from difflab.toy.sandbox import exact_score_fn
 
 torch.set_num_threads(1)  # 2D toys: threads only add overhead
 run = page.start()
@@ -66,7 +66,11 @@ gen = torch.Generator().manual_seed(0)
 # 2021, Eq. 13). Individual paths differ completely; the histograms do not.
 #
 # A 1D mixture, the VP SDE, the exact score; the reverse SDE and the ODE start from the
-# same prior draw, and we record both clouds at several times.
+# same prior draw, and we record both clouds at several times. Each cloud's mean and
+# variance must match those of the exact $p_t$ (a perturbed mixture, known in closed
+# form) within 4 standard errors of the cloud's own sample mean and variance. The
+# check has teeth: an ODE with the whole $g^2 \nabla\log p_t$ of the reverse SDE's
+# drift, i.e. without the $\tfrac12$ of Eq. (2), collapses the cloud.
 
 # %%
 mix = mixture_1d()
@@ -74,7 +78,7 @@ vp = VPSDE()
 score = exact_score_fn(mix, vp)
 x_T = vp.prior_sample((20_000, 1), gen, dtype=F64)
 snap_times = (0.6, 0.3, 0.1, vp.t_min)
-snaps = {"SDE": {}, "ODE": {}}
+snaps = {"SDE": {}, "ODE": {}, "ODE without 1/2": {}}
 
 
 def recorder(store, steps):
@@ -102,6 +106,26 @@ ode_sample(
     progress=False,
     callback=recorder(snaps["ODE"], 250),
 )
+ode_sample(
+    lambda x, t: 2 * score(x, t),  # drift f - g^2 s: Eq. (2) without its 1/2
+    x_T,
+    uniform_grid(vp, 250),
+    sde=vp,
+    method="heun",
+    progress=False,
+    callback=recorder(snaps["ODE without 1/2"], 250),
+)
+
+
+def moments_z(x, p_t):
+    """z-scores of the sample mean and variance of x (N, 1) against the law p_t."""
+    x, n = x[:, 0], len(x)
+    m = x.mean()
+    sq = (x - m) ** 2
+    z_mean = (m - p_t.mean()[0]) / (x.std() / math.sqrt(n))
+    z_var = (sq.mean() - p_t.covariance()[0, 0]) / (sq.std() / math.sqrt(n))
+    return float(z_mean), float(z_var)
+
 
 fig, ax = plt.subplots(2, 2, figsize=(6.4, 4.4))
 ax = ax.ravel()  # four times in a 2 x 2 grid
@@ -120,12 +144,15 @@ for a, t in zip(ax, snap_times, strict=True):
         )
     a.plot(grid[:, 0], true_pdf, "k", lw=1, label="exact $p_t$")
     a.set_title(f"t = {t:g}")
-    # Both clouds against fresh exact samples of p_t (1D W2 via sorted samples).
-    exact = mix.perturb(alpha, sigma).sample(20_000, gen, dtype=F64)
-    for name in ("SDE", "ODE"):
-        w = float(sliced_wasserstein(snaps[name][t], exact, 1, gen))
-        print(f"t = {t:<6g} {name}: W2 to exact p_t = {w:.4f}")
-        assert w < 0.1  # two 20000-samples of the same law sit at a few 0.01
+    for name in snaps:
+        z_mean, z_var = moments_z(snaps[name][t], mix.perturb(alpha, sigma))
+        print(
+            f"t = {t:<6g} {name:>16}: z of mean {z_mean:+9.1f}, of variance {z_var:+9.1f}"
+        )
+        if name == "ODE without 1/2":
+            assert max(abs(z_mean), abs(z_var)) > 4
+        else:
+            assert abs(z_mean) < 4 and abs(z_var) < 4
 ax[0].legend()
 plt.show()
 
@@ -153,7 +180,12 @@ plt.show()
 #
 # With the exact score the model *is* the mixture, so Eq. (3) must return its true
 # log-density, up to the ODE tolerance, $t_{\min} = 10^{-5}$ and the gap between
-# $p_T$ and $\mathcal N(0, I)$ (here $\alpha(1) = e^{-5.0}$).
+# $p_T$ and $\mathcal N(0, I)$ (here $\alpha(1) = e^{-5.0}$). These errors are
+# deterministic and small; we allow 0.01 nats, and show that the check has teeth: with
+# the sign of the divergence integral in Eq. (3) flipped, the same points miss by
+# nats on average. Hutchinson's estimate adds noise of its own: its error against the exact
+# trace, point by point, must average to zero within 4 standard errors (it is
+# unbiased), and the printed spread is the price of one probe.
 
 # %%
 mix2 = eight_gaussians()
@@ -163,14 +195,20 @@ exact = ode_log_likelihood(score2, x_data, vp, rtol=1e-6, atol=1e-6)
 hutch = ode_log_likelihood(score2, x_data, vp, trace="hutchinson", generator=gen)
 true_logp = mix2.log_prob(x_data)
 err = (exact.log_p - true_logp).abs().max()
+divergence = exact.log_p - exact.prior_log_p  # the integral of Eq. (3)
+flipped = (exact.prior_log_p - divergence - true_logp).abs().mean()
+noise = hutch.log_p - exact.log_p  # Hutchinson's error alone, per point
+h_mean, h_se = noise.mean().item(), noise.std().item() / math.sqrt(len(noise))
 print(
     f"exact trace: max |log p_ODE - log p| = {float(err):.2e} nats ({exact.nfe} evaluations)"
 )
+print(f"sign of the integral flipped: mean |error| {float(flipped):.2f} nats")
 print(
-    f"Hutchinson : mean error {float((hutch.log_p - true_logp).mean()):+.3f}, "
-    f"std {float((hutch.log_p - true_logp).std()):.3f} nats"
+    f"Hutchinson - exact trace: mean {h_mean:+.3f} +- {h_se:.3f}, "
+    f"standard deviation {noise.std().item():.3f} nats per point"
 )
-assert err < 0.01
+assert err < 0.01 and flipped > 100 * 0.01
+assert abs(h_mean) < 4 * h_se
 
 fig, ax = plt.subplots(1, 2, figsize=(6.4, 2.6))
 ax[0].plot(true_logp, exact.log_p, "o", ms=4, label="exact trace")
@@ -252,7 +290,7 @@ from difflab.train.recipes import load_or_train
 
 trained = load_or_train("ddpm", progress=False)
 test = load_images(trained.recipe.dataset, split="test")
-x_test = test.images[:16]
+x_test = test.images[: 64 if run.profile == "quick" else 256]  # see the s.e. below
 g = torch.Generator().manual_seed(0)
 noise = DiscreteNoise(trained.schedule)
 score_fn = score_model_from_eps(noise.continuous(trained.eps_model()), noise)
@@ -260,19 +298,26 @@ ode_bpd, ode_res = ode_bits_per_dim(
     score_fn, x_test, noise, generator=g, rtol=1e-4, atol=1e-4
 )
 vlb_bpd = vlb_bits_per_dim(trained.eps_model(), x_test, trained.schedule, generator=g)
-uniform = 8.0  # every one of 256 levels equally likely
-print(
-    f"{len(x_test)} test images of {trained.recipe.dataset} ({x_test[0].numel()} dims):"
-)
-print(
-    f"  probability-flow ODE : {ode_bpd.mean():.3f} +- {ode_bpd.std() / len(x_test) ** 0.5:.3f} bits/dim ({ode_res.nfe} function evaluations)"
-)
-print(
-    f"  variational bound    : {vlb_bpd.mean():.3f} +- {vlb_bpd.std() / len(x_test) ** 0.5:.3f} bits/dim ({trained.schedule.T} terms)"
-)
-# Both models must beat the uniform distribution on pixel levels by a wide margin.
-assert ode_bpd.mean() < uniform - 1 and vlb_bpd.mean() < uniform - 1
+n, dims = len(x_test), x_test[0].numel()
+gap = vlb_bpd - ode_bpd  # paired: the same images, (n,)
+gap_mean, gap_se = gap.mean().item(), gap.std().item() / math.sqrt(n)
+print(f"{n} test images of {trained.recipe.dataset} ({dims} dims):")
+for name, v, cost in (
+    ("probability-flow ODE", ode_bpd, f"{ode_res.nfe} function evaluations"),
+    ("variational bound", vlb_bpd, f"{trained.schedule.T} terms"),
+):
+    print(
+        f"  {name:20s}: {v.mean():.3f} +- {v.std() / math.sqrt(n):.3f} bits/dim ({cost})"
+    )
+print(f"  bound - ODE, image by image: {gap_mean:+.3f} +- {gap_se:.3f} bits/dim")
+# Eq. (5) by hand from the ODE's log-likelihood in nats: catches a slip in the units.
+assert_close(ode_bpd, -ode_res.log_p / (dims * math.log(2)) + 7)
 assert torch.isfinite(ode_bpd).all() and torch.isfinite(vlb_bpd).all()
+# The two models agree within 4 standard errors of the paired difference (see below);
+# the bound left in nats per dimension (bits times log 2) would not.
+assert abs(gap_mean) < 4 * gap_se
+nats_gap = vlb_bpd * math.log(2) - ode_bpd
+assert abs(nats_gap.mean()) > 4 * nats_gap.std() / math.sqrt(n)
 
 fig, ax = plt.subplots(figsize=(5, 3.2))
 ax.scatter(vlb_bpd, ode_bpd, s=14)
@@ -290,8 +335,17 @@ plt.show()
 # For comparison at scale: Song et al. (2021, Table 2) computed the ODE likelihood
 # of Ho et al.'s CIFAR-10 DDPM at 3.28 bits/dim, below the variational bound of
 # at most 3.75 bits/dim that Ho et al. (2020, Table 1) report for the same
-# $L_\text{simple}$ model. Whether the ODE wins here too, image by image, can be
-# read off the figure above.
+# $L_\text{simple}$ model. This page does not reproduce that gap. On the 8x8 digits
+# the bound exceeded the ODE likelihood by $+0.03 \pm 0.04$ bits/dim on the 64 test
+# images above, and by $+0.07 \pm 0.05$ on a disjoint set of 64 in another run: the
+# same direction as on CIFAR-10, but about 1% of the total and within two standard
+# errors of zero, so at this sample size the two models' likelihoods cannot be told
+# apart. (Why the gap is small here is not something the page measured; a model
+# that fits 64 dimensions well leaves less room between the bound and the exact
+# likelihood.) Resolving a difference this small to 4 standard errors would take
+# some thousand images and many minutes of CPU. Each image's difference carries the
+# noise of one Hutchinson probe, one dequantisation and one $x_t$ per term of the
+# bound; the standard error measures all three.
 #
 # ## Summary
 #

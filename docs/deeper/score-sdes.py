@@ -68,17 +68,31 @@ gen = torch.Generator().manual_seed(0)
 # $$ x_t = \alpha(t)\,x_0 + \sigma(t)\,\epsilon, \qquad \alpha(t) = e^{-\frac12\int_0^t\beta(s)\mathrm{d}s} \ \text{(VP, sub-VP)}, \ 1 \ \text{(VE)}, \tag{5} $$
 # with $\sigma(t)^2 = 1 - \alpha(t)^2$ (VP), $(1 - \alpha(t)^2)^2$ (sub-VP) and
 # $\sigma(t)^2 - \sigma_{\min}^2$ (VE started at a point). Simulate Eq. (1) with
-# Euler-Maruyama and compare with Eq. (5):
+# Euler-Maruyama and compare with Eq. (5).
+#
+# How close must they be? The simulation has two errors. The sampling error of $n$
+# paths: a mean has standard error $\sigma/\sqrt n$ and a standard deviation about
+# $\sigma/\sqrt{2(n-1)}$. And the bias of Euler-Maruyama's finite step, which is
+# known exactly here: for a linear SDE its mean and variance obey
+# $m_{k+1} = (1 + f_k \Delta t)\,m_k$ and $v_{k+1} = (1 + f_k\Delta t)^2 v_k + g_k^2
+# \Delta t$ (writing $f(x, t) = f(t)\,x$). We require each simulated moment within 4
+# standard errors plus that bias of Eq. (5), at four times for each SDE. The check has
+# teeth: the same test against Eq. (5) without the $\tfrac12$ in $\alpha(t)$ misses
+# by dozens of standard errors (for VP and sub-VP before $t = 1$, where both
+# versions of $\alpha$ are nearly 0).
 
 # %%
 sdes = {"VP": VPSDE(), "sub-VP": SubVPSDE(), "VE": VESDE()}
 x0 = torch.tensor([[1.5]], dtype=F64)
 n_paths, steps = 20_000, 500
 t_grid = torch.linspace(0, 1, steps + 1, dtype=F64)
+checked = {50: "t = 0.1", 125: "t = 0.25", 250: "t = 0.5", 500: "t = 1"}
+rows = []
 fig, ax = plt.subplots(1, 3, figsize=(6.4, 2.6))
 for k, (name, sde) in enumerate(sdes.items()):
     x = x0.expand(n_paths, 1).clone()
     means, stds = [x.mean()], [x.std()]
+    m_em, v_em = [x0[0, 0]], [torch.tensor(0.0, dtype=F64)]  # Euler-Maruyama's own
     for i in range(steps):
         dt = float(t_grid[i + 1] - t_grid[i])
         f, g = sde.drift_diffusion(x, t_grid[i].expand(n_paths))
@@ -91,7 +105,28 @@ for k, (name, sde) in enumerate(sdes.items()):
         )
         means.append(x.mean())
         stds.append(x.std())
+        grow = 1 + sde.f(t_grid[i : i + 1])[0] * dt
+        m_em.append(grow * m_em[-1])
+        v_em.append(grow**2 * v_em[-1] + g[0] ** 2 * dt)
     mean_cf, std_cf = sde.marginal(x0.expand(len(t_grid), 1), t_grid)
+    alpha = sde.marginal_coefs(t_grid)[0]
+    for i, label in checked.items():
+        se_m, se_s = stds[i] / math.sqrt(n_paths), stds[i] / math.sqrt(2 * n_paths - 2)
+        bias_m = abs(m_em[i] - mean_cf[i, 0])
+        bias_s = abs(v_em[i].sqrt() - std_cf[i])
+        err_m, err_s = abs(means[i] - mean_cf[i, 0]), abs(stds[i] - std_cf[i])
+        assert err_m < 4 * se_m + bias_m and err_s < 4 * se_s + bias_s
+        wrong = abs(means[i] - x0[0, 0] * alpha[i] ** 2)  # e^{-int beta}: no 1/2
+        teeth = name != "VE" and i < steps  # at t = 1 both alphas are ~0
+        if teeth:
+            assert wrong > 4 * se_m + bias_m
+        rows.append(
+            f"{name:>6} {label:>9}: mean {means[i]:8.4f} vs {mean_cf[i, 0]:8.4f} "
+            f"(|z| {err_m / se_m:4.1f}, EM bias {bias_m / se_m:4.2f} s.e.)   "
+            f"std {stds[i]:8.4f} vs {std_cf[i]:8.4f} "
+            f"(|z| {err_s / se_s:4.1f}, EM bias {bias_s / se_s:4.2f} s.e.)"
+            + (f"   no 1/2: |z| {wrong / se_m:5.0f}" if teeth else "")
+        )
     ax[k].plot(t_grid, torch.stack(means), "C0", label="simulated mean")
     ax[k].plot(t_grid, mean_cf[:, 0], "k--", lw=1)
     ax[k].plot(t_grid, torch.stack(stds), "C1", label="simulated std")
@@ -100,14 +135,9 @@ for k, (name, sde) in enumerate(sdes.items()):
     ax[k].set_xlabel("t")
     if name == "VE":
         ax[k].set_yscale("log")
-    late = t_grid >= 0.1  # Euler-Maruyama's O(dt) bias is relatively large at tiny t
-    rel = (torch.stack(stds)[late] / std_cf[late] - 1).abs().max()
-    print(
-        f"{name:>6}: max relative error of the simulated std for t >= 0.1: {float(rel):.3f}"
-    )
-    assert rel < 0.05
 ax[0].legend()
 plt.show()
+print("\n".join(rows))
 
 # %% [markdown]
 # ## 2. DDPM is the VP SDE on a grid
@@ -155,27 +185,53 @@ plt.show()
 # denoising score matching learns at every noise level. Euler-Maruyama with step
 # $\Delta t > 0$ going down:
 # $$ x_{t - \Delta t} = x_t - \big[f - g^2 s(x_t, t)\big]\Delta t + g \sqrt{\Delta t}\, z . \tag{7} $$
-# From scratch (20 steps), against `reverse_sde_sample` with the same random numbers:
+# From scratch (20 steps), against `reverse_sde_sample` with the same random numbers.
+# Then a check of Eq. (6) itself, with teeth: 100 steps from 8,000 prior samples must
+# give the mixture's mean squared radius $\mathbb E\|x\|^2 = 2^2 + 2 \cdot 0.2^2 =
+# 4.08$ within 4 standard errors, and the same sampler with half the score term,
+# $f - \tfrac12 g^2 s$ (the drift of the next page's probability-flow ODE, which is
+# only right *without* the noise), must miss.
 
 # %%
 mix = eight_gaussians()
 score = exact_score_fn(mix, vp)
-x_T = vp.prior_sample((2000, 2), torch.Generator().manual_seed(1), dtype=F64)
 
-g1 = torch.Generator().manual_seed(2)
-x, ts = x_T, uniform_grid(vp, 20)  # 21 times from T = 1 down to t_min, evenly
-for i in range(20):
-    t, dt = ts[i].expand(len(x)), float(ts[i] - ts[i + 1])
-    f, g = vp.drift_diffusion(x, t)
-    x = x - (f - g[:, None] ** 2 * score(x, t)) * dt
-    if i < 19:  # no noise on the last step
-        x = x + g[:, None] * math.sqrt(dt) * torch.randn(
-            x.shape, generator=g1, dtype=F64
-        )
+
+def euler_maruyama(x, steps, generator, weight=1.0):
+    """Eq. (7) on a uniform grid; ``weight`` multiplies g^2 s (1 is Eq. 6)."""
+    ts = uniform_grid(vp, steps)  # steps + 1 times from T = 1 down to t_min
+    for i in range(steps):
+        t, dt = ts[i].expand(len(x)), float(ts[i] - ts[i + 1])
+        f, g = vp.drift_diffusion(x, t)
+        x = x - (f - weight * g[:, None] ** 2 * score(x, t)) * dt
+        if i < steps - 1:  # no noise on the last step
+            x = x + g[:, None] * math.sqrt(dt) * torch.randn(
+                x.shape, generator=generator, dtype=F64
+            )
+    return x
+
+
+x_T = vp.prior_sample((2000, 2), torch.Generator().manual_seed(1), dtype=F64)
+x = euler_maruyama(x_T, 20, torch.Generator().manual_seed(2))
+ts = uniform_grid(vp, 20)
 g2 = torch.Generator().manual_seed(2)
 assert_close(
     x, reverse_sde_sample(score, x_T, ts, sde=vp, generator=g2, progress=False)
 )
+
+r2_true = float(
+    (mix.means**2).sum(-1).mean() + mix.covs.diagonal(0, 1, 2).sum(-1).mean()
+)
+x_big = vp.prior_sample((8000, 2), torch.Generator().manual_seed(5), dtype=F64)
+for weight in (1.0, 0.5):
+    r2 = (
+        euler_maruyama(x_big, 100, torch.Generator().manual_seed(6), weight) ** 2
+    ).sum(-1)
+    m, se = r2.mean().item(), r2.std().item() / math.sqrt(len(r2))
+    print(
+        f"drift f - {weight} g^2 s: E||x||^2 = {m:.3f} +- {se:.3f} (mixture: {r2_true:.3f})"
+    )
+    assert (abs(m - r2_true) < 4 * se) == (weight == 1.0)
 
 # %% [markdown]
 # ## 4. Predictor-corrector sampling
@@ -186,17 +242,93 @@ assert_close(
 # right marginal before the next prediction (Song et al. 2021, Algorithms 4-5).
 # The corrector's step size is set by a target signal-to-noise ratio $r$:
 # $$ \varepsilon_i = 2\,\alpha_i \left( \frac{r\,\|z\|}{\|s(x, t_i)\|} \right)^2 , \tag{8} $$
-# with $\alpha_i = 1 - \beta_i$ for VP and $1$ for VE; $r = 0.16$ in the paper. The
-# predictor here is *reverse diffusion*: the exact inverse of one discrete forward
-# step (for VP, one DDPM ancestral step).
+# with $\alpha_i = 1 - \beta_i$ for VP and $1$ for VE; $r = 0.16$ in the paper.
 #
-# Compare at the same budget of score evaluations (NFE), against fresh samples of the
-# true mixture. The sliced Wasserstein distance between two independent true
-# samples of the same size is the floor.
+# The predictor here is *reverse diffusion* (Song et al. 2021, App. E): discretise
+# the forward SDE as $x_{i+1} = x_i + f_i(x_i) + G_i z_i$ and take the reverse step
+# with the same coefficients, $x_i = x_{i+1} - f_{i+1}(x_{i+1}) + G_{i+1}^2\,
+# s(x_{i+1}, t_{i+1}) + G_{i+1} z$. It is *not* the exact inverse of a forward step
+# (that would need the unknown $q(x_i \mid x_{i+1})$), and for VP it is not one DDPM
+# ancestral step either. With $a = \sqrt{1 - \beta_{i+1}}$, $f = (a - 1)x$ and
+# $G^2 = \beta_{i+1}$, the two steps are
+# $$ \text{reverse diffusion: } x_i = (2 - a)\,x_{i+1} + \beta\, s + \sqrt\beta\, z,
+#    \qquad \text{ancestral: } x_i = \tfrac{1}{a}\big(x_{i+1} + \beta\, s\big) + \sqrt\beta\, z , $$
+# whose coefficients differ by $1/a - (2 - a) = \beta^2/4 + O(\beta^3)$ and $\beta/a -
+# \beta = \beta^2/2 + O(\beta^3)$: they agree to $O(\beta^2)$ per step, so over $N$
+# steps with $\beta \sim 1/N$ the two samplers driven by the same noise should drift
+# apart like $1/N$. Measured with the exact score, from the same $x_T$ and $z$:
+
 
 # %%
+def two_predictors(x, steps, generator):
+    """Reverse-diffusion and DDPM-ancestral steps from the same x_T and noise."""
+    ts, x_rd, x_anc = uniform_grid(vp, steps), x, x
+    for i in range(steps):
+        t, dt = ts[i].expand(len(x)), float(ts[i] - ts[i + 1])
+        a, b = vp.transition_coefs(t - dt, t)  # a^2 = 1 - beta_i, b^2 = beta_i
+        a, beta = a[:, None], b[:, None] ** 2
+        x_rd = (2 - a) * x_rd + beta * score(x_rd, t)
+        x_anc = (x_anc + beta * score(x_anc, t)) / a
+        if i < steps - 1:
+            z = torch.randn(x.shape, generator=generator, dtype=F64)
+            x_rd, x_anc = x_rd + beta.sqrt() * z, x_anc + beta.sqrt() * z
+    return x_rd, x_anc
+
+
+gaps = {}
+for n in (25, 50, 100, 200, 400):
+    x_rd, x_anc = two_predictors(x_T, n, torch.Generator().manual_seed(7))
+    if n == 25:  # the hand-written step is the package's predictor
+        pkg = pc_sample(
+            score,
+            x_T,
+            uniform_grid(vp, n),
+            sde=vp,
+            corrector_steps=0,
+            generator=torch.Generator().manual_seed(7),
+            progress=False,
+        )
+        assert_close(x_rd, pkg)
+    gaps[n] = (x_rd - x_anc).norm(dim=-1).mean().item()
+ns = list(gaps)
+order = -math.log(gaps[ns[-1]] / gaps[ns[1]]) / math.log(ns[-1] / ns[1])
+print(", ".join(f"N = {n}: {gaps[n]:.2e}" for n in ns), "(mean distance at t_min)")
+print(f"fitted order: distance ~ N^-{order:.2f}")
+assert 0.8 < order < 1.2  # O(beta^2) per step, O(1/N) after N steps
+
+# %% [markdown]
+# The gap falls like $1/N$, as the per-step $O(\beta^2)$ agreement predicts: on a fine
+# grid the two predictors are interchangeable, on a coarse one they are different
+# samplers.
+#
+# Now compare the samplers at the same budget of score evaluations (NFE), against
+# the true mixture. The sliced Wasserstein distance between samples and fresh true
+# samples has a floor: its value between two independent true samples of the same
+# size, printed as a mean and standard deviation over 10 pairs. A measure that sees
+# more is the *within-mode spread*, the mean squared distance of a sample to the
+# nearest mode centre; for the mixture it is $2 \cdot 0.2^2 = 0.08$ up to the rare
+# point nearer another centre, and it is a mean over samples, so it has a standard
+# error.
+
+
+# %%
+def within_mode(x):
+    """Mean squared distance to the nearest mode centre and its standard error."""
+    d2 = (x[:, None, :] - mix.means).pow(2).sum(-1).min(1).values  # (B,)
+    return d2.mean().item(), d2.std().item() / math.sqrt(len(d2))
+
+
+truth, truth_se = within_mode(mix.sample(200_000, gen, dtype=F64))
 reference = mix.sample(2000, gen, dtype=F64)
-floor = float(sliced_wasserstein(mix.sample(2000, gen, dtype=F64), reference, 128, gen))
+floors = torch.tensor(
+    [
+        float(sliced_wasserstein(mix.sample(2000, gen, dtype=F64), reference, 128, gen))
+        for _ in range(10)
+    ]
+)
+floor, floor_sd = floors.mean().item(), floors.std().item()
+print(f"true mixture: within-mode spread {truth:.4f} +- {truth_se:.4f}")
+print(f"sliced W2 floor: {floor:.3f}, standard deviation {floor_sd:.3f} over 10 pairs")
 results = {}
 for nfe in (20, 100):
     for name in ("Euler-Maruyama", "PC (reverse diffusion + Langevin)"):
@@ -215,29 +347,51 @@ for nfe in (20, 100):
         sw = float(
             sliced_wasserstein(out, reference, 128, torch.Generator().manual_seed(4))
         )
-        results[(name, nfe)] = (out, sw)
+        spread = within_mode(out)
+        results[(name, nfe)] = (out, sw, *spread)
         print(
-            f"{name:>34}  NFE {counted.nfe:4d}: sliced W2 {sw:.3f}  (floor {floor:.3f})"
+            f"{name:>34}  NFE {counted.nfe:4d}: sliced W2 {sw:.3f}, "
+            f"within-mode spread {spread[0]:.4f} +- {spread[1]:.4f}"
         )
-assert results[("Euler-Maruyama", 100)][1] < floor + 0.08
+
+
+def z_score(key):
+    """(spread - truth) in standard errors of the difference."""
+    _, _, m, se = results[key]
+    return (m - truth) / math.hypot(se, truth_se)
+
+
+em, pc = "Euler-Maruyama", "PC (reverse diffusion + Langevin)"
+assert abs(z_score((em, 100))) < 4  # right spread at 100 evaluations
+assert z_score((em, 20)) < -4 and z_score((pc, 20)) > 4  # too tight / too wide at 20
+assert abs(z_score((pc, 100))) < z_score((pc, 20)) - 4  # PC much better at 100
 
 fig, ax = plt.subplots(2, 3, figsize=(6.4, 4.6), sharex=True, sharey=True)
 ax[1, 2].set_visible(False)  # five panels in a 2 x 3 grid
 ax = ax.ravel()[:5]
 ax[0].scatter(*reference.T, s=1, alpha=0.4)
 ax[0].set_title("true samples")
-for a, ((name, nfe), (out, sw)) in zip(ax[1:], results.items(), strict=True):
+for a, ((name, nfe), (out, _, spread, _)) in zip(ax[1:], results.items(), strict=True):
     a.scatter(*out.T, s=1, alpha=0.4)
-    a.set_title(f"{name.split(' (')[0]}, NFE {nfe}\nSW2 {sw:.3f}", fontsize=9)
+    a.set_title(f"{name.split(' (')[0]}, NFE {nfe}\nspread {spread:.3f}", fontsize=9)
 for a in ax:
     a.set_aspect("equal")
 plt.show()
 
 # %% [markdown]
-# With the exact score both samplers are good at 100 evaluations; at 20 the
-# discretisation error of Eq. (7) shows as blurred modes. Which sampler to trust at
-# which budget is the subject of the [sandbox page](sde-sandbox.py), which runs every
-# sampler of the site over evaluation budgets from 10 to 1000.
+# With the exact score, Euler-Maruyama at 100 evaluations gives the right within-mode
+# spread (0.081 against 0.080, inside its standard error). At 20 the two samplers
+# fail in opposite directions: Euler-Maruyama's modes are far too *tight* (0.032),
+# because its coarse steps near $t = 0$, where the score of the narrow modes is steep,
+# overshoot towards the centres and the last step adds no noise; PC's are too *wide*
+# (0.125), its few large corrector steps leaving Langevin noise behind. At 100
+# evaluations PC is much closer but still about four standard errors wide (0.088),
+# since it spends half its budget on the corrector and so takes only 50 predictor
+# steps. The sliced Wasserstein distances all lie within about three standard
+# deviations of the floor's own spread: at 2,000 samples they cannot rank these
+# samplers, which is why the assertions use the within-mode spread. Which sampler to
+# trust at which budget is the subject of the [sandbox page](sde-sandbox.py), which
+# runs every sampler of the site over evaluation budgets from 10 to 1000.
 #
 # ## Summary
 #

@@ -65,6 +65,7 @@ from difflab.eval import metrics
 from difflab.foundations.gaussians import gaussian_kl
 from difflab.notes import page
 from difflab.notes.plotting import show_grid, smooth
+from difflab.toy.mixtures import two_blobs
 from difflab.train import recipes
 
 run = page.start()
@@ -164,7 +165,11 @@ print(
 # $\sqrt{v/N}$ and a sample variance about $v\sqrt{2/(N-1)}$, where $v$ is the true
 # variance; we require every pixel at every checked time to lie within 5 standard
 # errors (among the few hundred comparisons, a correct formula exceeds 4 only
-# rarely; a wrong exponent or a missing square root misses by hundreds).
+# rarely). A missing square root on $\bar\alpha_t$ in the mean is caught, as the
+# cell shows. A slip of one step ($\bar\alpha_{t-1}$ for $\bar\alpha_t$) is not: it
+# changes the mean by a factor $\sqrt{1-\beta_t} \approx 1 - 10^{-3}$, far below the
+# standard error of 4000 chains; the closed form's tabulation is checked exactly
+# instead, by the loop over $\beta_t$ above.
 
 # %%
 N = 4000
@@ -188,6 +193,15 @@ for i, (m, v) in emp.items():
     worst_var = max(worst_var, z_var.abs().max().item())
 print(f"largest |z| over pixels and times: mean {worst_mean:.2f}, var {worst_var:.2f}")
 assert worst_mean < 5 and worst_var < 5
+
+# The test has teeth: the mean with alpha_bar in place of its square root.
+m, v = emp[99]
+ab_99 = schedule.alpha_bar[99].float()
+z_wrong = (m - ab_99 * x0_one) / ((1 - ab_99) / N).sqrt()
+print(
+    f"with alpha_bar for sqrt(alpha_bar) at t = 100: largest |z| {z_wrong.abs().max():.0f}"
+)
+assert z_wrong.abs().max() > 5
 
 # %% [markdown]
 # ## 2. Noise schedules and the signal-to-noise ratio
@@ -315,8 +329,20 @@ assert_close(cosine.alpha_bar[:-5], (f[1:] / f[0])[:-5])
 #    \;-\;\sum_{t=2}^{T}\log\frac{p_\theta(x_{t-1}\mid x_t)}{q(x_{t-1}\mid x_t, x_0)}
 #    \;-\;\log p_\theta(x_0\mid x_1)\Big]. $$
 #
-# Taking the expectation of each term over the one variable in its numerator turns
-# it into a KL divergence (Ho et al., Eq. 5):
+# To turn each term into a KL divergence we need the law of the variables it
+# involves. The same substitution, Eq. (10), applied to the forward factors of Eq. (2)
+# factorises the *encoder* the other way round:
+#
+# $$ q(x_{1:T}\mid x_0) = q(x_1\mid x_0)\prod_{t=2}^T \frac{q(x_{t-1}\mid x_t, x_0)\,q(x_t\mid x_0)}{q(x_{t-1}\mid x_0)}
+#    = q(x_T\mid x_0)\prod_{t=2}^T q(x_{t-1}\mid x_t, x_0). $$
+#
+# Integrating out every other variable, the pair $(x_{t-1}, x_t)$ has the law
+# $q(x_t\mid x_0)\,q(x_{t-1}\mid x_t, x_0)$ and $x_T$ alone has $q(x_T\mid x_0)$.
+# The $t$-th term of the sum involves only $x_{t-1}$ and $x_t$, so its expectation is an
+# average over $x_t \sim q(x_t\mid x_0)$ of an inner expectation over
+# $x_{t-1} \sim q(x_{t-1}\mid x_t, x_0)$, its own numerator's law; that inner
+# expectation of $-\log(p_\theta/q)$ is a KL divergence. The same holds for the $x_T$
+# term (Ho et al., Eq. 5):
 #
 # $$ L = \underbrace{D_\mathrm{KL}\big(q(x_T\mid x_0)\,\|\,p(x_T)\big)}_{L_T}
 #    + \sum_{t=2}^T \underbrace{D_\mathrm{KL}\big(q(x_{t-1}\mid x_t,x_0)\,\|\,p_\theta(x_{t-1}\mid x_t)\big)}_{L_{t-1}}
@@ -534,11 +560,72 @@ plt.show()
 # bound weights the first steps up to a hundred times more than the rest, while
 # $L_\text{simple}$ treats them all alike.
 #
+# **What the best network predicts.** At a fixed $t$, $L_\text{simple}$ is a
+# regression of $\epsilon$ on $x_t$, and over all functions a squared error is
+# minimised by the conditional mean, $\epsilon^*(x_t, t) = \mathbb E[\epsilon\mid x_t]$.
+# That mean is the score of the noisy marginal $q_t(x_t) = \int q(x_t\mid x_0)\,
+# q(x_0)\,\mathrm dx_0$ in disguise. Differentiating under the integral,
+#
+# $$ \nabla\log q_t(x_t) = \frac{\int \nabla_{x_t} q(x_t\mid x_0)\,q(x_0)\,\mathrm dx_0}{q_t(x_t)}
+#    = \mathbb E\big[\nabla_{x_t}\log q(x_t\mid x_0)\,\big|\,x_t\big]
+#    = \mathbb E\Big[-\frac{x_t - \sqrt{\bar\alpha_t}\,x_0}{1-\bar\alpha_t}\,\Big|\,x_t\Big]
+#    = -\frac{\mathbb E[\epsilon\mid x_t]}{\sqrt{1-\bar\alpha_t}}, $$
+#
+# using Eq. (4) for $q(x_t\mid x_0)$ and then $x_t - \sqrt{\bar\alpha_t}x_0 =
+# \sqrt{1-\bar\alpha_t}\,\epsilon$. So
+#
+# $$ \epsilon^*(x_t, t) = -\sqrt{1-\bar\alpha_t}\,\nabla\log q_t(x_t),\qquad
+#    \mathbb E[x_0\mid x_t] = \frac{x_t + (1-\bar\alpha_t)\,\nabla\log q_t(x_t)}{\sqrt{\bar\alpha_t}}, \tag{21} $$
+#
+# the second being Tweedie's formula (Efron 2011). A noise predictor is a scaled score
+# model: this is what the DDIM chapter's $\hat x_0$, the score-matching pages'
+# $\epsilon = -\sigma s$ and `difflab.diffusion.parameterization` rely on. We check
+# Eq. (21) on data whose $q_t$ is known exactly, a two-component Gaussian mixture
+# (`difflab.toy.mixtures`). A conditional mean is characterised by orthogonality:
+# $\mathbb E[(\epsilon - \epsilon^*(x_t))\,h(x_t)] = 0$ for every function $h$. We
+# test a few $h$ by Monte Carlo, each within 4 standard errors of zero, and show that
+# the same test rejects the tempting slip $-(1-\bar\alpha_t)\nabla\log q_t$ (the
+# variance where the standard deviation belongs).
+
+# %%
+toy = two_blobs()  # 2D mixture: q_t is a mixture too, with an exact score
+ab_toy = float(schedule.alpha_bar[i])  # the page's t = 300
+n_toy = 200_000
+x0_toy = toy.sample(n_toy, g, dtype=F64)
+eps_toy = torch.randn(x0_toy.shape, generator=g, dtype=F64)
+x_t_toy = math.sqrt(ab_toy) * x0_toy + math.sqrt(1 - ab_toy) * eps_toy  # Eq. (4)
+score_t = toy.perturbed_score(x_t_toy, math.sqrt(ab_toy), math.sqrt(1 - ab_toy))
+tests = {"x_t": x_t_toy, "tanh(2 x_t)": torch.tanh(2 * x_t_toy), "score": score_t}
+for name, eps_star in (
+    ("Eq. (21)", -math.sqrt(1 - ab_toy) * score_t),
+    ("(1 - alpha_bar) in place of its root", -(1 - ab_toy) * score_t),
+):
+    resid = eps_toy - eps_star  # (n, 2)
+    z = []
+    for h in tests.values():
+        prod = (resid * h).sum(-1)  # one number per sample: the sum over coordinates
+        z.append(prod.mean().item() / (prod.std().item() / math.sqrt(n_toy)))
+    loss = (resid**2).sum(-1)
+    print(
+        f"{name:>36}: z of E[(eps - eps*) h] for h = {', '.join(tests)}: "
+        f"{', '.join(f'{v:+.1f}' for v in z)};  E||eps - eps*||^2 = "
+        f"{loss.mean():.4f} +- {loss.std() / math.sqrt(n_toy):.4f}"
+    )
+    assert (max(abs(v) for v in z) < 4) == (name == "Eq. (21)")
+
+# %% [markdown]
 # **Step 7: the decoder $L_0$.** Images are 8-bit integers scaled to $[-1, 1]$, so the
 # last step should put probability on the 256 possible values, not a density. Ho et
 # al. (Eq. 13) integrate the Gaussian $\mathcal N(\mu_\theta(x_1, 1), \sigma_1^2)$ over
 # the bin $[x - 1/255, x + 1/255]$ of each pixel value (the edge bins extend to
-# $\pm\infty$); `losses.discretized_gaussian_log_likelihood` implements it. With it,
+# $\pm\infty$); `losses.discretized_gaussian_log_likelihood` implements it. Its
+# variance $\sigma_1^2$ is the same for both choices of Eq. (8): $\tilde\beta_1 = 0$
+# would make the decoder a point mass and $\beta_1 = 10^{-4}$ a very narrow one, so the
+# package, like Ho et al.'s code, uses $\tilde\beta_2$ at $t = 1$ whether the other
+# steps take $\beta_t$ or $\tilde\beta_t$ (`losses.model_log_variance`; code index 1
+# of `posterior_variance`). The variance choice therefore changes only the KL terms
+# $t \ge 2$ of the bound, and nothing of the sampler's last step, which adds no noise.
+# With it,
 # Eq. (11) is a bound on a code length: divided by $D\log 2$ it reads in **bits per
 # dimension**, and `losses.vlb_terms` returns every term in those units. We evaluate
 # it on the trained model in section 6.
@@ -690,8 +777,17 @@ plt.show()
 #
 # `losses.vlb_terms` evaluates every term of Eq. (11) for each test image: $L_0$
 # (the discretised decoder), the $T-1$ KL terms, each with one fresh $x_t$ per image,
-# and $L_T$. It costs $T$ network evaluations per batch. We check one column
+# and $L_T$. It costs $T$ network evaluations per batch. We check two columns
 # against Eq. (18) by replaying the noise it drew, then plot the terms over $t$.
+#
+# The total is then checked against a second estimate written from scratch in nats,
+# with its own noise: $L_0$ from the binned Gaussian of Ho et al.'s Eq. (13) by
+# normal CDFs, $L_T$ in closed form, the first ten KL terms (where most of the bound
+# sits) each by Eq. (18), and the other 989 by their mean over 32 steps drawn at
+# random for each image, times 989. Both are unbiased estimates of each image's bound,
+# so their difference, image by image, must average to zero within 4 standard errors;
+# and the same estimate left in nats per dimension (the slip of forgetting the
+# $\log 2$) must miss.
 
 # %%
 n_bound = 16 if quick else 256
@@ -729,7 +825,17 @@ print(
     f"bound on {n_bound} test images: {bpd.mean():.3f} +- {bpd.std() / math.sqrt(n_bound):.3f} bits/dim"
     f" (L_0 {decoder:.3f}, sum of KL terms {terms[:, 1:-1].sum(1).mean():.3f}, L_T {prior:.1e})"
 )
-print(f"share of the bound in the first 10 of the {T} steps: {100 * first_10:.0f}%")
+g_share = torch.Generator().manual_seed(4)
+share_boot = []
+for _ in range(200):  # bootstrap over the test images
+    idx = torch.randint(0, n_bound, (n_bound,), generator=g_share)
+    share_boot.append((terms[idx, :10].sum(1).mean() / bpd[idx].mean()).item())
+share_se = torch.tensor(share_boot).std().item()
+print(
+    f"share of the bound in the first 10 of the {T} steps: "
+    f"{100 * first_10:.0f}% +- {100 * share_se:.0f}%"
+)
+assert first_10 - 4 * share_se > 0.5  # "most of the bound": see below
 
 mean_terms = terms.mean(0)
 fig, ax = plt.subplots(figsize=(6.4, 3.3))
@@ -744,7 +850,57 @@ plt.tight_layout()
 plt.show()
 assert prior < 1e-3  # alpha_bar_T ~ 4e-5: q(x_T | x_0) is almost N(0, I)
 assert (terms[:, :-1] >= 0).all()  # KLs and -log P of a probability <= 1 are >= 0
-assert bpd.mean() < 8.0  # beats the 8 bits/dim of a uniform code over 256 values
+
+
+@torch.no_grad()
+def bound_in_nats(x0, generator, n_random=32, n_first=10):
+    """Eq. (11) per image in nats: L_0, KL terms by Eq. (18), L_T; sigma^2 = beta_tilde."""
+    s, n = trained.schedule, len(x0)
+
+    def x_t_and_eps_hat(t):  # t: (n,) code indices
+        eps = torch.randn(x0.shape, generator=generator)
+        x_t = diffusion.q_sample(s, x0, t, eps)
+        return x_t, eps, eps_model(x_t, t)
+
+    def kl(t):  # Eq. (18) with C_t = 0: lambda_t ||eps - eps_hat||^2, (n,)
+        _, eps, eps_hat = x_t_and_eps_hat(t)
+        lam = s.betas[t] ** 2 / (
+            2 * s.posterior_variance[t] * s.alphas[t] * (1 - s.alpha_bar[t])
+        )
+        return lam * ((eps - eps_hat) ** 2).flatten(1).sum(1).double()
+
+    # L_0: N(mu_theta(x_1, 1), beta_tilde_2) integrated over each pixel's bin.
+    t0 = torch.zeros(n, dtype=torch.long)
+    x_1, _, eps_hat = x_t_and_eps_hat(t0)
+    mu = (x_1 - s.betas[0] / (1 - s.alpha_bar[0]).sqrt() * eps_hat) / s.alphas[0].sqrt()
+    dec = Normal(mu.double(), s.posterior_variance[1].sqrt())
+    x = x0.double()
+    upper = torch.where(x > 0.999, torch.ones_like(x), dec.cdf(x + 1 / 255))
+    lower = torch.where(x < -0.999, torch.zeros_like(x), dec.cdf(x - 1 / 255))
+    total = -(upper - lower).clamp_min(1e-12).log().flatten(1).sum(1)
+    for k in range(1, n_first + 1):
+        total = total + kl(torch.full((n,), k))
+    # The rest, code indices n_first + 1 .. T - 1, by strata whose widths grow
+    # geometrically as the terms shrink: one random step per stratum, times its width.
+    edges = torch.logspace(math.log10(n_first + 1), math.log10(T), n_random + 1)
+    edges = edges.round().long().unique()
+    for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
+        t = torch.randint(lo, hi, (n,), generator=generator)
+        total = total + (hi - lo) * kl(t)
+    ab_T = s.alpha_bar[-1]  # L_T: KL(N(sqrt(ab_T) x0, 1 - ab_T) || N(0, 1))
+    total = total + 0.5 * (ab_T * x**2 - ab_T - (1 - ab_T).log()).flatten(1).sum(1)
+    return total
+
+
+nats = bound_in_nats(x0_bound, torch.Generator().manual_seed(10))
+for label, second in (("bits", nats / (D * math.log(2))), ("nats", nats / D)):
+    diff = second - bpd.double()  # per image, (n_bound,)
+    m, se = diff.mean().item(), diff.std().item() / math.sqrt(n_bound)
+    print(
+        f"second estimate in {label}/dim: {second.mean():.3f}; minus vlb_terms: "
+        f"{m:+.3f} +- {se:.3f}"
+    )
+    assert (abs(m) < 4 * se) == (label == "bits")
 
 # %% [markdown]
 # Most of the bound sits in the first few steps, where $\lambda_t$ of Eq. (18) is
@@ -777,8 +933,8 @@ assert bpd.mean() < 8.0  # beats the 8 bits/dim of a uniform code over 256 value
 #    with probability at least 0.9, beside the same fraction for real images:
 #    smudges between classes are not confidently classified.
 #
-# Scoring 500 samples with all $T = 1000$ steps costs half a million network
-# evaluations. In the full profile (GPU) we do exactly that with 1000 samples. In the
+# Scoring 1000 samples with all $T = 1000$ steps costs a million network
+# evaluations. In the full profile (GPU) we do exactly that. In the
 # quick profile (CPU) we run the same Algorithm 2 on a *respaced* chain of 50 of
 # the steps (Nichol & Dhariwal 2021, Sec. 4): keep $\bar\alpha$ at a subsequence
 # $\tau_1 < \dots < \tau_K$ and set $\beta_k = 1 - \bar\alpha_{\tau_k}/\bar\alpha_{\tau_{k-1}}$,
@@ -794,7 +950,7 @@ def respaced(schedule: Schedule, steps: int) -> tuple[torch.Tensor, Schedule]:
     return taus, Schedule.from_betas(1 - ab / torch.cat([ab.new_ones(1), ab[:-1]]))
 
 
-n_eval, n_steps = (500, 50) if quick else (1000, T)
+n_eval, n_steps = (1000, 50) if quick else (1000, T)  # 1000: see the s.e. below
 taus, sub = respaced(trained.schedule, n_steps)
 assert_close(sub.alpha_bar, trained.schedule.alpha_bar[taus])  # same marginals, Eq. (4)
 
@@ -818,43 +974,90 @@ for variance in ("beta", "beta_tilde"):
         progress=False,
     )
     scores[variance] = metrics.evaluate_samples(x.clamp(-1, 1).float(), r.dataset)
-    grids[variance] = x[:32]
+    grids[variance] = x.clamp(-1, 1).float()
     print(
         f"DDPM {n_steps} steps, sigma^2 = {variance:10s}: {metrics.format_scores(scores[variance])}"
     )
 
+# The two variances' samples share x_T and z, so their distances are compared pairwise:
+# resample the same indices from both sets (a paired bootstrap), recompute both
+# distances, and take the spread of the difference as its standard error.
+feature_net = metrics.train_classifier(metrics.classifier_recipe(r.dataset))
+ref_mu, ref_cov = metrics.gaussian_stats(
+    metrics.features_and_probs(feature_net, test.images)[0]
+)
+feats = {
+    v: metrics.features_and_probs(feature_net, grids[v])[0] for v in grids
+}  # (n_eval, F) each
+g_boot, boot = torch.Generator().manual_seed(3), []
+for _ in range(200):
+    idx = torch.randint(0, n_eval, (n_eval,), generator=g_boot)
+    fd = {
+        v: metrics.frechet_distance(*metrics.gaussian_stats(f[idx]), ref_mu, ref_cov)
+        for v, f in feats.items()
+    }
+    boot.append(fd["beta"] - fd["beta_tilde"])
+fd_gap = scores["beta"]["fd"] - scores["beta_tilde"]["fd"]
+fd_gap_se = torch.tensor(boot).std().item()
+conf = {
+    v: (probs.max(1).values >= metrics.CONFIDENT).double()
+    for v, probs in (
+        (v, metrics.features_and_probs(feature_net, grids[v])[1]) for v in grids
+    )
+}
+conf_gap = conf["beta"] - conf["beta_tilde"]  # paired, per sample
+conf_gap_se = conf_gap.std().item() / math.sqrt(n_eval)
+print(
+    f"distance, beta minus beta_tilde: {fd_gap:+.3f} +- {fd_gap_se:.3f} "
+    f"(floor {scores['beta']['floor']:.3f}); confident fraction: "
+    f"{conf_gap.mean():+.3f} +- {conf_gap_se:.3f}"
+)
+
+# Thresholds, set from runs of this page: in the quick profile the distance was
+# 1.2x-1.5x the floor with 500 samples and 1.6x-1.8x with 1000 (the floor falls
+# faster with n than the samples' distance), with 77-85% of samples confident (and
+# 2.2x and 67% at 500 samples for a model stopped at half its training), so these
+# leave a margin; the full profile, not measured on a CPU, gets a looser ratio.
+assert acc > 0.9  # the feature extractor knows the digits
+for score in scores.values():
+    assert score["confident"] > (0.6 if quick else 0.5)  # mostly recognisable digits
+    assert score["ratio"] < (3 if quick else 10)  # a small factor above the floor
+# What the prose below states for the 50-step chain: the smaller variance gives more
+# confident samples, by more than 4 standard errors of the paired difference; the
+# distance points the same way. (Over T = 1000 steps the two choices nearly agree.)
+if quick:
+    assert conf_gap.mean() < -4 * conf_gap_se
+    assert fd_gap > 0
+
 fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
 show_grid(
     axes[0],
-    grids["beta"].clamp(-1, 1),
+    grids["beta"][:32],
     nrow=8,
     title=rf"{n_steps} steps, $\sigma_t^2=\beta_t$",
 )
 show_grid(
     axes[1],
-    grids["beta_tilde"].clamp(-1, 1),
+    grids["beta_tilde"][:32],
     nrow=8,
     title=rf"{n_steps} steps, $\sigma_t^2=\tilde\beta_t$",
 )
 plt.tight_layout()
 plt.show()
 
-# Thresholds, set from runs of this page: in the quick profile the distance was
-# 1.2x-1.5x the floor with 82-87% of samples confident (and still 2.2x and 67% for a
-# model stopped at half its training), so these leave a wide margin; the full
-# profile, not measured on a CPU, gets a looser ratio.
-assert acc > 0.9  # the feature extractor knows the digits
-for score in scores.values():
-    assert score["confident"] > (0.6 if quick else 0.5)  # mostly recognisable digits
-    assert score["ratio"] < (3 if quick else 10)  # a small factor above the floor
-
 # %% [markdown]
-# Both variance choices land close to the real-data floor with 20 times fewer steps
-# than training used. On this short chain each step is large, so the two
-# variances differ more than over $T = 1000$ steps; here the smaller one,
-# $\tilde\beta_t$, scores slightly better. A difference of this size should be
-# judged against the spread over seeds (exercise 8). The DDIM chapter pushes the
-# idea of a shorter chain much further, down to a deterministic sampler.
+# Both variance choices land within a factor of two of the real-data floor with 20 times
+# fewer steps than training used. On this short chain each step is large, so the two
+# variances differ more than over $T = 1000$ steps. Measured pairwise (same $x_T$, same
+# $z$), the smaller one, $\tilde\beta_t$, gives clearly more confidently classified
+# samples: in our run the confident fraction was 5.4 points higher, about five standard
+# errors of the paired difference (runs with other seeds and 500 samples gave 6.6 and
+# 8.0 points). Its Frechet distance was lower too, but by under three bootstrap standard
+# errors, which 1000 samples do not resolve to the 4 we ask for; the page asserts the
+# first and only the sign of the second. (Ho et al. report similar samples for the two
+# choices over the full chain; this comparison is on a 50-step chain, and the full
+# profile does not assert it.) The DDIM chapter pushes the idea of a shorter chain much
+# further, down to a deterministic sampler.
 #
 # ## Summary
 #
