@@ -113,7 +113,9 @@ class NoiseLevels(ABC):
         Returns f_i (like x) and G_i (B,). For a VP process this is one DDPM step
         with 1 - beta_i = (alpha(t)/alpha(t - dt))^2 (Ho et al. 2020, Eq. 2); for
         VE it is the NCSN step G_i^2 = sigma_i^2 - sigma_{i-1}^2 (Song et al.
-        2021b, Eqs. 8 and 10). The reverse-diffusion predictor inverts it.
+        2021b, Eqs. 8 and 10). The reverse-diffusion predictor (Song et al. 2021b,
+        App. E) is built from it; it is not this step's exact inverse, nor one DDPM
+        ancestral step, but agrees with both to O(beta_i^2) per step.
         """
         a, b = self.transition_coefs((t - dt).clamp_min(0), t)
         return (append_dims(a, x) - 1) * x, b
