@@ -254,7 +254,7 @@ def autoencoder_recipe(
     """
     if profile == "quick":
         net = AutoencoderConfig(1, 16, factor, latent_channels, channels=16)
-        return AutoencoderRecipe(dataset, net, steps=400, batch_size=64, lr=3e-3)
+        return AutoencoderRecipe(dataset, net, steps=300, batch_size=64, lr=3e-3)
     net = AutoencoderConfig(1, 32, factor, latent_channels, channels=32)
     return AutoencoderRecipe("auto", net, steps=6000, batch_size=128)
 
@@ -316,9 +316,7 @@ class TrainedLatentDDPM:
             b = min(batch_size, n - start)
             shape = (b, u.in_channels, u.image_size, u.image_size)
             x_T = torch.randn(shape, generator=generator)
-            x = ddim_sample(
-                eps, x_T, self.schedule, taus, clip_x0=clip, progress=False
-            )
+            x = ddim_sample(eps, x_T, self.schedule, taus, clip_x0=clip, progress=False)
             out.append(self.autoencoder.decode(x) if self.autoencoder else x)
         return torch.cat(out).clamp(-1.0, 1.0)
 
@@ -384,8 +382,16 @@ def latent_ddpm_recipe(
     profile: str, autoencoder: AutoencoderRecipe | None, time_budget: float
 ) -> LatentDDPMRecipe:
     """The UNet of the ``ddpm`` recipe, sized to the latents (or the pixels)."""
-    size = autoencoder.net.image_size if autoencoder else (16 if profile == "quick" else 32)
-    dataset = autoencoder.dataset if autoencoder else ("digits" if profile == "quick" else "auto")
+    size = (
+        autoencoder.net.image_size
+        if autoencoder
+        else (16 if profile == "quick" else 32)
+    )
+    dataset = (
+        autoencoder.dataset
+        if autoencoder
+        else ("digits" if profile == "quick" else "auto")
+    )
     if autoencoder:
         c, s = autoencoder.net.latent_channels, autoencoder.net.latent_size
     else:
@@ -400,7 +406,7 @@ def latent_ddpm_recipe(
     )
     cfg = TrainConfig(
         steps=100_000,
-        batch_size=128 if quick else 256,
+        batch_size=64 if quick else 256,
         lr=3e-3 if quick else 1e-3,
         warmup=50 if quick else 200,
         ema_decay=0.995 if quick else 0.999,
