@@ -183,7 +183,7 @@ def autoencoder_loss(
 
     The loss is the negative ELBO of a Gaussian decoder with fixed variance 1/2,
     up to constants, with the KL down-weighted by ``kl_weight`` (Rombach et al.
-    2022, App. G: a small KL weight keeps the latent close to the data rather
+    2022, Sec. 3.1: a slight KL weight keeps the latent close to the data rather
     than to N(0, I)).
     """
     x_hat, mu, log_var = net(x, generator)
