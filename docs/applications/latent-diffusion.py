@@ -523,8 +523,10 @@ for worse, better in zip(order, order[1:], strict=False):
 # **Reading the result.** At an equal and small training wall-clock, the
 # factor-4 latent model gives the best samples, then $f = 2$, then pixels: its
 # steps are cheapest, so it trains the most, and its sampling is the fastest.
-# None of the three is near the floor: these are models of half a minute, and
-# the ordering is a statement about this budget, not about converged models.
+# None of the three is near the floor: these are models of half a minute (the
+# pixel model's samples are still mostly noise after its couple of hundred
+# steps), and the ordering is a statement about this budget, not about
+# converged models.
 # Rombach et al. (2022, Sec. 4.1, Fig. 6) trained first stages with $f$ from 1
 # to 32 on ImageNet and found $f = 1$ and $2$ slow to train, $f = 4$ to $16$
 # the best balance, and $f = 32$ limited by what the autoencoder loses. With our
