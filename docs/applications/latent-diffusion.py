@@ -147,9 +147,7 @@ for f, ae in aes.items():
 
 # %%
 # The KL of Eq. (2) against Monte Carlo, in float64, on 6 test digits (f = 2).
-with torch.no_grad():
-    mu, log_var = aes[2].net.encode(test_set.images[:6])
-mu, log_var = mu.to(F64), log_var.to(F64)
+mu, log_var = (t.to(F64) for t in aes[2].posterior(test_set.images[:6]))
 kl = kl_standard_normal(mu, log_var)
 draws = kl_monte_carlo(mu, log_var, 20_000, torch.Generator().manual_seed(0))
 kl_mc, kl_se = draws.mean(0), draws.std(0) / math.sqrt(len(draws))

@@ -33,6 +33,7 @@ from difflab.nets.autoencoder import (
 from difflab.nets.unet import UNet, UNetConfig
 from difflab.train.cache import cached
 from difflab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from difflab.train.device import default_device
 from difflab.train.loop import TrainConfig, train
 
 
@@ -98,15 +99,26 @@ class TrainedAutoencoder:
     losses: list[float] = field(default_factory=list)
     from_cache: bool = False
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    @torch.no_grad()
+    def posterior(self, x: Tensor, batch: int = 500) -> tuple[Tensor, Tensor]:
+        """(mu, log sigma^2) of q(z | x), unscaled, on the CPU."""
+        out = [self.net.encode(b.to(self.device)) for b in x.split(batch)]
+        return tuple(torch.cat([o[i] for o in out]).cpu() for i in (0, 1))
+
     @torch.no_grad()
     def encode(self, x: Tensor, batch: int = 500) -> Tensor:
-        """Scaled latents ``scale * mu(x)`` (the posterior mean, as a code)."""
-        return torch.cat([self.net.encode(b)[0] for b in x.split(batch)]) * self.scale
+        """Scaled latents ``scale * mu(x)`` (the posterior mean, as a code), CPU."""
+        return self.posterior(x, batch)[0] * self.scale
 
     @torch.no_grad()
     def decode(self, z: Tensor, batch: int = 500) -> Tensor:
-        """Images from scaled latents, clamped to [-1, 1]."""
-        out = [self.net.decode(b / self.scale) for b in z.split(batch)]
+        """Images in [-1, 1] (on the CPU) from scaled latents."""
+        dev = self.device
+        out = [self.net.decode((b / self.scale).to(dev)).cpu() for b in z.split(batch)]
         return torch.cat(out).clamp(-1.0, 1.0)
 
 
@@ -199,11 +211,14 @@ DEPS = ("difflab.train.autoencoder",)
 
 def train_autoencoder(
     recipe: AutoencoderRecipe,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     progress: bool = False,
 ) -> TrainedAutoencoder:
-    """The trained autoencoder of ``recipe``: from the cache, or trained now."""
-    device = torch.device(device)
+    """The trained autoencoder of ``recipe``: from the cache, or trained now.
+
+    ``device``: where it trains and runs (default: :func:`default_device`).
+    """
+    device = torch.device(device) if device else default_device()
 
     def build(path: Path) -> dict:
         from difflab.core.progress import tqdm
@@ -315,8 +330,10 @@ class TrainedLatentDDPM:
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             shape = (b, u.in_channels, u.image_size, u.image_size)
-            x_T = torch.randn(shape, generator=generator)
+            device = next(self.net.parameters()).device
+            x_T = torch.randn(shape, generator=generator).to(device)
             x = ddim_sample(eps, x_T, self.schedule, taus, clip_x0=clip, progress=False)
+            x = x.cpu()
             out.append(self.autoencoder.decode(x) if self.autoencoder else x)
         return torch.cat(out).clamp(-1.0, 1.0)
 
@@ -325,7 +342,9 @@ LATENT_DEPS = ("difflab.train.autoencoder", "difflab.train.loop")
 
 
 def train_latent_ddpm(
-    recipe: LatentDDPMRecipe, device: torch.device | str = "cpu", progress: bool = False
+    recipe: LatentDDPMRecipe,
+    device: torch.device | str | None = None,
+    progress: bool = False,
 ) -> TrainedLatentDDPM:
     """The DDPM of ``recipe`` from the cache, or trained now for its time budget.
 
@@ -333,13 +352,13 @@ def train_latent_ddpm(
     :func:`difflab.train.loop.train`, unchanged: only the data differ (scaled
     latents instead of pixels).
     """
-    device = torch.device(device)
+    device = torch.device(device) if device else default_device()
     ae = train_autoencoder(recipe.autoencoder, device) if recipe.autoencoder else None
     schedule = make_schedule(recipe.schedule, recipe.T)
 
     def build(path: Path) -> dict:
         data = resized_images(recipe.dataset, recipe.image_size)
-        x = ae.encode(data.images.to(device)) if ae else data.images
+        x = ae.encode(data.images) if ae else data.images
         net = _seeded(lambda: UNet(recipe.unet), recipe.train.seed).to(device)
         result = train(
             net,
