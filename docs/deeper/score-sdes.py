@@ -44,6 +44,7 @@ from torch.testing import assert_close
 from difflab.diffusion.noise import uniform_grid
 from difflab.diffusion.schedules import linear_betas
 from difflab.notes import page
+from difflab.notes.tables import show_table
 from difflab.score.samplers import CountedScore, pc_sample, reverse_sde_sample
 from difflab.score.sde import VESDE, VPSDE, SubVPSDE
 from difflab.toy.mixtures import eight_gaussians
@@ -121,11 +122,21 @@ for k, (name, sde) in enumerate(sdes.items()):
         if teeth:
             assert wrong > 4 * se_m + bias_m
         rows.append(
-            f"{name:>6} {label:>9}: mean {means[i]:8.4f} vs {mean_cf[i, 0]:8.4f} "
-            f"(|z| {err_m / se_m:4.1f}, EM bias {bias_m / se_m:4.2f} s.e.)   "
-            f"std {stds[i]:8.4f} vs {std_cf[i]:8.4f} "
-            f"(|z| {err_s / se_s:4.1f}, EM bias {bias_s / se_s:4.2f} s.e.)"
-            + (f"   no 1/2: |z| {wrong / se_m:5.0f}" if teeth else "")
+            {
+                "sde": name,
+                "t": label,
+                "mean": float(means[i]),
+                "mean_se": float(se_m),
+                "mean_cf": float(mean_cf[i, 0]),
+                "z_m": float(err_m / se_m),
+                "bias_m": float(bias_m / se_m),
+                "std": float(stds[i]),
+                "std_se": float(se_s),
+                "std_cf": float(std_cf[i]),
+                "z_s": float(err_s / se_s),
+                "bias_s": float(bias_s / se_s),
+                "wrong": float(wrong / se_m) if teeth else "",
+            }
         )
     ax[k].plot(t_grid, torch.stack(means), "C0", label="simulated mean")
     ax[k].plot(t_grid, mean_cf[:, 0], "k--", lw=1)
@@ -137,7 +148,46 @@ for k, (name, sde) in enumerate(sdes.items()):
         ax[k].set_yscale("log")
 ax[0].legend()
 plt.show()
-print("\n".join(rows))
+show_table(
+    rows,
+    [
+        "sde",
+        "t",
+        "mean",
+        "mean_cf",
+        "z_m",
+        "bias_m",
+        "std",
+        "std_cf",
+        "z_s",
+        "bias_s",
+        "wrong",
+    ],
+    headers={
+        "sde": "SDE",
+        "mean": "mean (simulated)",
+        "mean_cf": "mean, Eq. (5)",
+        "z_m": "|error| / s.e.",
+        "bias_m": "EM bias / s.e.",
+        "std": "std (simulated)",
+        "std_cf": "std, Eq. (5)",
+        "z_s": "|error| / s.e.",
+        "bias_s": "EM bias / s.e.",
+        "wrong": "no 1/2: |error| / s.e.",
+    },
+    digits={
+        "mean": 4,
+        "mean_cf": 4,
+        "std": 4,
+        "std_cf": 4,
+        "z_m": 1,
+        "z_s": 1,
+        "bias_m": 2,
+        "bias_s": 2,
+        "wrong": 0,
+    },
+    spread={"mean": "mean_se", "std": "std_se"},
+)
 
 # %% [markdown]
 # ## 2. DDPM is the VP SDE on a grid
