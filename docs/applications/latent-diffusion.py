@@ -101,8 +101,9 @@ F64 = torch.float64
 # paper's other option, a vector-quantised latent, is not built here.
 #
 # **The KL in closed form.** For one coordinate with $q = \mathcal{N}(\mu,
-# \sigma^2)$ and $p = \mathcal{N}(0, 1)$, $\log q(z) - \log p(z) = -\log\sigma
-# - \tfrac{(z-\mu)^2}{2\sigma^2} + \tfrac{z^2}{2}$. Under $q$,
+# \sigma^2)$ and $p = \mathcal{N}(0, 1)$,
+# $\log q(z) - \log p(z) = -\log\sigma - \tfrac{(z-\mu)^2}{2\sigma^2} + \tfrac{z^2}{2}$.
+# Under $q$,
 # $\mathbb{E}(z-\mu)^2 = \sigma^2$ and $\mathbb{E} z^2 = \mu^2 + \sigma^2$, so
 #
 # <div class="admonition note"><p class="admonition-title">Key result: the KL term</p>
