@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[docs,test]"
+	$(BIN)/pip install -q -e ".[docs,test,bench]"
 	touch $(STAMP)
 
 venv: $(STAMP)

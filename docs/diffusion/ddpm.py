@@ -1023,10 +1023,12 @@ for score in scores.values():
     assert score["confident"] > (0.6 if quick else 0.5)  # mostly recognisable digits
     assert score["ratio"] < (3 if quick else 10)  # a small factor above the floor
 # What the prose below states for the 50-step chain: the smaller variance gives more
-# confident samples, by more than 4 standard errors of the paired difference; the
-# distance points the same way. (Over T = 1000 steps the two choices nearly agree.)
+# confident samples, by more than 2 standard errors of the paired difference (a
+# one-sided test at about the 2% level; the runs we made gave 3 to 6); the distance
+# points the same way. (Over T = 1000 steps the two choices nearly agree.)
+print(f"confident-fraction gap in standard errors: {conf_gap.mean() / conf_gap_se:+.1f}")
 if quick:
-    assert conf_gap.mean() < -4 * conf_gap_se
+    assert conf_gap.mean() < -2 * conf_gap_se
     assert fd_gap > 0
 
 fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
@@ -1049,15 +1051,15 @@ plt.show()
 # Both variance choices land within a factor of two of the real-data floor with 20 times
 # fewer steps than training used. On this short chain each step is large, so the two
 # variances differ more than over $T = 1000$ steps. Measured pairwise (same $x_T$, same
-# $z$), the smaller one, $\tilde\beta_t$, gives clearly more confidently classified
-# samples: in our run the confident fraction was 5.4 points higher, about five standard
-# errors of the paired difference (runs with other seeds and 500 samples gave 6.6 and
-# 8.0 points). Its Frechet distance was lower too, but by under three bootstrap standard
-# errors, which 1000 samples do not resolve to the 4 we ask for; the page asserts the
-# first and only the sign of the second. (Ho et al. report similar samples for the two
-# choices over the full chain; this comparison is on a 50-step chain, and the full
-# profile does not assert it.) The DDIM chapter pushes the idea of a shorter chain much
-# further, down to a deterministic sampler.
+# $z$), the smaller one, $\tilde\beta_t$, gives more confidently classified samples;
+# the gap printed above is this build's. Over the runs we made (other seeds, 500 and
+# 1000 samples, and a model trained afresh on a clean checkout) it was 3.0 to 8.0
+# points, three to six standard errors of the paired difference, so the page asserts
+# only that it exceeds two. The Frechet distance was lower too in every run, by one to
+# five bootstrap standard errors; the page asserts only its sign. (Ho et al. report
+# similar samples for the two choices over the full chain; this comparison is on a
+# 50-step chain, and the full profile does not assert it.) The DDIM chapter pushes the
+# idea of a shorter chain much further, down to a deterministic sampler.
 #
 # ## Summary
 #
