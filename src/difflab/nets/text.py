@@ -17,6 +17,7 @@ Rombach et al. 2022 https://arxiv.org/abs/2112.10752
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from difflab.core.cond import Cond, NullCond
+from difflab.nets.unet import CrossAttention
 
 PAD, UNK = "<pad>", "<unk>"
 
@@ -192,3 +194,50 @@ class TextConditioned(nn.Module):
         if cond is None or "ids" not in cond:
             raise ValueError('a text-conditioned model needs cond={"ids", "mask"}')
         return self.unet(x, t, self.context(cond))
+
+
+def cross_attention_weights(
+    block: CrossAttention, x: Tensor, context: Tensor, mask: Tensor | None = None
+) -> Tensor:
+    """softmax(Q K^T / sqrt(d)) of Rombach et al. 2022, Eq. 3, for ``block``.
+
+    Recomputed from the block's own weights (its forward uses a fused kernel that
+    does not return them): Q from the normalised feature map ``x`` (B, C, H, W),
+    K from ``context`` (B, L, D); padding (``mask`` False) gets weight 0.
+
+    Returns:
+        (B, heads, H*W, L): for each position, a distribution over the tokens.
+    """
+    B, C, H, W = x.shape
+    L, heads = context.shape[1], block.heads
+    d = C // heads
+    h = block.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+    q = block.q(h).view(B, H * W, heads, d).transpose(1, 2)  # (B, heads, HW, d)
+    k = block.kv(context.to(h.dtype)).view(B, L, 2, heads, d)[:, :, 0]
+    logits = q @ k.permute(0, 2, 3, 1) / math.sqrt(d)  # (B, heads, HW, L)
+    if mask is not None:
+        logits = logits.masked_fill(~mask.to(torch.bool)[:, None, None, :], -math.inf)
+    return logits.softmax(-1)
+
+
+@torch.no_grad()
+def attention_maps(
+    model: TextConditioned, block: CrossAttention, x: Tensor, t: Tensor, cond: Cond
+) -> Tensor:
+    """The weights of ``block`` during one call ``model(x, t, cond)``.
+
+    Returns:
+        (B, heads, H*W, L + 1) of :func:`cross_attention_weights` at that block's
+        input (token 0 is the start vector).
+    """
+    seen = {}
+
+    def hook(module, args):
+        seen["args"] = args
+
+    handle = block.register_forward_pre_hook(hook)
+    try:
+        model(x, t, cond)
+    finally:
+        handle.remove()
+    return cross_attention_weights(block, *seen["args"])
