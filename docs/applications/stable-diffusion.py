@@ -95,9 +95,14 @@ quick = run.profile == "quick"
 # $10^{-9}$). A digit is *leaning left*, *upright* or *leaning right* by the
 # terciles of its class.
 #
-# Thresholds are fitted on the training images (upsampled to 16x16, as in the
-# latent-diffusion chapter, whose autoencoder we reuse) and applied unchanged
-# to generated images, with the thresholds of the prompt's digit.
+# Thresholds are fitted on the training images and applied unchanged to
+# generated images, with the thresholds of the prompt's digit.
+#
+# **Data.** The quick profile uses the embedded 8x8 digits upsampled to 16x16,
+# as the latent-diffusion chapter does, and reuses its $f = 2$ autoencoder
+# (16x16 to a 2x8x8 latent) from the cache. The full profile
+# (`DIFFLAB_PROFILE=full`, with MNIST fetched into `data/` by
+# `download-datasets.sh`) uses MNIST resized to 32x32 and a 2x16x16 latent.
 #
 # **The grammar.** A caption is `a [thickness] <digit> [slant]`: "a thick seven
 # leaning right", "a thin seven", "a seven upright", "a seven". Every training
@@ -390,7 +395,7 @@ def probed(d, a, b):
 
 
 K = (
-    {"held": 12, "twin": 12, "seen": 4}
+    {"held": 20, "twin": 8, "seen": 4}
     if quick
     else {"held": 50, "twin": 50, "seen": 20}
 )
@@ -454,6 +459,15 @@ show_table(
 )
 
 # %% [markdown]
+# **Reading the table.** At $w = 0$ the prompt is ignored and each measure sits
+# near its chance level. At $w = 1$, the plain conditional model, the rates lie
+# between chance and the autoencoder's ceiling, and guidance raises them (the
+# checks below hold $w = 5$ against $w = 0$). The slant is the hardest word: its
+# bins are the terciles of a small within-class spread. The autoencoder is not
+# what limits it: the fraction of test digits that keep their slant word
+# through the round trip (Section 1) is far above the slant adherence at any
+# $w$ (asserted below).
+#
 # The composition test: the held-out word against the same attribute on the
 # seen counterparts of the same four digits.
 
@@ -523,10 +537,13 @@ plt.show()
 # - At $w = 0$ the model ignores the prompt, so it reads the prompted digit by
 #   chance: the expected rate is $\sum_d \pi_d q_d$ with $\pi_d$ the share of
 #   prompts naming $d$ and $q_d$ the share of samples read as $d$.
-# - Guidance makes the samples follow the prompt: at $w = 3$ each of the three
-#   measures is above its $w = 0$ value.
-# - The held-out words are followed too: at $w = 3$ and $w = 5$ the probed
-#   attribute of the held-out prompts is above chance.
+# - Guidance makes the samples follow the prompt: at $w = 5$ each of the three
+#   measures, over all prompts, is above its $w = 0$ value.
+# - The slant adherence at $w = 5$ is below the autoencoder's ceiling for the
+#   slant, so the diffusion model, not the first stage, limits it.
+# - The held-out words are followed too: at $w = 5$ the probed attribute of the
+#   held-out prompts is above chance (at $w = 3$ the margin is printed, not
+#   asserted).
 
 # %%
 r0 = reads[0.0]
@@ -538,10 +555,10 @@ p0, se0 = rate(r0["digit"])
 print(f"w = 0: digit as prompted {p0:.3f} +- {se0:.3f}; chance here {expect:.3f}")
 assert abs(p0 - expect) < 4 * se0
 for key in ("digit", "thickness", "slant"):
-    p3, se3 = rate(reads[3.0][key])
+    p5, se5 = rate(reads[5.0][key])
     pz, sez = rate(reads[0.0][key])
-    gap = (p3 - pz) / math.hypot(se3, sez)
-    print(f"{key}: w = 3 {p3:.3f}, w = 0 {pz:.3f}: {gap:.1f} standard errors apart")
+    gap = (p5 - pz) / math.hypot(se5, sez)
+    print(f"{key}: w = 5 {p5:.3f}, w = 0 {pz:.3f}: {gap:.1f} standard errors apart")
     assert gap > 4
 for w in (3.0, 5.0):
     h = by[w, "held"]
@@ -552,9 +569,21 @@ for w in (3.0, 5.0):
         f"w = {w:g}: held-out words as prompted {h['p']:.3f} +- {h['se']:.3f} "
         f"({z:.1f} s.e. above chance); seen twins {t['p']:.3f} ({dz:+.1f} s.e.)"
     )
-assert max((by[w, "held"]["p"] - chance) / by[w, "held"]["se"] for w in (3.0, 5.0)) > 4
+assert (by[5.0, "held"]["p"] - chance) / by[5.0, "held"]["se"] > 4
+p5, se5 = rate(reads[5.0]["slant"])
+c_se = math.sqrt(ceiling["slant"] * (1 - ceiling["slant"]) / n_test)
+print(f"slant: ceiling {ceiling['slant']:.3f}, w = 5 {p5:.3f} +- {se5:.3f}")
+assert ceiling["slant"] - p5 > 4 * math.hypot(se5, c_se)
 
 # %% [markdown]
+# The held-out words are followed: the model has seen "thick" on every other
+# digit and "seven" with "thin", and at $w = 5$ it puts them together more
+# often than chance (asserted above). It does so less reliably than for the
+# same attribute on the seen twins in the runs we made; the gap and its
+# standard error are printed above for $w = 3$ and $w = 5$. Rombach et al.
+# show compositional prompts qualitatively; here the composition is measured,
+# on a grammar small enough to hold pairs out exactly.
+#
 # ## 5. Quality beside the floor
 #
 # Following the prompt is not all: the samples should also look like digits.
@@ -598,6 +627,29 @@ show_table(
 for qrow in quality[:-1]:
     gap = (qrow["fd"] - floor) / math.hypot(qrow["se"], floor_se)
     print(f"w = {qrow['w']:g}: {gap:.1f} standard errors above the floor")
+fd_by = {qrow["w"]: qrow for qrow in quality}
+for w in (3.0, 5.0):
+    d = fd_by[w]["fd"] - fd_by[1.0]["fd"]
+    d_se = math.hypot(fd_by[w]["se"], fd_by[1.0]["se"])
+    print(f"w = {w:g} - w = 1: {d:+.3f} +- {d_se:.3f}")
+d = fd_by[0.0]["fd"] - fd_by[1.0]["fd"]
+d_se = math.hypot(fd_by[0.0]["se"], fd_by[1.0]["se"])
+print(f"w = 0 - w = 1: {d:+.3f} +- {d_se:.3f} ({d / d_se:.1f} standard errors)")
+assert d > 4 * d_se  # the unconditional branch is the weaker model
+for w in (3.0, 5.0):  # the prose: w = 1, 3 and 5 are not resolved by this metric
+    d = fd_by[w]["fd"] - fd_by[1.0]["fd"]
+    assert abs(d) < 4 * math.hypot(fd_by[w]["se"], fd_by[1.0]["se"])
+
+# %% [markdown]
+# The unconditional samples ($w = 0$) are clearly the worst: the unconditional
+# branch is the same network trained on only the 10% of batches whose caption
+# was dropped. Among $w = 1, 3, 5$ the differences are within a few standard
+# errors (printed above), so at this sample size the metric does not
+# resolve the fidelity-for-diversity trade-off that the conditioning chapter
+# measured on the class-conditional model; each sits above the floor by the
+# number of standard errors printed.
+# Below, six prompts with six seeds each at $w = 3$, two of them held-out
+# combinations.
 
 # %% tags=["fold"]
 # Figure: prompts x seeds at w = 3
@@ -664,6 +716,14 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# The maps are not a segmentation. A quarter of the way from the clean sample
+# ($t = 300$), on an 8x8 latent, each position spreads its attention over all
+# the tokens, the start vector and "a" included (the printed shares); where a
+# word's weight is highest changes from one trained model to the next, so read
+# the figure as this build's. Nothing in training asks a word to be read where
+# its attribute shows: the cross-attention only has to carry what the
+# denoiser needs, and at this size it carries it diffusely.
+#
 # ## Summary
 #
 # | on paper | in code |
