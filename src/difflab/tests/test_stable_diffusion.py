@@ -295,3 +295,26 @@ def test_bad_prompts_are_refused():
         m.text_to_image("a thin two leaning left and right", steps=2)
     with pytest.raises(TypeError, match="number"):
         m.text_to_image("a two", steps=2, guidance="strong")
+
+
+# --- command line --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sample", "sd", "--prompt", ""], "empty"),
+        (["sample", "sd", "--prompt", "a b c d e f"], "more than"),
+        (["sample", "sd"], "needs --prompt"),
+        (["sample", "ddpm", "--prompt", "a two"], "--prompt is for sample sd"),
+        (["sample", "sd", "--prompt", "a two", "--sampler", "ddpm"], "DDIM"),
+        (["train", "sd"], "can only be sampled"),
+    ],
+)
+def test_sample_sd_refuses_bad_input_before_any_work(argv, message, tmp_path, capsys):
+    from difflab.cli import main
+
+    out = ["--out", str(tmp_path / "grid.png")] if argv[0] == "sample" else []
+    assert main([*argv, *out, "--no-progress"]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "grid.png").exists()
