@@ -164,6 +164,42 @@ for name, a, b in (("thickness", th0, th1), ("slant", sl0, sl1)):
         f"{n_test} test digits keep their word through the autoencoder"
     )
 
+# %% [markdown]
+# Eq. (1) checked on a constructed stroke: a one-pixel bar through
+# $(u_0 + s v, v)$, its ink split linearly between the two nearest columns
+# (which keeps each row's mean column at exactly $u_0 + s v$). The measure must
+# return $s$ to float64 rounding; the regression the other way round,
+# $\operatorname{cov}(u, v) / \operatorname{var}(u)$, must not.
+
+
+# %%
+def sheared_bar(s, size=32):
+    """(1, 1, size, size) image of a bar with shear s, in [-1, 1]."""
+    ink = torch.zeros(size, size, dtype=torch.float64)
+    for row in range(4, size - 4):
+        u = size / 2 + s * (size / 2 - row)  # v = -row, measured from the middle
+        lo = math.floor(u)
+        ink[row, lo] += 1 - (u - lo)
+        ink[row, lo + 1] += u - lo
+    return (2 * ink - 1)[None, None]
+
+
+for s_true in (-0.4, 0.25, 0.6):
+    bar = sheared_bar(s_true)
+    s_hat = cap.slant(bar).item()
+    ink = (bar[0, 0] + 1) / 2
+    vv, uu = torch.meshgrid(
+        -torch.arange(32.0, dtype=torch.float64),
+        torch.arange(32.0, dtype=torch.float64),
+        indexing="ij",
+    )
+    du = uu - (ink * uu).sum() / ink.sum()
+    dv = vv - (ink * vv).sum() / ink.sum()
+    wrong = ((ink * du * dv).sum() / (ink * du * du).sum()).item()
+    print(f"shear {s_true:+.2f}: Eq. (1) {s_hat:+.12f}, cov/var(u) {wrong:+.3f}")
+    assert abs(s_hat - s_true) < 1e-9  # float64 sums of ~50 terms
+    assert abs(wrong - s_true) > 0.1
+
 # %% tags=["fold"]
 # Figure: training digits with their full captions
 idx = torch.arange(0, 12 * 37, 37)
