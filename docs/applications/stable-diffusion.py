@@ -671,19 +671,22 @@ for w in (3.0, 5.0):
 d = fd_by[0.0]["fd"] - fd_by[1.0]["fd"]
 d_se = math.hypot(fd_by[0.0]["se"], fd_by[1.0]["se"])
 print(f"w = 0 - w = 1: {d:+.3f} +- {d_se:.3f} ({d / d_se:.1f} standard errors)")
-assert d > 4 * d_se  # the unconditional branch is the weaker model
+# The unconditional samples are resolved from real digits.
+assert fd_by[0.0]["fd"] - floor > 4 * math.hypot(fd_by[0.0]["se"], floor_se)
 for w in (3.0, 5.0):  # the prose: w = 1, 3 and 5 are not resolved by this metric
     d = fd_by[w]["fd"] - fd_by[1.0]["fd"]
     assert abs(d) < 4 * math.hypot(fd_by[w]["se"], fd_by[1.0]["se"])
 
 # %% [markdown]
-# The unconditional samples ($w = 0$) are clearly the worst: the unconditional
-# branch is the same network trained on only the 10% of batches whose caption
-# was dropped. Among $w = 1, 3, 5$ the differences are within a few standard
-# errors (printed above), so at this sample size the metric does not
-# resolve the fidelity-for-diversity trade-off that the conditioning chapter
-# measured on the class-conditional model; each sits above the floor by the
-# number of standard errors printed.
+# The unconditional samples ($w = 0$) are far from the floor (asserted above)
+# and had the largest distance in both models we trained, by 3 and 6
+# standard errors over $w = 1$; the unconditional branch is the same network
+# trained on only the 10% of batches whose caption was dropped. Among
+# $w = 1, 3, 5$ the differences are within a few standard errors (printed and
+# asserted above), so at this sample size the metric does not resolve the
+# fidelity-for-diversity trade-off that the conditioning chapter measured on
+# the class-conditional model; each sits above the floor by the number of
+# standard errors printed.
 # Below, six prompts with six seeds each at $w = 3$, two of them held-out
 # combinations.
 
