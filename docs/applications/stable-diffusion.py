@@ -332,13 +332,14 @@ assert err_wrong > 100 * tol
 # %% [markdown]
 # ## 3. Our model beside Stable Diffusion v1
 #
-# The published sizes of Stable Diffusion v1 (the CompVis release that
-# followed Rombach et al. 2022: "a downsampling-factor 8 autoencoder with an
-# 860M UNet and CLIP ViT-L/14 text encoder"; the individual counts are those
-# of the released v1 weights) sit beside ours, counted by code. The text
-# encoder's count is recomputed below from the published configuration of
-# CLIP ViT-L/14's text tower (width 768, 12 layers, MLP width 3072, 49,408
-# tokens, 77 positions), as a check of the quoted figure.
+# Stable Diffusion v1 is the configuration that CompVis released after Rombach
+# et al. (2022): an autoencoder with $f = 8$ and 4 latent channels, a UNet of
+# about 860M parameters and the CLIP ViT-L/14 text encoder, trained on
+# 512x512 images (so 64x64x4 latents). The exact counts in the table are those
+# of the released v1 weights; ours are counted by code. The text encoder's
+# count is recomputed below from the published configuration of CLIP
+# ViT-L/14's text tower (width 768, 12 layers, MLP width 3072, 49,408 tokens,
+# 77 positions), as a check of the quoted figure.
 
 
 # %%
@@ -391,7 +392,7 @@ show_table(
         {
             "part": "sampler",
             "role": "latent noise -> latent",
-            "sd": "PLMS / DDIM, 50 steps",
+            "sd": "DDIM or PLMS, 50 steps by default",
             "ours": "DDIM (eta = 0), 25 steps",
         },
         {
@@ -684,7 +685,7 @@ for w in (3.0, 5.0):  # the prose: w = 1, 3 and 5 are not resolved by this metri
 
 # %% [markdown]
 # The unconditional samples ($w = 0$) are far from the floor (asserted above)
-# and had the largest distance in both models we trained, by 3 and 6
+# and had the largest distance in both models we trained, by about 3 and 5.5
 # standard errors over $w = 1$; the unconditional branch is the same network
 # trained on only the 10% of batches whose caption was dropped. Among
 # $w = 1, 3, 5$ the differences are within a few standard errors (printed and
