@@ -201,15 +201,18 @@ for s_true in (-0.4, 0.25, 0.6):
     assert abs(wrong - s_true) > 0.1
 
 # %% tags=["fold"]
-# Figure: training digits with their full captions
+# Figure: training digits with their full captions (red: held out of training)
 idx = torch.arange(0, 12 * 37, 37)
 fig, axes = plt.subplots(2, 6, figsize=(FIGURE_WIDTH_IN, 3.2))
 for ax, i in zip(axes.flat, idx.tolist(), strict=True):
     d = int(train_set.labels[i])
     ax.imshow(train_set.images[i, 0], cmap="gray", vmin=-1, vmax=1)
     words = cap.caption(d, int(th[i]), int(sl[i])).split()
-    ax.set_title(" ".join(words[:3]) + "\n" + " ".join(words[3:]), fontsize=8)
+    held = cap.is_held_out(d, int(th[i]), int(sl[i]))
+    title = " ".join(words[:3]) + "\n" + " ".join(words[3:])
+    ax.set_title(title, fontsize=8, color="tab:red" if held else "black")
     ax.set_axis_off()
+fig.suptitle("Measured captions (red: a held-out pair, not trained on)", fontsize=9)
 fig.tight_layout()
 plt.show()
 
