@@ -4,6 +4,7 @@ Examples::
 
     python -m difflab train ddpm                    # train (or find in the cache)
     python -m difflab sample ddpm --n 64 --out samples.png --npz samples.npz
+    python -m difflab sample sd --prompt "a thin two" --guidance 3 --out grid.png
     python -m difflab evaluate ddpm --n 1000 --steps 50
     python -m difflab bench train                   # difflab vs diffusers throughput
     python -m difflab bench quality                 # same wall-clock, both scored
@@ -48,10 +49,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+# Models sampled by their own module (``sample`` only), not recipes of train.recipes.
+SAMPLE_ONLY = ("sd",)
+
+
 def _recipe(name: str) -> str:
-    if name not in RECIPES:
+    if name not in RECIPES and name not in SAMPLE_ONLY:
+        known = ", ".join((*RECIPES, *SAMPLE_ONLY))
         raise argparse.ArgumentTypeError(
-            f"Unknown recipe {name!r}; known recipes: {', '.join(RECIPES)}."
+            f"Unknown recipe {name!r}; known recipes: {known}."
         )
     return name
 
@@ -165,6 +171,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--npz", type=Path, help="also write uint8 arrays (N, H, W, C) (.npz)"
     )
+    s.add_argument("--prompt", help='sd: the caption, e.g. "a thin two"')
 
     e = sub.add_parser("evaluate", help="score samples against the test split")
     _add_recipe(e)
@@ -270,8 +277,27 @@ def _check_recipe(args, recipe: Recipe, command: str) -> None:
             )
 
 
+def _check_sd(args) -> None:
+    """``sample sd`` only, with a prompt the tokenizer takes (before any training)."""
+    sd = getattr(args, "recipe", None) in SAMPLE_ONLY
+    if sd and args.command != "sample":
+        raise ValueError(f"{args.recipe} can only be sampled: sample {args.recipe} ...")
+    if args.command != "sample":
+        return
+    if not sd and args.prompt is not None:
+        raise ValueError(f"--prompt is for sample sd, not for {args.recipe}")
+    if sd:
+        from difflab.train.stable_diffusion import tokenizer
+
+        if args.sampler != "ddim" or args.eta != 0:
+            raise ValueError("sample sd uses DDIM with eta 0 (drop --sampler/--eta)")
+        if args.prompt is not None:
+            tokenizer().split(args.prompt)  # empty or too long: a clear ValueError
+
+
 def _checks(args) -> None:
     _check_environment(args.command)
+    _check_sd(args)
     if args.command == "sample":
         _check_output("--out", args.out, (".png",))
         if args.png_dir:
@@ -354,13 +380,33 @@ def _image(array: np.ndarray, scale: int = 1):
     return image
 
 
+def _draw_sd(args) -> tuple[torch.Tensor, None, str]:
+    from difflab.train.stable_diffusion import sample_command
+
+    if args.prompt is None:
+        raise ValueError('sample sd needs --prompt, e.g. --prompt "a thin two"')
+    x, what = sample_command(
+        args.prompt,
+        n=args.n,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        profile=args.profile or current_profile(),
+        progress=not args.no_progress,
+    )
+    return x, None, what
+
+
 def _sample(args) -> int:
     from difflab.notes.plotting import image_grid, to_uint8
 
-    trained, x, labels, what = _draw(args)
+    if args.recipe in SAMPLE_ONLY:
+        x, labels, what = _draw_sd(args)
+    else:
+        _, x, labels, what = _draw(args)
     # Every file goes to a temporary name first: an error or Ctrl-C while
     # writing leaves no half-written file.
-    grid = _image(image_grid(x), scale=max(1, 64 // trained.recipe.unet.image_size))
+    grid = _image(image_grid(x), scale=max(1, 64 // x.shape[-1]))
     cache.write_atomic(args.out, lambda f: grid.save(f, format="PNG"))
     print(f"{args.n} samples ({what}) -> {args.out}")
     arrays = to_uint8(x)
