@@ -49,6 +49,7 @@ from difflab.train.autoencoder import (
 from difflab.train.cache import cached
 from difflab.train.device import default_device
 from difflab.train.loop import TrainConfig, train
+from difflab.train.profiles import current_profile
 
 #: Words per prompt: the longest caption of the grammar.
 MAX_LENGTH = cap.MAX_WORDS
@@ -297,6 +298,26 @@ def train_stable_diffusion(
         list(state["losses"]),
         hit,
     )
+
+
+def text_to_image(
+    prompt: str | Sequence[str],
+    steps: int = 50,
+    guidance: float = 3.0,
+    seed: int = 0,
+    *,
+    n: int = 1,
+    profile: str | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """Images in [-1, 1] for ``prompt`` from the site's model (trained if not cached).
+
+    ``profile`` defaults to ``DIFFLAB_PROFILE`` (quick unless set). The same
+    arguments give the same images; see :meth:`TrainedStableDiffusion.text_to_image`.
+    """
+    profile = profile or current_profile()
+    model = train_stable_diffusion(stable_diffusion_recipe(profile), progress=progress)
+    return model.text_to_image(prompt, n=n, steps=steps, guidance=guidance, seed=seed)
 
 
 def sample_command(
