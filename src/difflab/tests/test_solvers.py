@@ -151,7 +151,8 @@ def measured_order(solver, grid_fn, evals_per_step, sandbox) -> float:
 # 0.7, and at these NFE (40..320, steps in the asymptotic regime: consecutive
 # slopes of every solver were within 0.15 of their limit when this was written,
 # while the reference's own error, 2e-6, is 30 times below the smallest error
-# fitted) the fitted orders were 1.00-1.03 and 2.01-2.17.
+# fitted) the fitted orders were 1.01 (Euler, DPM-Solver-1), 1.97 (++(2M)) and
+# 2.13 (Heun); the wrong ++(2M) below fits 1.08.
 BAND = 0.3
 EXPECTED = {"euler": 1, "dpm_solver_1": 1, "dpm_solver_pp_2m": 2, "heun": 2}
 
