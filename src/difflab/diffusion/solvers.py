@@ -95,8 +95,9 @@ def euler(
 ) -> Tensor:
     """Euler's method on the probability-flow ODE in t (Song et al. 2021b, Eq. 13).
 
-    With the score -eps / sigma (Eq. 7 of Ho et al. 2020 read as Tweedie's formula)
-    the ODE is dx/dt = f(t) x + g(t)^2 / (2 sigma(t)) eps(x, t), and one step is
+    With the score s = -eps / sigma (see
+    :func:`~difflab.diffusion.noise.score_model_from_eps`) the ODE is
+    dx/dt = f(t) x + g(t)^2 / (2 sigma(t)) eps(x, t), and one step is
     x_i = x_{i-1} + (t_i - t_{i-1}) dx/dt at t_{i-1}: first order in the step,
     one evaluation a step.
     """
