@@ -506,9 +506,9 @@ print(f"at NFE 10, DDIM - ++(2M): {d10b:+.2f} ± {d10b_sd:.2f}")
 # 1000-step DDPM printed above is within about one spread of zero in the builds
 # we ran, so at this sample size "not within 10% of DDPM" is not evidence that
 # the ODE is worse (the full profile's 2000 samples are meant to settle it).
-# Karras et al. (2022) found stochastic sampling ahead of the ODE on their
-# ImageNet model and the deterministic solvers ahead on CIFAR-10; this page
-# does not measure that question, only how fast each solver converges.
+# Karras et al. (2022, Sec. 4) discuss when stochastic sampling beats the ODE
+# and when it does not; this page does not settle that question for its model,
+# it measures how fast each solver converges.
 #
 # That convergence can be measured without the metric's noise. Every solver
 # approximates the same map from $x_T$ to an image, so the distance of its image
