@@ -152,7 +152,7 @@ def measured_order(solver, grid_fn, evals_per_step, sandbox) -> float:
 # 2.13 (Heun), the wrong ++(2M) below 1.08. The band is bias, not noise: Heun's
 # local slope still drifts towards 2 at these NFE (2.26 from 40 to 80, 2.04 from
 # 160 to 320), and the fit is a mean of such slopes. The bootstrap spread over
-# the 200 x_T is below 0.01, and the reference's own error (2e-6) is 50 times
+# the 200 x_T is below 0.01, and the reference's own error (2e-6) is 40 times
 # below the smallest error fitted.
 BAND = 0.3
 EXPECTED = {"euler": 1, "dpm_solver_1": 1, "dpm_solver_pp_2m": 2, "heun": 2}
