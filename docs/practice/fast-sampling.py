@@ -515,7 +515,10 @@ print(f"at NFE 10, DDIM - ++(2M): {d10b:+.2f} ± {d10b_sd:.2f}")
 # to the ODE limit's image from the same $x_T$ (root mean square over pixels, a
 # mean over samples ± its standard error) is its discretisation error on the real
 # network. A solver is called closer than another when the per-sample
-# difference is more than four of its standard errors.
+# difference is more than four of its standard errors. The limit is computed with
+# ++(2M) itself, which could favour it; but the limit moved by the RMS change
+# printed above (about 0.002) between 100 and 250 evaluations, far less than the
+# differences asserted below at 20 and 50.
 
 # %%
 dist = {
