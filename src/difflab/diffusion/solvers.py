@@ -1,0 +1,256 @@
+"""Fast deterministic samplers: ODE solvers on the noise interface.
+
+Every solver integrates the probability-flow ODE of a model
+x_t = alpha(t) x_0 + sigma(t) eps (Song et al. 2021b, Eq. 13) from ``grid[0]`` down
+to ``grid[-1]``, with the signature
+
+    solver(eps_model, x_T, grid, *, noise, cond=None, callback=None,
+           progress=True) -> x
+
+``eps_model(x, t)`` takes continuous t (B,) (wrap an index-based network with
+:meth:`~difflab.diffusion.noise.DiscreteNoise.continuous`); ``noise`` is any
+:class:`~difflab.diffusion.noise.NoiseLevels`; ``grid`` is a decreasing 1-D tensor
+of times chosen by the caller (``uniform_grid``, ``half_log_snr_grid``,
+``karras_grid``, ``DiscreteNoise.grid``). The grid may end at a time with
+sigma = 0 (the clean data, t = 0 of ``DiscreteNoise``): no solver evaluates the
+model there. ``callback`` gets ``{"i", "t", "x", "x0_hat", "nfe"}`` after each step.
+
+Notation (Lu et al. 2022a, Sec. 3): lambda = log(alpha / sigma), decreasing in t;
+on a step from t_{i-1} to t_i, h_i = lambda(t_i) - lambda(t_{i-1}) > 0. The
+evaluations each solver spends on a grid of n steps are :func:`solver_nfe`.
+
+- :func:`euler`: Euler's method in t on the ODE as written (first order).
+- :func:`dpm_solver_1`: the exponential integrator in lambda, first order; it is
+  DDIM (eta = 0) written differently (Lu et al. 2022a, Sec. 4.1).
+- :func:`dpm_solver_pp_2m`: DPM-Solver++(2M), the multistep second-order solver in
+  data prediction (Lu et al. 2022b, Algorithm 2).
+- :func:`heun`: Heun's method in Karras et al.'s (2022) sigma = sigma/alpha,
+  Algorithm 1 with S_churn = 0 (second order; use it on ``karras_grid``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from difflab.core.cond import Cond
+from difflab.core.progress import tqdm
+from difflab.diffusion.noise import NoiseLevels
+
+Model = Callable[..., Tensor]
+Callback = Callable[[dict], None] | None
+
+
+def _call(model: Model, x: Tensor, t: Tensor, cond) -> Tensor:
+    """``model(x, t)`` without a condition, else ``model(x, t, cond)``."""
+    return model(x, t) if cond is None else model(x, t, cond)
+
+
+def _times(grid: Tensor) -> Tensor:
+    """The grid as float64 on the CPU, checked to decrease."""
+    ts = torch.as_tensor(grid, dtype=torch.float64).cpu()
+    if ts.ndim != 1 or len(ts) < 2 or not (ts[1:] < ts[:-1]).all():
+        raise ValueError("grid must be a 1-D tensor of at least 2 decreasing times")
+    return ts
+
+
+def _levels(noise: NoiseLevels, ts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """alpha, sigma and lambda at every grid time (float64; lambda = +inf at sigma=0)."""
+    alpha, sigma = noise.marginal_coefs(ts)
+    return alpha, sigma, alpha.log() - sigma.log()
+
+
+def _vec(t: float, x: Tensor) -> Tensor:
+    """The time t as a (B,) tensor on x's device and dtype."""
+    return torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+
+
+def solver_nfe(name: str, grid: Tensor, noise: NoiseLevels) -> int:
+    """Model evaluations that solver ``name`` spends on ``grid``.
+
+    One per step for "euler", "dpm_solver_1" and "dpm_solver_pp_2m"; two per step
+    for "heun", less one if the grid ends at sigma = 0 (no correction there).
+    """
+    n = len(grid) - 1
+    if name == "heun":
+        end = torch.as_tensor(grid, dtype=torch.float64)[-1:]
+        return 2 * n - int(float(noise.sigma(end)) == 0.0)
+    if name in SOLVERS:
+        return n
+    raise ValueError(f"unknown solver {name!r}; choose from {tuple(SOLVERS)}")
+
+
+@torch.no_grad()
+def euler(
+    eps_model: Model,
+    x_T: Tensor,
+    grid: Tensor,
+    *,
+    noise: NoiseLevels,
+    cond: Cond | None = None,
+    callback: Callback = None,
+    progress: bool = True,
+) -> Tensor:
+    """Euler's method on the probability-flow ODE in t (Song et al. 2021b, Eq. 13).
+
+    With the score s = -eps / sigma (see
+    :func:`~difflab.diffusion.noise.score_model_from_eps`) the ODE is
+    dx/dt = f(t) x + g(t)^2 / (2 sigma(t)) eps(x, t), and one step is
+    x_i = x_{i-1} + (t_i - t_{i-1}) dx/dt at t_{i-1}: first order in the step,
+    one evaluation a step.
+    """
+    x, ts = x_T, _times(grid)
+    for i in tqdm(range(1, len(ts)), disable=not progress, desc="Euler"):
+        t = ts[i - 1 : i]
+        t_b = _vec(float(t), x)
+        eps = _call(eps_model, x, t_b, cond)
+        f, g, sigma = noise.f(t), noise.g(t), noise.sigma(t)
+        drift = float(f) * x + float(g**2 / (2 * sigma)) * eps
+        x0_hat = (x - float(sigma) * eps) / float(noise.alpha(t))
+        x = x + float(ts[i] - ts[i - 1]) * drift  # Euler step, dt < 0.
+        if callback is not None:
+            callback(
+                {"i": i - 1, "t": float(ts[i]), "x": x, "x0_hat": x0_hat, "nfe": i}
+            )
+    return x
+
+
+@torch.no_grad()
+def dpm_solver_1(
+    eps_model: Model,
+    x_T: Tensor,
+    grid: Tensor,
+    *,
+    noise: NoiseLevels,
+    cond: Cond | None = None,
+    callback: Callback = None,
+    progress: bool = True,
+) -> Tensor:
+    """DPM-Solver-1 (Lu et al. 2022a, Sec. 3.3): first order in lambda.
+
+    The exact solution of the ODE from t_{i-1} to t_i (Lu et al. 2022a, Prop. 3.1),
+    x_i = (alpha_i / alpha_{i-1}) x_{i-1}
+          - alpha_i int_{lambda_{i-1}}^{lambda_i} e^{-lambda} eps dlambda,
+    with eps held at its value at t_{i-1} gives
+    x_i = (alpha_i / alpha_{i-1}) x_{i-1} - sigma_i (e^{h_i} - 1) eps_{i-1},
+    which is DDIM with eta = 0 (Song et al. 2021a, Eq. 12). At sigma_i = 0
+    (h_i = inf) the coefficient sigma_i (e^{h_i} - 1) takes its limit
+    alpha_i e^{-lambda_{i-1}}. One evaluation a step.
+    """
+    x, ts = x_T, _times(grid)
+    alpha, sigma, lam = _levels(noise, ts)
+    for i in tqdm(range(1, len(ts)), disable=not progress, desc="DPM-Solver-1"):
+        eps = _call(eps_model, x, _vec(float(ts[i - 1]), x), cond)
+        h = lam[i] - lam[i - 1]
+        if sigma[i] > 0:
+            c_eps = sigma[i] * torch.expm1(h)
+        else:
+            c_eps = alpha[i] * torch.exp(-lam[i - 1])
+        x0_hat = (x - float(sigma[i - 1]) * eps) / float(alpha[i - 1])
+        x = float(alpha[i] / alpha[i - 1]) * x - float(c_eps) * eps
+        if callback is not None:
+            callback(
+                {"i": i - 1, "t": float(ts[i]), "x": x, "x0_hat": x0_hat, "nfe": i}
+            )
+    return x
+
+
+@torch.no_grad()
+def dpm_solver_pp_2m(
+    eps_model: Model,
+    x_T: Tensor,
+    grid: Tensor,
+    *,
+    noise: NoiseLevels,
+    cond: Cond | None = None,
+    callback: Callback = None,
+    progress: bool = True,
+) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2), multistep, data prediction.
+
+    In the data prediction x0_hat = (x - sigma eps) / alpha the exact solution is
+    x_i = (sigma_i / sigma_{i-1}) x_{i-1}
+          + sigma_i int_{lambda_{i-1}}^{lambda_i} e^{lambda} x0_hat dlambda.
+    The first step holds x0_hat constant (first order):
+    x_i = (sigma_i / sigma_{i-1}) x_{i-1} - alpha_i (e^{-h_i} - 1) x0_hat_{i-1}.
+    Every later step replaces x0_hat_{i-1} by
+    D_i = (1 + 1 / (2 r_i)) x0_hat_{i-1} - 1 / (2 r_i) x0_hat_{i-2},
+    r_i = h_{i-1} / h_i, a backward difference that reuses the previous
+    evaluation, so the method is second order at one evaluation a step. A last
+    step to sigma = 0 (h = inf, r = 0) is taken first-order: there the update is
+    x = alpha x0_hat_{i-1} whatever D is, and D's weights diverge.
+    """
+    x, ts = x_T, _times(grid)
+    alpha, sigma, lam = _levels(noise, ts)
+    x0_prev = None
+    for i in tqdm(range(1, len(ts)), disable=not progress, desc="DPM-Solver++(2M)"):
+        eps = _call(eps_model, x, _vec(float(ts[i - 1]), x), cond)
+        x0_hat = (x - float(sigma[i - 1]) * eps) / float(alpha[i - 1])
+        h = lam[i] - lam[i - 1]
+        if x0_prev is None or sigma[i] == 0:
+            d = x0_hat  # first-order step
+        else:
+            r = float((lam[i - 1] - lam[i - 2]) / h)
+            d = (1 + 1 / (2 * r)) * x0_hat - 1 / (2 * r) * x0_prev
+        x = float(sigma[i] / sigma[i - 1]) * x - float(alpha[i] * torch.expm1(-h)) * d
+        x0_prev = x0_hat
+        if callback is not None:
+            callback(
+                {"i": i - 1, "t": float(ts[i]), "x": x, "x0_hat": x0_hat, "nfe": i}
+            )
+    return x
+
+
+@torch.no_grad()
+def heun(
+    eps_model: Model,
+    x_T: Tensor,
+    grid: Tensor,
+    *,
+    noise: NoiseLevels,
+    cond: Cond | None = None,
+    callback: Callback = None,
+    progress: bool = True,
+) -> Tensor:
+    """Heun's method of Karras et al. (2022), Algorithm 1 with S_churn = 0.
+
+    Karras et al. write the ODE for y = x / alpha against s = sigma / alpha =
+    e^{-lambda} (their sigma; Eq. 4 with s(t) = alpha): dy/ds = eps(alpha y, t(s)).
+    One step from s_{i-1} to s_i: an Euler step y' = y + (s_i - s_{i-1}) d with
+    d = eps at the start, then, unless s_i = 0, the trapezoidal correction
+    y_i = y + (s_i - s_{i-1}) (d + d') / 2 with d' = eps at (y', s_i). Second order;
+    two evaluations a step, one on a last step to s = 0 (their sigma_N = 0).
+    Use it on ``karras_grid`` (their Eq. 5, rho = 7) to be their sampler.
+    """
+    ts = _times(grid)
+    alpha, sigma, _ = _levels(noise, ts)
+    s = sigma / alpha  # Karras et al.'s sigma
+    y, nfe = x_T / float(alpha[0]), 0
+    for i in tqdm(range(1, len(ts)), disable=not progress, desc="Heun"):
+        ds = float(s[i] - s[i - 1])
+        d = _call(eps_model, float(alpha[i - 1]) * y, _vec(float(ts[i - 1]), y), cond)
+        nfe += 1
+        x0_hat = y - float(s[i - 1]) * d
+        y_next = y + ds * d  # Euler step.
+        if s[i] > 0:  # 2nd order correction.
+            x_next = float(alpha[i]) * y_next
+            d2 = _call(eps_model, x_next, _vec(float(ts[i]), y), cond)
+            nfe += 1
+            y_next = y + ds * 0.5 * (d + d2)
+        y = y_next
+        if callback is not None:
+            x = float(alpha[i]) * y
+            callback(
+                {"i": i - 1, "t": float(ts[i]), "x": x, "x0_hat": x0_hat, "nfe": nfe}
+            )
+    return float(alpha[-1]) * y
+
+
+SOLVERS: dict[str, Callable[..., Tensor]] = {
+    "euler": euler,
+    "dpm_solver_1": dpm_solver_1,
+    "dpm_solver_pp_2m": dpm_solver_pp_2m,
+    "heun": heun,
+}
