@@ -180,3 +180,21 @@ def test_bad_fsdd_file_names_itself_and_the_fix(tmp_path):
         load_fsdd("train", tmp_path)
     assert "4_jackson_9.wav" in str(err.value)
     assert "download-datasets.sh fsdd" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--digit", "10"], "'10' is not a digit"),
+        (["--digit", "7", "--n", "0"], "'0' is not a positive int"),
+        (["--digit", "7", "--out", "FILE/clips"], "is a file, not a folder"),
+    ],
+)
+def test_cli_sample_audio_refuses_bad_input(argv, message, tmp_path, capsys):
+    from difflab.cli import main
+
+    (tmp_path / "FILE").write_text("")
+    argv = [a.replace("FILE", str(tmp_path / "FILE")) for a in argv]
+    assert main(["sample", "audio", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1  # one line, no traceback
