@@ -507,9 +507,13 @@ for what, z in (("heard as asked", z_frac), ("Frechet distance", z_fd)):
     who = "spectrogram" if z > 0 else "waveform"
     strength = "clearly" if abs(z) > 3 else "not clearly (under 3 s.e.)"
     print(f"{what}: the {who} model is better by {abs(z):.1f} s.e., {strength}")
-# The real clips set the ceiling every model is read against.
-real_frac, real_se = scores["real test clips"][:2]
-assert real_frac > 0.1 + 4 * real_se
+# The better model is heard as asked above chance (0.1) by 4 binomial standard
+# errors of chance on its 10 x PER_DIGIT clips: a bar a model that ignores the
+# label fails with probability below 1e-4.
+best = max(fw, fs)
+chance_se = math.sqrt(0.1 * 0.9 / n_gen)
+print(f"best fraction {best:.3f} vs chance 0.1 + 4 s.e. = {0.1 + 4 * chance_se:.3f}")
+assert best > 0.1 + 4 * chance_se
 
 # %% [markdown]
 # ## What this shows
@@ -524,17 +528,22 @@ assert real_frac > 0.1 + 4 * real_se
 #   the package's conversions match Eq. (4) to rounding error, and the sign
 #   slip does not.
 # - On the quick profile both models are small and trained for a few hundred
-#   CPU steps, so neither sounds like clean speech; the numbers above, not the
-#   ear, say which representation is ahead on this build. The spectrogram model
-#   works on a smooth, low-dynamic-range picture in which a digit is a few
-#   blobs of energy, and the 2D UNet of the image chapters learns such pictures
-#   quickly; the waveform model must get the phase of every oscillation right
-#   sample by sample, which costs more training. The spectrogram route pays for
-#   its head start with the Griffin-Lim ceiling; with the full profile's
-#   training the waveform model, which has no such ceiling, is the one that
-#   can keep improving. This is the trade-off that leads audio-diffusion-pytorch
-#   and later systems to waveform models or learned (neural) vocoders instead of
-#   Griffin-Lim.
+#   CPU steps, so neither sounds like clean speech; the verdict lines above,
+#   not the ear, say which representation is ahead on this build. In the runs
+#   made while writing this page the spectrogram model was heard as the
+#   requested digit about twice as often as the waveform model and sat much
+#   closer to the real-data floor, at the same number of training steps. The
+#   reason is what each network has to get right: in the spectrogram a digit
+#   is a few smooth blobs of energy with a small dynamic range, the kind of
+#   picture the image UNet learns quickly; the waveform model must also get
+#   the phase of every oscillation right, sample by sample, which costs more
+#   training and gains nothing the classifier can hear. The spectrogram route
+#   pays with the Griffin-Lim ceiling (the "real, through the decoder" row)
+#   and with slower sampling (the decoder's rounds). The waveform model has no
+#   such ceiling; whether it overtakes with much longer training is a question
+#   for the full profile, not measured on this build. That trade-off is why
+#   audio-diffusion-pytorch and later systems model waveforms, or replace
+#   Griffin-Lim by a learned vocoder.
 #
 # ## Exercises
 #
