@@ -198,3 +198,19 @@ def test_cli_sample_audio_refuses_bad_input(argv, message, tmp_path, capsys):
     assert main(["sample", "audio", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1  # one line, no traceback
+
+
+def test_clip_html_embeds_the_wav_itself():
+    import base64
+    import re
+
+    from difflab.notes.audio import clip_html
+
+    k = torch.arange(-500, 500) * 30
+    x = k.float() / 32768
+    text = clip_html(x, 4000, "a ramp")
+    uri = re.search(r'<audio controls[^>]* src="data:audio/wav;base64,([^"]+)"', text)
+    y, rate = read_wav(base64.b64decode(uri[1]))
+    assert rate == 4000 and torch.equal(y, x)  # the page plays exactly these samples
+    assert 'data-expected-duration="0.250000"' in text  # 1000 / 4000 s
+    assert "http" not in text  # nothing loads from elsewhere
