@@ -324,7 +324,7 @@ dx = ((torch.cos(phi + h) - torch.cos(phi - h)) * x0
       + (torch.sin(phi + h) - torch.sin(phi - h)) * eps) / (2 * h)  # fmt: skip
 v_wrong = a.sqrt() * eps + (1 - a).sqrt() * x0  # the sign slip
 checks = {
-    "v vs cos(phi) eps - sin(phi) x0": (v - (torch.cos(phi) * eps - torch.sin(phi) * x0)),
+    "v vs cos(phi) eps - sin(phi) x0": v - (torch.cos(phi) * eps - torch.sin(phi) * x0),
     "v vs d x_t / d phi (central difference)": v - dx,
     "|x_t|^2 + |v|^2 vs |x0|^2 + |eps|^2": (x_t**2 + v**2) - (x0**2 + eps**2),
     "x0 from (x_t, v)": x0_from_v(x_t, v, a) - x0,
@@ -332,8 +332,12 @@ checks = {
     "mistake: x0 from (x_t, v with + sign)": x0_from_v(x_t, v_wrong, a) - x0,
 }
 rows = [{"check": k, "err": d.abs().max().item()} for k, d in checks.items()]
-show_table(rows, headers={"check": "identity", "err": "max abs error"},
-           digits={"err": "1e"}, caption="Eq. (4) on 64 real clips at random t")  # fmt: skip
+show_table(
+    rows,
+    headers={"check": "identity", "err": "max abs error"},
+    digits={"err": "1e"},
+    caption="Eq. (4) on 64 real clips at random t",
+)
 # float64 identities: ~1e-15; the central difference errs by h^2 |x| / 6 < 1e-9.
 TOL = 1e-8
 assert all(r["err"] < TOL for r in rows[:-1]), rows
@@ -462,7 +466,9 @@ assert acc > 0.1 + 4 * math.sqrt(0.1 * 0.9 / len(x_test))
 
 spec_recipe = models["spec"].recipe
 gl_real = decode(
-    to_image(x_test, spec_recipe), spec_recipe, generator=torch.Generator().manual_seed(2)
+    to_image(x_test, spec_recipe),
+    spec_recipe,
+    generator=torch.Generator().manual_seed(2),
 )
 # Real rows: the same random n_gen test clips (the files are sorted by digit).
 pick = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(3))[:n_gen]

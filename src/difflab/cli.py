@@ -483,7 +483,8 @@ def _sample_audio(argv: list[str]) -> int:
     except (DatasetMissingError, CheckpointError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"{args.n} clips of digit {args.digit} ({model.recipe.rate} Hz) -> {args.out}/")
+    rate = model.recipe.rate
+    print(f"{args.n} clips of digit {args.digit} ({rate} Hz) -> {args.out}/")
     return 0
 
 

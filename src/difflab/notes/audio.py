@@ -67,7 +67,7 @@ def clip_grid_html(
     col_labels: list[str],
     caption: str = "",
 ) -> str:
-    """A table of clips: one row per ``row_labels`` entry, one column per column label."""
+    """A table of clips: one row per row label, one column per column label."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in col_labels)
     body = "".join(
         f"<tr><th>{html.escape(label)}</th>"

@@ -1,4 +1,4 @@
-"""Audio: the STFT and its inverse, Griffin-Lim, WAV files, the 1D UNet, v, the classifier."""
+"""Audio: STFT and inverse, Griffin-Lim, WAV files, the 1D UNet, v, the classifier."""
 
 from __future__ import annotations
 
@@ -79,7 +79,8 @@ def test_griffin_lim_decreases_and_beats_random_phase():
 
 
 def test_wav_round_trip_is_bit_exact_and_bad_bytes_are_refused():
-    k = torch.randint(-32768, 32768, (4001,), generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    k = torch.randint(-32768, 32768, (4001,), generator=g)
     x = k.float() / 32768
     data = wav_bytes(x, 8000)
     y, rate = read_wav(data)
