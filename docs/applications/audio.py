@@ -540,12 +540,15 @@ assert best > 0.1 + 4 * chance_se
 #   slip does not.
 # - On the quick profile both models are small and trained for a few hundred
 #   CPU steps, so neither sounds like clean speech; the verdict lines above,
-#   not the ear, say which representation is ahead on this build. In the runs
-#   made while writing this page (FSDD) the spectrogram model was heard as the
-#   requested digit 58-63% of the time against 24-29% for the waveform model
-#   (standard errors about 5 points), with a Frechet distance of about 300
-#   against about 1,900 (floor about 110-130), at the same number of training
-#   steps. The reason is what each network has to get right: in the
+#   not the ear, say which representation is ahead on this build. In three
+#   sampling runs made while writing this page (FSDD, the same two trained
+#   models, different seeds) the spectrogram model was heard as the requested
+#   digit 54-63% of the time against 24-34% for the waveform model (standard
+#   errors about 5 points, so the gap was between 2.9 and 5.1 of its standard
+#   errors), and its Frechet distance was about 300-320 against about
+#   1,900-2,000 (bootstrap s.d. 60-80 and about 190; floor 111, s.d. 34): on
+#   the distance the gap was always beyond 7 standard errors, at the same
+#   number of training steps. The reason is what each network has to get right: in the
 #   spectrogram a digit is a few smooth blobs of energy with a small dynamic
 #   range, the kind of picture the image UNet learns quickly; the waveform model
 #   must also get the phase of every oscillation right, sample by sample, which
