@@ -44,7 +44,7 @@ def test_every_audio_element_loads_with_its_duration(browser, site_url, site_dir
     # Two real rows of 5, and a 10 x 3 grid per model.
     assert len(clips) >= 10 + 2 * 30, f"only {len(clips)} audio elements"
     for k, c in enumerate(clips):
-        assert c["src"] == "data:audio/wav;base64", (k, c)
+        assert c["src"] == "data:audio/wav;base64,", (k, c)
         assert c["controls"], (k, "no controls")
         assert c["error"] == 0 and c["ready"] >= 1, (k, c)
         assert abs(c["duration"] - c["expected"]) < 1 / 4000, (k, c)
