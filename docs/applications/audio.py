@@ -554,9 +554,10 @@ assert best > 0.1 + 4 * chance_se
 #   must also get the phase of every oscillation right, sample by sample, which
 #   costs more training and gains nothing the classifier can hear. The
 #   spectrogram route pays with the Griffin-Lim ceiling (the "real, through
-#   the decoder" row), which on these clips costs the classifier little but is
-#   audible as a metallic, phasey sound, and with the decoder's rounds at
-#   sampling time. The waveform model has no such ceiling; whether it
+#   the decoder" row: on FSDD it cost the classifier one to three points in
+#   our runs, on the synthetic tones, whose pure harmonics it smears, about
+#   twenty), audible as a metallic, phasey sound, and with the decoder's
+#   rounds at sampling time. The waveform model has no such ceiling; whether it
 #   overtakes with much longer training is a question for the full profile,
 #   not measured on this build. That trade-off is why
 #   audio-diffusion-pytorch and later systems model waveforms, or replace
