@@ -548,8 +548,9 @@ assert best > 0.1 + 4 * chance_se
 #   errors), and its Frechet distance was about 300-320 against about
 #   1,900-2,000 (bootstrap s.d. 60-80 and about 190; floor 111, s.d. 34): on
 #   the distance the gap was always beyond 7 standard errors, at the same
-#   number of training steps. The reason is what each network has to get right: in the
-#   spectrogram a digit is a few smooth blobs of energy with a small dynamic
+#   number of training steps. On the synthetic tones (one run) the waveform
+#   model was at chance and the spectrogram model at 47%. The reason is what
+#   each network has to get right: in the spectrogram a digit is a few smooth blobs of energy with a small dynamic
 #   range, the kind of picture the image UNet learns quickly; the waveform model
 #   must also get the phase of every oscillation right, sample by sample, which
 #   costs more training and gains nothing the classifier can hear. The
