@@ -551,9 +551,9 @@ assert best > 0.1 + 4 * chance_se
 #   number of training steps. On the synthetic tones (one run) the waveform
 #   model was at chance and the spectrogram model at 47%. The reason is what
 #   each network has to get right: in the spectrogram a digit is a few smooth
-#   blobs of energy with a small dynamic range, the kind of picture the image UNet learns quickly; the waveform model
-#   must also get the phase of every oscillation right, sample by sample, which
-#   costs more training and gains nothing the classifier can hear. The
+#   blobs of energy with a small dynamic range, the kind of picture the image
+#   UNet learns quickly; the waveform model must also get the phase of every
+#   oscillation right, sample by sample, which costs more training and gains nothing the classifier can hear. The
 #   spectrogram route pays with the Griffin-Lim ceiling (the "real, through
 #   the decoder" row: on FSDD it cost the classifier one to three points in
 #   our runs, on the synthetic tones, whose pure harmonics it smears, about
