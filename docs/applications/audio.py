@@ -538,31 +538,30 @@ assert best > 0.1 + 4 * chance_se
 # - v is the velocity of $x_t$ along a circle in the $(x_0, \epsilon)$ plane;
 #   the package's conversions match Eq. (4) to rounding error, and the sign
 #   slip does not.
-# - On the quick profile both models are small and trained for a few hundred
-#   CPU steps, so neither sounds like clean speech; the verdict lines above,
-#   not the ear, say which representation is ahead on this build. In three
-#   sampling runs made while writing this page (FSDD, the same two trained
-#   models, different seeds) the spectrogram model was heard as the requested
-#   digit 54-63% of the time against 24-34% for the waveform model (standard
-#   errors about 5 points, so the gap was between 2.9 and 5.1 of its standard
-#   errors), and its Frechet distance was about 300-320 against about
-#   1,900-2,000 (bootstrap s.d. 60-80 and about 190; floor 111, s.d. 34): on
-#   the distance the gap was always beyond 7 standard errors, at the same
-#   number of training steps. On the synthetic tones (one run) the waveform
-#   model was at chance and the spectrogram model at 47%. The reason is what
-#   each network has to get right: in the spectrogram a digit is a few smooth
-#   blobs of energy with a small dynamic range, the kind of picture the image
-#   UNet learns quickly; the waveform model must also get the phase of every
-#   oscillation right, sample by sample, which costs more training and gains nothing the classifier can hear. The
-#   spectrogram route pays with the Griffin-Lim ceiling (the "real, through
-#   the decoder" row: on FSDD it cost the classifier one to three points in
-#   our runs, on the synthetic tones, whose pure harmonics it smears, about
-#   twenty), audible as a metallic, phasey sound, and with the decoder's
-#   rounds at sampling time. The waveform model has no such ceiling; whether it
-#   overtakes with much longer training is a question for the full profile,
-#   not measured on this build. That trade-off is why
-#   audio-diffusion-pytorch and later systems model waveforms, or replace
-#   Griffin-Lim by a learned vocoder.
+# - On the quick profile both models are small and trained for a few hundred CPU
+#   steps, so neither sounds like clean speech; the verdict lines above, not the
+#   ear, say which representation is ahead on this build. In three sampling runs
+#   made while writing this page (FSDD, the same two trained models, different
+#   seeds) the spectrogram model was heard as the requested digit 54-63% of the
+#   time against 24-34% for the waveform model (standard errors about 5 points,
+#   so the gap was between 2.9 and 5.1 of its standard errors), and its Frechet
+#   distance was about 300-320 against about 1,900-2,000 (bootstrap s.d. 60-80
+#   and about 190; floor 111, s.d. 34): on the distance the gap was always
+#   beyond 7 standard errors, at the same number of training steps. On the
+#   synthetic tones (one run) the waveform model was at chance and the
+#   spectrogram model at 47%. The reason is what each network has to get right:
+#   in the spectrogram a digit is a few smooth blobs of energy with a small
+#   dynamic range, the kind of picture the image UNet learns quickly; the
+#   waveform model must also get the phase of every oscillation right, sample by
+#   sample, which costs more training and gains nothing the classifier can hear.
+#   The spectrogram route pays with the Griffin-Lim ceiling (the "real, through
+#   the decoder" row: on FSDD it cost the classifier one to three points in our
+#   runs, on the synthetic tones, whose pure harmonics it smears, about twenty),
+#   audible as a metallic, phasey sound, and with the decoder's rounds at
+#   sampling time. The waveform model has no such ceiling; whether it overtakes
+#   with much longer training is a question for the full profile, not measured
+#   on this build. That trade-off is why audio-diffusion-pytorch and later
+#   systems model waveforms, or replace Griffin-Lim by a learned vocoder.
 #
 # ## Exercises
 #
