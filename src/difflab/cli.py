@@ -115,8 +115,11 @@ def _seed(text: str) -> int:
     return value
 
 
-def _add_recipe(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recipe", type=_recipe, help=f"one of: {', '.join(RECIPES)}")
+def _add_recipe(p: argparse.ArgumentParser, *, sample: bool = False) -> None:
+    names = ", ".join(RECIPES)
+    if sample:
+        names += "; sd (with --prompt); audio (see `sample audio --help`)"
+    p.add_argument("recipe", type=_recipe, help=f"one of: {names}")
     p.add_argument(
         "--profile", choices=PROFILES, help="default: quick on CPU, full on GPU"
     )
@@ -163,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=_count(MAX_TRAIN_STEPS), help="optimiser steps")
 
     s = sub.add_parser("sample", help="draw samples from a trained recipe")
-    _add_recipe(s)
+    _add_recipe(s, sample=True)
     _add_sampling(s, n=64)
     s.add_argument(
         "--out", type=Path, default=Path("samples.png"), help="PNG grid (.png)"
