@@ -319,8 +319,9 @@ plt.show()
 # the floor) and reports the mean with its standard error.
 
 # %%
-N_EVAL = 300 if MNIST else 500  # samples per seed (the metric needs at least
-SEEDS = range(4)  # min_samples: a full-rank feature covariance)
+# Samples per seed (the metric needs at least min_samples: a full-rank feature
+# covariance) and seeds; fewer at 28x28, where each sample costs more on a CPU.
+N_EVAL, SEEDS = (200, range(3)) if MNIST else (500, range(4))
 assert N_EVAL >= min_samples(data.name)
 print(
     f"{env}python -m difflab evaluate ddpm {flags} {' '.join(model_steps)} "
@@ -391,23 +392,22 @@ print(
 )
 ten = step_rows[1]
 print(
-    f"10 steps are worse than 50 by {ten['diff']:.3f} +- {ten['diff_se']:.3f}, "
-    f"{ten['diff'] / gap:.0%} of the gap between 50 steps and the floor ({gap:.3f})"
+    f"10 steps minus 50 steps: {ten['diff']:+.3f} +- {ten['diff_se']:.3f}, "
+    f"{ten['diff'] / gap:+.0%} of the gap between 50 steps and the floor ({gap:.3f})"
 )
 # Five DDIM steps are too coarse a solve of the probability-flow ODE: the paired
 # difference must be positive by more than four standard errors (over seeds).
 assert five["diff"] > 4 * five["diff_se"], five
-# What ten more steps buy is small next to the gap to the floor: the 10-step
-# excess must be below half the gap, by four standard errors of the two.
-assert ten["diff"] + 4 * math.hypot(ten["diff_se"], gap_se / 2) < gap / 2, ten
+# What forty more steps change is less than the gap that remains to the floor:
+# the 10-step excess must be below the gap by four standard errors of the two.
+assert gap - ten["diff"] > 4 * math.hypot(ten["diff_se"], gap_se), (ten, gap)
 
 # %% [markdown]
-# Read the table and the line above it for this build's numbers. Five steps are
-# clearly worse than fifty. Ten steps are worse too, but by a small fraction of
-# what remains between fifty steps and the real-data floor (the line printed
-# below the table), so past a few tens of steps the sampler is no longer what
-# limits the samples: the network and its training are. In order of cost, what
-# to change next:
+# Read the table and the lines below it for this build's numbers. Five steps are
+# clearly worse than fifty. Between ten and fifty steps the difference is small
+# next to what remains between fifty steps and the real-data floor, so past a
+# few tens of steps the sampler is no longer what limits the samples: the
+# network and its training are. In order of cost, what to change next:
 #
 # 1. **Train longer.** In the quick profile on MNIST the budget is a fifth of the
 #    recipe's: `--steps 1000` (a quarter of an hour or more on two CPU cores, at
