@@ -422,10 +422,11 @@ assert five["diff"] > 4 * five["diff_se"], five
 
 # %% [markdown]
 # Read the table and the lines below it for this build's numbers. Five steps are
-# clearly worse than fifty. Between ten and fifty steps the difference is small
-# next to what remains between fifty steps and the real-data floor, so past a
-# few tens of steps the sampler is no longer what limits the samples: the
-# network and its training are. In order of cost, what to change next:
+# clearly worse than fifty. Between ten and fifty steps the difference is
+# smaller than what remains between fifty steps and the real-data floor (a
+# fifth of it or less in the runs made while writing this page), so past a few
+# tens of steps the sampler is not what limits the samples most: the network and
+# its training are. In order of cost, what to change next:
 #
 # 1. **Train longer.** The quick profile is a smoke test: on CIFAR-10 its
 #    budget is a few hundred images seen per class. Ho et al. trained for 800,000
