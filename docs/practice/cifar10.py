@@ -423,8 +423,8 @@ assert five["diff"] > 4 * five["diff_se"], five
 # %% [markdown]
 # Read the table and the lines below it for this build's numbers. Five steps are
 # clearly worse than fifty. Between ten and fifty steps the difference is
-# smaller than what remains between fifty steps and the real-data floor (a
-# fifth of it or less in the runs made while writing this page), so past a few
+# smaller than what remains between fifty steps and the real-data floor (about
+# a fifth of it at most in the runs made while writing this page), so past a few
 # tens of steps the sampler is not what limits the samples most: the network and
 # its training are. In order of cost, what to change next:
 #
