@@ -1,0 +1,364 @@
+# ---
+# jupyter:
+#   difflab:
+#     prerequisites:
+#     - diffusion/ddpm.py
+#     - deeper/ddim.py
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # A better noise-prediction network: an ablation at equal training time
+#
+# The DDPM recipe of this site fixes a dozen choices: a UNet of a given width,
+# self-attention in its middle block, the linear schedule, a network that
+# predicts $\epsilon$, an exponential moving average (EMA) of its weights, and
+# the uniform weighting of $L_\text{simple}$ over steps. Papers report that
+# other choices train better. This chapter changes one choice at a time, gives
+# every variant the *same wall-clock budget*, scores each the same way with a
+# spread over seeds, and reports only what that spread resolves.
+#
+# **What you will learn**
+#
+# - Min-SNR-$\gamma$ loss weighting (Hang et al. 2023) derived for $\epsilon$,
+#   $v$ and $x_0$ prediction from one identity between their errors, and checked
+#   to rounding error;
+# - how to compare variants fairly: equal time rather than equal steps, paired
+#   seeds, and a threshold set by the seed-to-seed spread;
+# - which of attention, width, schedule, prediction target, EMA and loss weight
+#   mattered on the 8x8 digits at a budget of seconds, and why that differs
+#   from what the papers found at a budget of GPU-days.
+
+# %% tags=["fold"]
+# Imports and set-up (the page's provenance box starts here)
+import math
+import statistics
+from dataclasses import replace
+
+import matplotlib.pyplot as plt
+import torch
+from torch.testing import assert_close
+
+from difflab.diffusion.losses import min_snr_weight
+from difflab.diffusion.parameterization import PREDICTIONS, target, to_eps, x0_from_eps
+from difflab.diffusion.schedules import make_schedule
+from difflab.eval import metrics
+from difflab.notes import page
+from difflab.notes.plotting import show_grid
+from difflab.notes.tables import show_table
+from difflab.train import recipes
+from difflab.train.budget import equal_time_steps, seconds_per_step
+
+run = page.start()
+# Small networks on 8x8 images: one thread beats two, and by far on a busy machine.
+torch.set_num_threads(1)
+quick = run.profile == "quick"
+F64 = torch.float64
+
+# %% [markdown]
+# ## 1. Min-SNR-$\gamma$: one weight, three targets
+#
+# With $x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ and the
+# signal-to-noise ratio $\mathrm{SNR}_t = \bar\alpha_t / (1-\bar\alpha_t)$, a
+# network's prediction of any one of $\epsilon$, $x_0$ or
+# $v = \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1-\bar\alpha_t}\,x_0$ fixes the other
+# two, because $x_t$ is known. Their errors are therefore proportional. From
+# $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\hat\epsilon)/\sqrt{\bar\alpha_t}$,
+#
+# $$
+# \lVert \epsilon - \hat\epsilon \rVert^2 = \mathrm{SNR}_t\,
+# \lVert x_0 - \hat x_0 \rVert^2, \tag{1}
+# $$
+#
+# and from $\hat x_0 = \sqrt{\bar\alpha_t}\,x_t - \sqrt{1-\bar\alpha_t}\,\hat v$
+# together with $1/(1-\bar\alpha_t) = 1 + \mathrm{SNR}_t$,
+#
+# $$
+# \lVert v - \hat v \rVert^2 = (1 + \mathrm{SNR}_t)\,
+# \lVert x_0 - \hat x_0 \rVert^2. \tag{2}
+# $$
+#
+# So plain $L_\text{simple}$ on $\epsilon$ is an $x_0$ loss weighted by
+# $\mathrm{SNR}_t$: nearly clean steps, with SNR in the thousands under the
+# linear schedule, dominate it. Hang et al. (2023) treat the steps as tasks
+# whose gradients conflict, and propose to weight the $x_0$ error by
+# $\min(\mathrm{SNR}_t, \gamma)$, capping the easy low-noise steps. Whatever the
+# network predicts, Eqs. (1) and (2) turn that into a weight on its own error:
+#
+# $$
+# w_t^{x_0} = \min(\mathrm{SNR}_t, \gamma), \qquad
+# w_t^{\epsilon} = \frac{\min(\mathrm{SNR}_t, \gamma)}{\mathrm{SNR}_t}, \qquad
+# w_t^{v} = \frac{\min(\mathrm{SNR}_t, \gamma)}{\mathrm{SNR}_t + 1}. \tag{3}
+# $$
+#
+# For $\epsilon$ prediction the weight is 1 wherever $\mathrm{SNR}_t \le \gamma$
+# and falls as $\gamma/\mathrm{SNR}_t$ above it. The package's
+# `min_snr_weight(prediction, snr, gamma)` is Eq. (3); `simple_loss(...,
+# min_snr_gamma=5)` multiplies each sample's squared error by it. The check:
+# for random $x_0$, $\epsilon$, $\bar\alpha_t$ and an *arbitrary* network output,
+# the weighted error of each target must equal
+# $\min(\mathrm{SNR}_t,\gamma)\lVert x_0-\hat x_0\rVert^2$, in float64.
+
+# %%
+GAMMA = 5.0  # Hang et al.'s default
+g = torch.Generator().manual_seed(0)
+alpha_bar = torch.rand(256, 1, 1, 1, generator=g, dtype=F64) * 0.998 + 0.001
+snr = (alpha_bar / (1 - alpha_bar)).flatten()
+x0, eps, out = (torch.randn(256, 1, 8, 8, generator=g, dtype=F64) for _ in range(3))
+x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
+
+
+def weighted_errors(prediction: str, weight: torch.Tensor) -> tuple:
+    """(weight * the target's own error, min(SNR, gamma) * the implied x0 error)."""
+    own = (out - target(prediction, x0, eps, alpha_bar)).pow(2).flatten(1).sum(1)
+    x0_hat = x0_from_eps(x_t, to_eps(prediction, out, x_t, alpha_bar), alpha_bar)
+    x0_err = (x0 - x0_hat).pow(2).flatten(1).sum(1)
+    return weight * own, snr.clamp(max=GAMMA) * x0_err
+
+
+rows = []
+for prediction in PREDICTIONS:
+    got, want = weighted_errors(prediction, min_snr_weight(prediction, snr, GAMMA))
+    rel = ((got - want).abs() / want).max().item()
+    rows.append({"case": f"Eq. (3), {prediction} prediction", "rel": rel})
+    # float64 rounding through a few divisions and square roots: ~1e-15 relative,
+    # more where alpha_bar is near 0 or 1; 1e-10 leaves five orders of margin.
+    assert_close(got, want, rtol=1e-10, atol=0)
+# The check has teeth: two slips a reader could make in Eq. (3).
+slips = {
+    "v with the eps weight": ("v", min_snr_weight("eps", snr, GAMMA)),
+    "eps with min(SNR, gamma) unscaled": ("eps", snr.clamp(max=GAMMA)),
+}
+for name, (prediction, weight) in slips.items():
+    got, want = weighted_errors(prediction, weight)
+    rows.append({"case": name, "rel": ((got - want).abs() / want).max().item()})
+show_table(
+    rows,
+    headers={
+        "case": "weight",
+        "rel": "max relative error against min(SNR, γ)·x0 error",
+    },
+    digits={"rel": "1e"},
+    caption="Eq. (3) against Eqs. (1)-(2): 256 random steps, float64",
+)
+assert all(r["rel"] > 1e6 * 1e-10 for r in rows[len(PREDICTIONS) :])
+
+# %% [markdown]
+# Both slips miss by order one, while Eq. (3) agrees to rounding error. How
+# much of the linear schedule does the cap touch? The fraction of the $T$ steps
+# with $\mathrm{SNR}_t > 5$ is the fraction whose $\epsilon$ weight is below 1:
+
+# %%
+for kind in ("linear", "cosine"):
+    s = make_schedule(kind, 1000)
+    frac = (s.snr() > GAMMA).double().mean().item()
+    w = min_snr_weight("eps", s.snr(), GAMMA)
+    print(
+        f"{kind:6s}: SNR > {GAMMA:g} at {100 * frac:.1f}% of the steps; "
+        f"mean eps weight {w.mean().item():.3f}"
+    )
+
+# %% [markdown]
+# ## 2. The protocol: equal time, paired seeds
+#
+# **Variants.** Starting from the `ddpm` recipe, one change at a time:
+# self-attention at the lowest resolution off (the recipe has it in the middle
+# block); twice the width; the cosine schedule (Nichol & Dhariwal 2021);
+# $v$ or $x_0$ prediction instead of $\epsilon$; no EMA (the recipe averages
+# with decay 0.995); and Min-SNR-5 weighting.
+#
+# **Equal wall-clock.** A wider network costs more per step, so equal steps
+# would favour it. Stopping each run after a fixed number of seconds would tie
+# the result to how busy the machine is, and no cache entry would ever be
+# reused. Instead every variant gets a *fixed step count calibrated to equal
+# wall-clock*: the baseline trains for a set number of steps, which defines the
+# budget in seconds on this machine, and each other variant gets
+# $\text{budget} / (\text{its seconds per step})$ steps, measured here by
+# `train.budget.seconds_per_step` (the least of a few short timed runs, since
+# other work only slows a run down) and rounded to 10 steps by
+# `equal_time_steps`. Only the width and attention variants change the cost of
+# a step; the others run the baseline's steps.
+#
+# **Scoring.** As in the DDPM chapter: 500 samples by 25-step DDIM, the Frechet
+# distance in the metric classifier's features as a ratio to the real-data
+# floor (lower is better), and the fraction of samples classified with
+# probability at least 0.9 (higher is better).
+#
+# **Spread.** Each variant is trained with three seeds. Seed $s$ of every
+# variant starts from the same initial weights where the architecture allows,
+# sees the same batches and noise, and is sampled from the same $x_T$, so the
+# comparison with the baseline is *paired*: for each seed we take the
+# difference from the baseline of that seed, and report the mean difference
+# with its standard error over seeds. With three seeds that standard error has
+# 2 degrees of freedom, so we call a difference resolved only beyond 4.3
+# standard errors (the two-sided 95% point of Student's $t$ with 2 degrees of
+# freedom).
+
+# %%
+base, data = recipes.resolve_data(recipes.get_recipe("ddpm"))
+BASE_STEPS = 100 if quick else 1500  # quick: about 7 s on two idle cores
+SEEDS = (0, 1, 2)
+N_EVAL, DDIM_STEPS = 500, 25
+T_CRIT = 4.303  # Student's t, 2 degrees of freedom, two-sided 95%
+base = replace(base, train=replace(base.train, steps=BASE_STEPS, warmup=10))
+u, tc = base.unet, base.train
+lowest = u.image_size // 2 ** (len(u.channel_mult) - 1)
+no_attn = replace(
+    u,
+    mid_attention=False,
+    attn_resolutions=tuple(r for r in u.attn_resolutions if r != lowest),
+)
+VARIANTS = {
+    "baseline (recipe)": base,
+    "no attention": replace(base, unet=no_attn),
+    f"width {2 * u.channels}": replace(base, unet=replace(u, channels=2 * u.channels)),
+    "cosine schedule": replace(base, schedule="cosine"),
+    "v prediction": replace(base, train=replace(tc, prediction="v")),
+    "x0 prediction": replace(base, train=replace(tc, prediction="x0")),
+    "no EMA": replace(base, train=replace(tc, ema_decay=0.0)),
+    f"min-SNR-{GAMMA:g}": replace(base, train=replace(tc, min_snr_gamma=GAMMA)),
+}
+costly = ("baseline (recipe)", "no attention", f"width {2 * u.channels}")
+cost = {name: seconds_per_step(VARIANTS[name], steps=10, repeats=2) for name in costly}
+budget = BASE_STEPS * cost["baseline (recipe)"]
+steps = {
+    name: equal_time_steps(budget, cost.get(name, cost["baseline (recipe)"]))
+    for name in VARIANTS
+}
+steps["baseline (recipe)"] = BASE_STEPS  # the budget's definition, not rounded
+print(f"budget: {BASE_STEPS} baseline steps = {budget:.1f} s on this machine")
+show_table(
+    [
+        {
+            "variant": name,
+            "params": sum(p.numel() for p in recipes.init_net(r).parameters()),
+            "ms": 1000 * cost.get(name, cost["baseline (recipe)"]),
+            "steps": steps[name],
+        }
+        for name, r in VARIANTS.items()
+    ],
+    headers={
+        "params": "parameters",
+        "ms": "ms per step",
+        "steps": "steps in the budget",
+    },
+    digits={"params": 0, "ms": 1, "steps": 0},
+    caption="Equal wall-clock: the step count each variant gets",
+)
+
+# %%
+scores, trained_s, samples = {}, 0.0, {}
+for name, r in VARIANTS.items():
+    for seed in SEEDS:
+        rs = replace(r, train=replace(r.train, steps=steps[name], seed=seed))
+        model = recipes.load_or_train(rs, progress=False)
+        trained_s += model.train_seconds
+        x = model.sample(
+            N_EVAL,
+            steps=DDIM_STEPS,
+            generator=torch.Generator().manual_seed(100 + seed),  # paired x_T
+            progress=False,
+        )
+        scores[name, seed] = metrics.evaluate_samples(x, data.name)
+        if seed == 0:
+            samples[name] = x[:32]
+print(f"training time over all runs (as recorded when trained): {trained_s:.0f} s")
+floor = scores["baseline (recipe)", 0]["floor"]
+print(
+    f"real-data floor at n = {N_EVAL}: {floor:.3f}; "
+    f"metric classifier test accuracy {100 * metrics.classifier_test_accuracy(data.name):.1f}%"
+)
+
+
+def paired(name: str, key: str) -> tuple[float, float]:
+    """Mean over seeds of (variant - baseline) in ``key``, and its standard error."""
+    d = [scores[name, s][key] - scores["baseline (recipe)", s][key] for s in SEEDS]
+    return statistics.mean(d), statistics.stdev(d) / math.sqrt(len(d))
+
+
+rows = []
+for name in VARIANTS:
+    ratio = [scores[name, s]["ratio"] for s in SEEDS]
+    conf = [100 * scores[name, s]["confident"] for s in SEEDS]
+    row = {
+        "variant": name,
+        "ratio": statistics.mean(ratio),
+        "ratio_sd": statistics.stdev(ratio),
+        "conf": statistics.mean(conf),
+        "conf_sd": statistics.stdev(conf),
+    }
+    if name != "baseline (recipe)":
+        d, se = paired(name, "ratio")
+        dc, sec = paired(name, "confident")
+        row |= {"d": d, "d_se": se, "dc": 100 * dc, "dc_se": 100 * sec}
+        row["verdict"] = (
+            "better"
+            if d < -T_CRIT * se
+            else "worse"
+            if d > T_CRIT * se
+            else "unresolved"
+        )
+    rows.append(row)
+show_table(
+    rows,
+    columns=["variant", "ratio", "conf", "d", "dc", "verdict"],
+    headers={
+        "ratio": "distance / floor",
+        "conf": "confident %",
+        "d": "Δ ratio vs baseline",
+        "dc": "Δ confident (points)",
+        "verdict": "distance: resolved?",
+    },
+    spread={"ratio": "ratio_sd", "conf": "conf_sd", "d": "d_se", "dc": "dc_se"},
+    digits={"ratio": 2, "conf": 0, "d": 2, "dc": 1},
+    signed=["d", "dc"],
+    caption=(
+        f"{len(SEEDS)} seeds each: mean ± seed standard deviation; Δ: paired mean "
+        f"± standard error; resolved beyond {T_CRIT} standard errors"
+    ),
+)
+verdict = {r["variant"]: r.get("verdict") for r in rows}
+
+# %% tags=["fold"]
+# Plot: every seed's score, the mean, and the baseline's mean as a line
+names = list(VARIANTS)
+fig, axes = plt.subplots(1, 2, figsize=(page.FIGURE_WIDTH_IN, 3.4), sharey=True)
+for ax, key, label, scale in (
+    (axes[0], "ratio", "Frechet distance / real-data floor (lower is better)", 1),
+    (axes[1], "confident", "confident samples, % (higher is better)", 100),
+):
+    for i, name in enumerate(names):
+        vals = [scale * scores[name, s][key] for s in SEEDS]
+        ax.scatter(vals, [i] * len(vals), s=14, color="0.55", zorder=2)
+        ax.scatter(
+            [statistics.mean(vals)], [i], marker="|", s=200, color="C0", zorder=3
+        )
+    ax.axvline(
+        statistics.mean(scale * scores[names[0], s][key] for s in SEEDS),
+        color="C3",
+        lw=0.8,
+        ls="--",
+    )
+    ax.set_xlabel(label)
+axes[0].set_yticks(range(len(names)), names)
+axes[0].invert_yaxis()
+plt.tight_layout()
+plt.show()
+
+# %% tags=["fold"]
+# Samples of seed 0: the baseline and each variant (same x_T)
+fig, axes = plt.subplots(2, 4, figsize=(page.FIGURE_WIDTH_IN, 3.6))
+for ax, name in zip(axes.flat, names, strict=True):
+    show_grid(ax, samples[name], nrow=8, title=name)
+plt.tight_layout()
+plt.show()
+
+# %%
+run.finish(dataset=data.name)
