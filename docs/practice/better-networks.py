@@ -360,5 +360,39 @@ for ax, name in zip(axes.flat, names, strict=True):
 plt.tight_layout()
 plt.show()
 
+# %% [markdown]
+# ## Exercises
+#
+# 1. Derive Eq. (3) for a network that predicts the score
+#    $\nabla_{x_t}\log p_t(x_t) = -\epsilon/\sqrt{1-\bar\alpha_t}$: what weight on
+#    its squared error gives $\min(\mathrm{SNR}_t,\gamma)\lVert x_0-\hat x_0\rVert^2$?
+# 2. With decay $d$, the EMA after $n$ steps still holds a fraction $d^n$ of the
+#    initial weights. Compute it for the recipe's $d = 0.995$ at the budget used
+#    here, and pick a decay for which it is below 1%. Add that variant and check
+#    whether averaging then helps.
+# 3. Double `BASE_STEPS` (and so the budget). Which verdicts change? Is the
+#    ranking of the widths at equal time the same as at equal steps?
+# 4. Replace the paired comparison by an unpaired one (sample each variant
+#    from its own $x_T$). How much larger are the standard errors, and which
+#    differences are no longer resolved?
+# 5. Min-SNR-$\gamma$ with $x_0$ prediction weights the error by
+#    $\min(\mathrm{SNR}_t, \gamma)$, which is tiny at the noisiest steps. Train
+#    that combination and compare with $\epsilon$ and $v$ under the same weight.
+#
+# ## References
+#
+# - T. Hang, S. Gu, C. Li, J. Bao, D. Chen, H. Hu, X. Geng, B. Guo. *Efficient
+#   Diffusion Training via Min-SNR Weighting Strategy*. ICCV 2023.
+#   [arXiv:2303.09556](https://arxiv.org/abs/2303.09556)
+# - J. Ho, A. Jain, P. Abbeel. *Denoising Diffusion Probabilistic Models*.
+#   NeurIPS 2020. [arXiv:2006.11239](https://arxiv.org/abs/2006.11239)
+# - T. Karras, M. Aittala, T. Aila, S. Laine. *Elucidating the Design Space of
+#   Diffusion-Based Generative Models*. NeurIPS 2022.
+#   [arXiv:2206.00364](https://arxiv.org/abs/2206.00364)
+# - A. Nichol, P. Dhariwal. *Improved Denoising Diffusion Probabilistic Models*.
+#   ICML 2021. [arXiv:2102.09672](https://arxiv.org/abs/2102.09672)
+# - T. Salimans, J. Ho. *Progressive Distillation for Fast Sampling of Diffusion
+#   Models*. ICLR 2022. [arXiv:2202.00512](https://arxiv.org/abs/2202.00512)
+
 # %%
 run.finish(dataset=data.name)
