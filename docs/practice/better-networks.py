@@ -267,7 +267,7 @@ for name, r in VARIANTS.items():
             progress=False,
         )
         scores[name, seed] = metrics.evaluate_samples(x, data.name)
-        if seed == 0:
+        if seed == SEEDS[0]:
             samples[name] = x[:32]
 print(f"training time over all runs (as recorded when trained): {trained_s:.0f} s")
 floor = scores["baseline (recipe)", 0]["floor"]
@@ -283,8 +283,9 @@ def paired(name: str, key: str) -> tuple[float, float]:
     return statistics.mean(d), statistics.stdev(d) / math.sqrt(len(d))
 
 
+names = list(VARIANTS)
 rows = []
-for name in VARIANTS:
+for name in names:
     ratio = [scores[name, s]["ratio"] for s in SEEDS]
     conf = [100 * scores[name, s]["confident"] for s in SEEDS]
     row = {
@@ -325,10 +326,21 @@ show_table(
     ),
 )
 verdict = {r["variant"]: r.get("verdict") for r in rows}
+print(
+    "resolved in this build:", {k: v for k, v in verdict.items() if v != "unresolved"}
+)
+ema, x0p = rows[names.index("no EMA")], rows[names.index("x0 prediction")]
+# What the prose states, asserted at the resolution threshold (quick profile only:
+# the full profile trains 15x longer, where the EMA has had time to forget its
+# start). Over the two seed sets we ran, dropping the EMA raised the confident
+# fraction by 12 to 15 standard errors and x0 prediction raised the distance by
+# 11 to 16; the threshold leaves a wide margin for a fresh model.
+if quick:
+    assert ema["dc"] > T_CRIT * ema["dc_se"] and ema["d"] < 0
+    assert x0p["d"] > T_CRIT * x0p["d_se"]
 
 # %% tags=["fold"]
 # Plot: every seed's score, the mean, and the baseline's mean as a line
-names = list(VARIANTS)
 fig, axes = plt.subplots(1, 2, figsize=(page.FIGURE_WIDTH_IN, 3.4), sharey=True)
 for ax, key, label, scale in (
     (axes[0], "ratio", "Frechet distance / real-data floor (lower is better)", 1),
@@ -353,12 +365,107 @@ plt.tight_layout()
 plt.show()
 
 # %% tags=["fold"]
-# Samples of seed 0: the baseline and each variant (same x_T)
+# Samples of the first seed: the baseline and each variant (same x_T)
 fig, axes = plt.subplots(2, 4, figsize=(page.FIGURE_WIDTH_IN, 3.6))
 for ax, name in zip(axes.flat, names, strict=True):
     show_grid(ax, samples[name], nrow=8, title=name)
 plt.tight_layout()
 plt.show()
+
+# %% [markdown]
+# ## 3. What helped on this data
+#
+# Read the table with its last two columns: a difference counts only when it
+# exceeds 4.3 paired standard errors, and the baseline's own seed-to-seed
+# spread (the ± in its row) is a reminder of how much a single run can move.
+#
+# **Dropping the EMA** helped most, by a wide margin in both scores (asserted
+# on the confident fraction and the sign of the distance). This is a statement
+# about the budget, not about averaging. An EMA with decay $d$ after $n$ steps
+# still holds a fraction $d^n$ of the *initial* weights, and the recipe's
+# decay was chosen for its 1000 steps:
+
+# %%
+residue = tc.ema_decay**BASE_STEPS
+print(
+    f"EMA decay {tc.ema_decay} after {BASE_STEPS} steps: {residue:.2f} of the "
+    f"initial weights remain (after the recipe's {recipes.get_recipe('ddpm').train.steps}"
+    f" steps: {tc.ema_decay ** recipes.get_recipe('ddpm').train.steps:.3f})"
+)
+
+# %% [markdown]
+# The initial network outputs zero (its last convolution starts at zero), so
+# the averaged network of every variant except "no EMA" is a blend of what was
+# learned with a network that predicts nothing. That blend also shrinks the
+# differences between those variants, which is one reason most of them are
+# unresolved here; exercise 2 fixes the decay and asks whether averaging then
+# helps.
+#
+# **$x_0$ prediction** was much worse in Frechet distance (asserted), while its
+# confident fraction varied wildly between seeds. Eq. (1) explains the
+# distance: an $x_0$ loss is the $\epsilon$ loss weighted by
+# $1/\mathrm{SNR}_t$, so it all but ignores the low-noise steps, and turning
+# $\hat x_0$ back into $\hat\epsilon = (x_t - \sqrt{\bar\alpha_t}\,\hat x_0)
+# /\sqrt{1-\bar\alpha_t}$ multiplies its error by $\sqrt{\mathrm{SNR}_t}$, about
+# 100 at the first step of the linear schedule. The last DDIM steps, which
+# decide the fine detail of a sample, run exactly there.
+#
+# **Everything else** (no attention, double width, the cosine schedule, $v$
+# prediction, Min-SNR-5) moved the distance by about one tenth of the
+# baseline's value or less, comparable to the baseline's seed-to-seed spread;
+# most of these differences are unresolved, and the printed verdicts say which,
+# if any, crossed the threshold in this build. In one of our two runs Min-SNR-5
+# came out a little worse (by 0.3 in the ratio, past the threshold only
+# because its three paired differences happened to agree closely); in the other
+# it was unresolved. Three seeds give a poor estimate of a standard error, so a
+# verdict that flips between seed sets is not a finding. The equal-time rule
+# matters for the width: at twice the width a step costs about twice as much,
+# so the wider network got less than half the steps, and it did not win.
+#
+# ## 4. What the papers found, and where this data differs
+#
+# - **Min-SNR-$\gamma$.** Hang et al. (2023) report convergence 3.4 times faster
+#   than earlier weighting strategies, and an FID of 2.06 on ImageNet
+#   $256\times256$. On this page the weight changes little: with $\epsilon$
+#   prediction and the linear schedule it is below 1 on only 13% of the steps
+#   (printed in section 1), and a 100-step run is dominated by other effects.
+# - **The cosine schedule.** Nichol & Dhariwal (2021) motivate it by the end of
+#   the linear schedule being nearly pure noise: a model trained with the linear
+#   schedule got little worse in FID when up to 20% of the reverse process was
+#   skipped. Their gains were measured on $32\times32$ and $64\times64$ images;
+#   on $8\times8$ digits, with 64 pixels to destroy, we could not resolve a
+#   difference at this budget.
+# - **Design choices taken apart.** Karras et al. (2022) separate the
+#   prediction target, the network's preconditioning, the loss weighting and the
+#   sampler, and with their changes together reach an FID of 1.97 on
+#   unconditional CIFAR-10 (1.79 class-conditional) with 35 network evaluations
+#   per image. Their preconditioning blends a skip connection of $x_t$ with the
+#   network output under noise-dependent weights rather than predicting $x_0$
+#   outright, which is one way to avoid the amplification that hurt $x_0$
+#   prediction here.
+#
+# Where this data differs: the papers train networks of tens of millions of
+# parameters for hundreds of thousands of steps on images of $32\times32$
+# pixels and up; this page trains a 0.16M-parameter network for about a hundred
+# steps on 1797 images of $8\times8$. A variant here answers "does it learn
+# faster in the first seconds", which is the claim of Min-SNR-$\gamma$ but not
+# what attention, width or the cosine schedule were designed for. None of the
+# papers' improvements is contradicted by an unresolved difference at this
+# scale; the EMA result is a property of the short budget, and the $x_0$ result
+# agrees with Eq. (1).
+#
+# ## Summary
+#
+# - Min-SNR-$\gamma$ weights the $x_0$ error by $\min(\mathrm{SNR}_t,\gamma)$;
+#   by Eqs. (1)-(2) that is $\min(\mathrm{SNR}_t,\gamma)/\mathrm{SNR}_t$ on the
+#   $\epsilon$ error and $\min(\mathrm{SNR}_t,\gamma)/(\mathrm{SNR}_t+1)$ on the
+#   $v$ error, checked to $10^{-15}$; two plausible slips miss by orders of
+#   magnitude.
+# - Fair comparisons need equal time (calibrated step counts), paired seeds and
+#   a threshold from the seed spread; with three seeds only large effects
+#   resolve.
+# - At a budget of seconds on 8x8 digits, the recipe's EMA and $x_0$ prediction
+#   were the only choices that mattered; the rest stayed within the noise.
 
 # %% [markdown]
 # ## Exercises
