@@ -270,7 +270,7 @@ for name, r in VARIANTS.items():
         if seed == SEEDS[0]:
             samples[name] = x[:32]
 print(f"training time over all runs (as recorded when trained): {trained_s:.0f} s")
-floor = scores["baseline (recipe)", 0]["floor"]
+floor = scores["baseline (recipe)", SEEDS[0]]["floor"]
 print(
     f"real-data floor at n = {N_EVAL}: {floor:.3f}; "
     f"metric classifier test accuracy {100 * metrics.classifier_test_accuracy(data.name):.1f}%"
@@ -327,7 +327,8 @@ show_table(
 )
 verdict = {r["variant"]: r.get("verdict") for r in rows}
 print(
-    "resolved in this build:", {k: v for k, v in verdict.items() if v != "unresolved"}
+    "resolved in this build:",
+    {k: v for k, v in verdict.items() if v not in (None, "unresolved")},
 )
 ema, x0p = rows[names.index("no EMA")], rows[names.index("x0 prediction")]
 # What the prose states, asserted at the resolution threshold (quick profile only:
