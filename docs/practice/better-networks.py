@@ -203,7 +203,7 @@ for kind in ("linear", "cosine"):
 
 # %%
 base, data = recipes.resolve_data(recipes.get_recipe("ddpm"))
-BASE_STEPS = 100 if quick else 1500  # quick: about 7 s on two idle cores
+BASE_STEPS = 100 if quick else 1500  # quick: 10-35 s per run on a busy 2-core box
 SEEDS = (0, 1, 2)
 N_EVAL, DDIM_STEPS = 500, 25
 T_CRIT = 4.303  # Student's t, 2 degrees of freedom, two-sided 95%
