@@ -1,6 +1,7 @@
 """Training objectives: L_simple and the variational bound in bits/dim.
 
-L_simple (Ho et al. 2020, Eq. 14) regresses the network on eps, x_0 or v. The
+L_simple (Ho et al. 2020, Eq. 14) regresses the network on eps, x_0 or v,
+optionally with the Min-SNR-gamma weight of each step (Hang et al. 2023). The
 variational bound (Eq. 5) is L_T + sum_{t>1} L_{t-1} + L_0, with each L_{t-1} a KL
 between Gaussians and L_0 the discretised Gaussian decoder of Sec. 3.3 (Eq. 13).
 """
@@ -16,12 +17,50 @@ from torch import Tensor
 from difflab.core.cond import Cond
 from difflab.core.tensors import randn_like
 from difflab.diffusion.forward import q_mean_variance, q_posterior, q_sample
-from difflab.diffusion.parameterization import EpsModel, target, x0_from_eps
+from difflab.diffusion.parameterization import (
+    PREDICTIONS,
+    EpsModel,
+    target,
+    x0_from_eps,
+)
 from difflab.diffusion.schedules import Schedule, gather
 from difflab.foundations.gaussians import (
     discretized_gaussian_log_likelihood,
     gaussian_kl,
 )
+
+
+def min_snr_weight(prediction: str, snr: Tensor, gamma: float) -> Tensor:
+    """The Min-SNR-gamma weight of a step's squared error (Hang et al. 2023).
+
+    With x_t = sqrt(a) x_0 + sqrt(1 - a) eps and SNR = a / (1 - a), the error of
+    each target is a fixed multiple of the error of the implied x_0:
+    ||eps - eps_hat||^2 = SNR ||x_0 - x0_hat||^2 and
+    ||v - v_hat||^2 = (SNR + 1) ||x_0 - x0_hat||^2. Min-SNR-gamma weights the x_0
+    error by min(SNR, gamma), so the weight of the network's own error is
+
+    - x0: min(SNR, gamma),
+    - eps: min(SNR, gamma) / SNR,
+    - v: min(SNR, gamma) / (SNR + 1).
+
+    Args:
+        prediction: what the network regresses, ``"eps"``, ``"x0"`` or ``"v"``.
+        snr: SNR of each sample's step, any shape.
+        gamma: the clamp (the paper's default: 5).
+
+    Returns:
+        The weights, shaped like ``snr``.
+    """
+    if not gamma > 0:
+        raise ValueError(f"min_snr_gamma must be > 0, not {gamma!r}.")
+    clamped = snr.clamp(max=gamma)
+    if prediction == "x0":
+        return clamped
+    if prediction == "eps":
+        return clamped / snr
+    if prediction == "v":
+        return clamped / (snr + 1)
+    raise ValueError(f"Unknown prediction {prediction!r}; use one of {PREDICTIONS}.")
 
 
 def simple_loss(
@@ -32,11 +71,14 @@ def simple_loss(
     cond: Cond | None = None,
     prediction: str = "eps",
     generator: torch.Generator | None = None,
+    min_snr_gamma: float | None = None,
 ) -> Tensor:
     """L_simple: E_{t, x_0, eps} || target - net(x_t, t, cond) ||^2 (Ho et al. 2020, Eq. 14).
 
     t is uniform over the T steps; the target is eps, x_0 or v (Salimans & Ho 2022).
     ``cond`` goes to the network unchanged (condition dropout is the caller's).
+    ``min_snr_gamma``: if set, each sample's squared error is multiplied by
+    :func:`min_snr_weight` of its step (Hang et al. 2023); None: uniform weights.
     Returns the mean over batch and pixels, in float32 even under autocast.
     """
     t = torch.randint(
@@ -46,7 +88,12 @@ def simple_loss(
     x_t = q_sample(schedule, x0, t, eps)
     out = net(x_t, t.to(x0.dtype), cond)
     goal = target(prediction, x0, eps, gather(schedule.alpha_bar, t, x0))
-    return F.mse_loss(out.float(), goal.float())
+    if min_snr_gamma is None:
+        return F.mse_loss(out.float(), goal.float())
+    snr = schedule.snr().to(x0.device)[t]  # float64 table, (B,)
+    weight = min_snr_weight(prediction, snr, min_snr_gamma).float()
+    per_sample = (out.float() - goal.float()).pow(2).flatten(1).mean(1)  # (B,)
+    return (weight * per_sample).mean()
 
 
 def model_log_variance(

@@ -51,6 +51,9 @@ class UNetConfig:
         num_res_blocks: residual blocks per level on the down path (the up path
             has one more).
         attn_resolutions: feature-map sizes with self-attention (DDPM: (16,)).
+        mid_attention: self-attention in the middle block, at the lowest
+            resolution (DDPM: on); off leaves two residual blocks there (and no
+            cross-attention there either, when ``context_dim`` is set).
         dropout: dropout inside the residual blocks (DDPM CIFAR-10: 0.1).
         num_heads: attention heads (DDPM: 1); ignored if ``head_dim`` is set.
         head_dim: channels per head; if set, heads = width // head_dim.
@@ -69,6 +72,7 @@ class UNetConfig:
     channel_mult: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 1
     attn_resolutions: tuple[int, ...] = ()
+    mid_attention: bool = True
     dropout: float = 0.0
     num_heads: int = 1
     head_dim: int | None = None
@@ -284,7 +288,7 @@ class UNet(nn.Module):
                 self.down.append(Downsample(c))
                 skips.append(c)
 
-        self.mid1 = Block(c, c, emb_dim, cfg, attn=True)
+        self.mid1 = Block(c, c, emb_dim, cfg, attn=cfg.mid_attention)
         self.mid2 = Block(c, c, emb_dim, cfg, attn=False)
 
         self.up = nn.ModuleList()

@@ -59,6 +59,9 @@ class TrainConfig:
         lr, weight_decay, warmup: AdamW with a linear warm-up, then constant.
         grad_clip: max global gradient norm. ema_decay: of the weights' moving average.
         prediction: what the network regresses ("eps", "x0" or "v").
+        min_snr_gamma: if set, weight each step's error by Min-SNR-gamma (Hang
+            et al. 2023; :func:`difflab.diffusion.losses.min_snr_weight`); None:
+            the uniform weights of L_simple.
         cond_drop: probability of replacing a row's condition by ``null_cond``
             (condition dropout for classifier-free guidance, Ho & Salimans 2022,
             Algorithm 1); 0 for unconditional training.
@@ -77,6 +80,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     prediction: str = "eps"
+    min_snr_gamma: float | None = None
     cond_drop: float = 0.0
     null_cond: NullCond | None = None
     checkpoint_every: int = 500
@@ -118,6 +122,9 @@ class TrainConfig:
                 refuse(name, "a number in [0, 1]")
         if self.prediction not in ("eps", "x0", "v"):
             refuse("prediction", "'eps', 'x0' or 'v'")
+        gamma = self.min_snr_gamma
+        if gamma is not None and not (finite(gamma) and gamma > 0):
+            refuse("min_snr_gamma", "None or a finite number > 0")
         if self.cond_drop > 0 and self.null_cond is None:
             raise ValueError("TrainConfig.cond_drop > 0 needs TrainConfig.null_cond")
 
@@ -321,6 +328,7 @@ def backward(
             cond=cond,
             prediction=cfg.prediction,
             generator=state.gen,
+            min_snr_gamma=cfg.min_snr_gamma,
         )
     state.opt.zero_grad(set_to_none=True)
     loss.backward()
