@@ -46,7 +46,7 @@ COEFS = ("edm", "ddim")
 def consistency_coefs(
     s: Tensor, s_min: Tensor | float, kind: str = "edm", sigma_data: float = 0.5
 ) -> tuple[Tensor, Tensor]:
-    """(c_skip, c_out) at noise levels s (B,) for the boundary s_min (module docstring)."""
+    """(c_skip, c_out) at noise levels s (B,), boundary s_min (module docstring)."""
     d = s - s_min
     if kind == "edm":
         c_skip = sigma_data**2 / (d**2 + sigma_data**2)

@@ -139,7 +139,7 @@ def fm_loss(
     cond=None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Conditional flow matching, E ||v_theta(x_t, t) - u_t||^2 (Lipman et al. 2023, Eq. 9).
+    """Conditional flow matching E ||v_theta(x_t, t) - u_t||^2 (Lipman et al., Eq. 9).
 
     t ~ U(0, 1) and eps ~ N(0, I) unless given; passing ``eps`` paired with
     ``x0`` (a coupling) is rectified flow's reflow loss (Liu et al. 2023, Eq. 1).

@@ -65,7 +65,7 @@ def _draws(n=64, seed=0):
 
 @pytest.mark.parametrize("path", [StraightPath(), VPSDE()], ids=repr)
 def test_rates_are_the_time_derivatives(path):
-    """alpha', sigma' from f and g (or the straight constants) match finite differences."""
+    """alpha', sigma' (from f and g, or constants) match finite differences."""
     _, _, t = _draws()
     h = 1e-6
     d_alpha, d_sigma = rates(path, t)
@@ -166,7 +166,7 @@ def test_fm_velocity_and_pf_ode_give_the_same_samples():
 
 
 def test_ddim_is_euler_on_the_straight_path():
-    """DDIM's update on the straight path is exactly an Euler step of v = eps - x0_hat."""
+    """DDIM on the straight path is exactly an Euler step of v = eps - x0_hat."""
     mix, path = two_blobs(), StraightPath()
     score = exact_score_fn(mix, path)
 
@@ -254,7 +254,7 @@ def test_flow_sample_heun_is_second_order():
     assert 3.5 < err[0] / err[1] < 4.5
 
 
-# -- consistency models -----------------------------------------------------------------
+# -- consistency models ---------------------------------------------------------
 
 
 def _net():
@@ -278,7 +278,7 @@ def test_consistency_boundary_condition_is_exact(kind, noise, t_eps):
 
 
 def test_consistency_coefs_without_s_min_break_the_boundary():
-    """Song et al.'s coefficients use s - s_min; with s in their place c_out(eps) != 0."""
+    """The coefficients use s - s_min; with s in its place c_out(eps) != 0."""
     s_min = torch.tensor([0.002], dtype=F64)
     c_skip, c_out = consistency_coefs(s_min, s_min)
     assert float(c_skip) == 1.0 and float(c_out) == 0.0
