@@ -27,7 +27,12 @@ import torch
 from torch import Tensor, nn
 
 from difflab.core.progress import tqdm
-from difflab.flow.paths import StraightPath, VelocityModel, fm_loss
+from difflab.flow.paths import (
+    StraightPath,
+    VelocityModel,
+    conditional_sample,
+    fm_loss,
+)
 
 
 def _call(model: VelocityModel, x: Tensor, t: Tensor, cond) -> Tensor:
@@ -124,7 +129,10 @@ class FlowTrainConfig:
     """How a velocity network is trained (a cache key: its repr is its content).
 
     ``time_scale`` multiplies t in [0, 1] before the network sees it (1000 for a
-    UNet made for DDPM indices). ``lr`` decays by a cosine to zero.
+    UNet made for DDPM indices). ``lr`` decays by a cosine to zero. t is drawn
+    uniformly on [t_min, 1]. ``prediction``: ``"velocity"`` (flow matching) or
+    ``"eps"`` (the same path trained as a diffusion model, L_simple; its output
+    is a velocity through Eq. 2 of :mod:`difflab.flow.paths`).
     """
 
     steps: int = 2000
@@ -132,6 +140,8 @@ class FlowTrainConfig:
     lr: float = 2e-3
     ema_decay: float = 0.0
     time_scale: float = 1.0
+    t_min: float = 0.0
+    prediction: str = "velocity"
     seed: int = 0
 
 
@@ -162,6 +172,8 @@ def train_velocity(
     network if ``cfg.ema_decay`` > 0 else the trained one, losses).
     """
     path = path or StraightPath()
+    if cfg.prediction not in ("velocity", "eps"):
+        raise ValueError(f"prediction must be 'velocity' or 'eps': {cfg.prediction!r}")
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     ema = copy.deepcopy(net).requires_grad_(False) if cfg.ema_decay > 0 else None
@@ -176,8 +188,13 @@ def train_velocity(
         eps = noise[idx] if noise is not None else None
         if eps is None:
             eps = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
-        t = torch.rand(cfg.batch_size, generator=gen, dtype=torch.float64)
-        loss = fm_loss(model, path, x0, eps=eps, t=t)
+        u = torch.rand(cfg.batch_size, generator=gen, dtype=torch.float64)
+        t = cfg.t_min + (1 - cfg.t_min) * u
+        if cfg.prediction == "eps":  # L_simple (Ho et al. 2020, Eq. 14) on the path
+            x_t = conditional_sample(path, x0, eps, t)
+            loss = (model(x_t, t.to(x0.dtype)) - eps).pow(2).mean()
+        else:
+            loss = fm_loss(model, path, x0, eps=eps, t=t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(net.parameters(), 1.0)
