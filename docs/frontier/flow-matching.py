@@ -259,7 +259,9 @@ def solve_vp(steps):
 
 
 vp_100, vp_200 = solve_vp(100), solve_vp(200)
-tol = 10 * float((vp_100 - vp_200).abs().max())
+# Heun is second order: the error at 200 steps is about a third of the change
+# from 100 to 200 steps, so that change is a tolerance with a margin of 3.
+tol = float((vp_100 - vp_200).abs().max())
 grid = time_grid(200, float(s_hi / (a_hi + s_hi)), float(s_lo / (a_lo + s_lo)))
 mapped = flow_sample(v_straight, x_start / (a_hi + s_hi), grid, method="heun")
 gap = float((mapped - vp_200 / (a_lo + s_lo)).abs().max())
@@ -267,7 +269,7 @@ naive = flow_sample(v_straight, x_start, grid, method="heun")
 naive_gap = float((naive - vp_200 / (a_lo + s_lo)).abs().max())
 print(f"VP vs straight after the change of variables: {gap:.1e} (tolerance {tol:.1e})")
 print(f"without rescaling x: {naive_gap:.2f}")
-assert gap < tol and naive_gap > 20 * tol
+assert gap < tol and naive_gap > 100 * tol
 
 score_eps = lambda x, t: (  # noqa: E731  the exact eps-predictor on the straight path
     -straight.sigma(t)[:, None] * mix.perturbed_score(x, *straight.marginal_coefs(t))

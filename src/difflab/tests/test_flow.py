@@ -193,7 +193,8 @@ def test_vp_and_straight_ode_map_into_each_other():
         return flow_sample(exact_velocity_fn(mix, vp), x, grid, method="heun")
 
     coarse, fine = vp_solve(100), vp_solve(200)
-    tol = 10 * float((coarse - fine).abs().max())  # the solver's own error, x10
+    # Heun is second order: the error of `fine` is about a third of this change.
+    tol = float((coarse - fine).abs().max())
     grid = torch.linspace(float(s_hi / (a_hi + s_hi)), float(s_lo / (a_lo + s_lo)), 201)
     straight = flow_sample(
         exact_velocity_fn(mix, sp), x / (a_hi + s_hi), grid.double(), method="heun"
@@ -201,7 +202,7 @@ def test_vp_and_straight_ode_map_into_each_other():
     assert (straight - fine / (a_lo + s_lo)).abs().max() < tol
     # Teeth: the same times without the rescaling of x miss by far more.
     naive = flow_sample(exact_velocity_fn(mix, sp), x, grid.double(), method="heun")
-    assert (naive - fine / (a_lo + s_lo)).abs().max() > 20 * tol
+    assert (naive - fine / (a_lo + s_lo)).abs().max() > 100 * tol
 
 
 # -- rectified flow --------------------------------------------------------------------
