@@ -301,9 +301,9 @@ fig, axes = plt.subplots(
 )
 for row, m in enumerate(("consistency", "DDIM")):
     for col, k in enumerate(NFES):
-        imgs = sample(m, k, 0)[:32]
-        grid = imgs.reshape(4, 8, *imgs.shape[2:]).permute(0, 2, 1, 3, 4)
-        grid = grid.reshape(4 * imgs.shape[2], 8 * imgs.shape[3])
+        imgs = sample(m, k, 0)[:32, 0]  # (32, H, W)
+        h, w = imgs.shape[1:]
+        grid = imgs.reshape(4, 8, h, w).permute(0, 2, 1, 3).reshape(4 * h, 8 * w)
         axes[row, col].imshow(grid, cmap="gray", vmin=-1, vmax=1)
         axes[row, col].set_title(f"{m}, {k} step{'s' if k > 1 else ''}", fontsize=8)
         axes[row, col].axis("off")
