@@ -314,7 +314,7 @@ def fresh_mlp():
         return MLP(mlp_cfg)
 
 
-def cached_net(name, config, train_fn, make):
+def cached_net(name, config, train_fn, make, deps=DEPS):
     def build(path):
         net, losses = train_fn()
         return {"net": net.state_dict(), "losses": losses}
@@ -324,7 +324,7 @@ def cached_net(name, config, train_fn, make):
         net.load_state_dict(state["net"])
         return net.eval()
 
-    return cached("flow", (name, config), deps=DEPS, build=build, load=load)[0]
+    return cached("flow", (name, config), deps=deps, build=build, load=load)[0]
 
 
 fm_net = cached_net(
@@ -522,13 +522,15 @@ img_cfg = FlowTrainConfig(
     time_scale=999.0,
 )
 N_PAIRS = 2048 if quick else 8192
+IMG_DEPS = (*DEPS, "difflab.data.images", "difflab.train.recipes")
 img_rf_cfg = replace(img_cfg, steps=recipe.train.steps // 2, lr=5e-4)
 
 fm_img = cached_net(
     "digits-fm",
-    (recipe.unet, digits.name, img_cfg),
+    (recipe, img_cfg),
     lambda: train_velocity(init_net(recipe), digits.images, img_cfg),
     lambda: init_net(recipe),
+    deps=IMG_DEPS,
 )
 
 
@@ -544,9 +546,10 @@ def train_img_reflow():
 
 rf_img = cached_net(
     "digits-reflow",
-    (recipe.unet, digits.name, img_cfg, img_rf_cfg, N_PAIRS),
+    (recipe, img_cfg, img_rf_cfg, N_PAIRS),
     train_img_reflow,
     lambda: init_net(recipe),
+    deps=IMG_DEPS,
 )
 
 # %%
