@@ -137,7 +137,8 @@ straight, vp = StraightPath(), VPSDE()
 #
 # The same algebra on the straight path gives $f = -1/(1-t)$ and $b = 1/(1-t)$:
 # flow matching with straight paths is noise prediction weighted by $(1-t)^{-2}$,
-# heaviest near the data. The check draws random $(x_0, \epsilon, t)$ and asserts
+# heaviest near the noise end, where $\hat x_0 = (x_t - t\hat\epsilon)/(1-t)$
+# magnifies any error in $\hat\epsilon$. The check draws random $(x_0, \epsilon, t)$ and asserts
 # Eqs. (3)-(4) to float64 roundoff; the tempting slip of writing the weight as
 # $\dot\sigma^2$ (dropping $-f\sigma$) misses by orders of magnitude more.
 
@@ -164,14 +165,23 @@ for name, path in (("VP", vp), ("straight", straight)):
 assert_close(velocity_weight(straight, t), (1 - t) ** -2)
 
 # %% [markdown]
-# The weight over time, for the VP path, against the uniform weight of
-# $L_\text{simple}$ (a log scale: it spans many decades, vanishing at large noise
-# and growing without bound at small noise; in practice flow-matching codes sample
-# $t$ non-uniformly for the same reason).
+# The weights over time, against the uniform weight of $L_\text{simple}$ (log
+# scale). Both grow without bound at one end: the straight path's at the noise end,
+# the VP path's as $\sigma \to 0$ at the data end; in between the VP weight has a
+# minimum (printed) and rises towards $t = 1$. Flow-matching codes therefore choose
+# the distribution of $t$ with care (Esser et al. 2024 compare several).
+
+# %%
+tt = torch.linspace(0.001, 0.999, 999, dtype=F64)
+w_vp = velocity_weight(vp, tt)
+print(
+    f"VP weight: min {float(w_vp.min()):.1f} at t = {float(tt[w_vp.argmin()]):.3f}, "
+    f"{float(w_vp[-1]):.0f} at t = {float(tt[-1]):.3f}, "
+    f"{float(w_vp[0]):.0f} at t = {float(tt[0]):.3f}"
+)
 
 # %% tags=["fold"]
 # Plotting code for the figure
-tt = torch.linspace(0.01, 0.99, 200, dtype=F64)
 fig, ax = plt.subplots(figsize=(page.FIGURE_WIDTH_IN, 2.4))
 ax.semilogy(tt, velocity_weight(vp, tt), label="VP path, $b(t)^2$")
 ax.semilogy(tt, velocity_weight(straight, tt), label="straight path, $(1-t)^{-2}$")
@@ -645,11 +655,11 @@ plt.show()
 # given extra training steps (stated in each table) plus the cost of generating
 # its pairs.
 #
-# Liu et al. (2023) report that one reflow step makes one-step generation
-# competitive on CIFAR-10 only *after* distillation, and Esser et al. (2024) find
-# that at scale the straight path wins with a non-uniform time weighting; neither
-# claim is tested here. Whether FM beats the diffusion model at many steps on these
-# small worlds depends on the budget and is left to the tables.
+# Liu et al. (2023) add a distillation step after reflow for their best one-step
+# results on CIFAR-10, and Esser et al. (2024) report that at scale rectified flow
+# with a non-uniform sampling of $t$ did best among the formulations they compared;
+# this page tests neither. Whether FM beats the diffusion model at many steps on
+# these small worlds depends on the budget and is left to the tables.
 #
 # ## Summary
 #
