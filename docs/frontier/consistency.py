@@ -77,10 +77,10 @@ F64 = torch.float64
 # point of a trajectory to that trajectory's point at $\epsilon$:
 # $$ f(x_t, t) = x_\epsilon \quad \text{for all } t \in [\epsilon, T],
 #    \qquad\text{so in particular}\qquad f(x, \epsilon) = x. \tag{2} $$
-# Song et al. (2023, Eq. 7) build the boundary condition into the network:
+# Song et al. (2023) build the boundary condition into the network:
 # $$ f_\theta(x, t) = c_\text{skip}(t)\,x + c_\text{out}(t)\,F_\theta(x, t),
 #    \qquad c_\text{skip}(\epsilon) = 1,\; c_\text{out}(\epsilon) = 0. \tag{3} $$
-# Any such pair works. Their choice (App. C) borrows EDM's, in terms of
+# Any such pair works. Their choice borrows EDM's, in terms of
 # $s$ and $s_\text{min} = s(\epsilon)$:
 # $c_\text{skip} = \sigma_\text{data}^2 / ((s - s_\text{min})^2 + \sigma_\text{data}^2)$,
 # $c_\text{out} = \sigma_\text{data}(s - s_\text{min}) / \sqrt{\sigma_\text{data}^2 + s^2}$.
@@ -135,7 +135,7 @@ assert float(slip_out) > 1e-3  # f(x, eps) would move x by c_out F, not return i
 # $$ \mathcal L = \mathbb E\,\big\| f_\theta(x_{t_{n+1}}, t_{n+1})
 #    - f_{\theta^-}(\hat x_{t_n}, t_n) \big\|^2, \qquad
 #    \theta^- \leftarrow \mu\,\theta^- + (1 - \mu)\,\theta , \tag{5} $$
-# with $\theta^-$ a slowly moving copy (the target network, Eq. 8). At $n = 0$ the
+# with $\theta^-$ a slowly moving copy (the target network). At $n = 0$ the
 # target is $\hat x_{t_0}$ itself by Eq. (2): the boundary condition anchors the
 # chain of agreements at the clean end. The grid here is the teacher's steps at the
 # times of a uniform 20-step DDIM, plus $t_0 = 0$; the student starts from the
@@ -340,7 +340,7 @@ plt.show()
 #    worse than one-step DDIM, and how many steps does it need to catch up?
 # 2. Replace the teacher's DDIM step by a Heun step (two evaluations). Does the
 #    student's one-step quality change at this grid size?
-# 3. Use 10 and 40 grid points. Song et al. (2023, Sec. 6) find an optimum in $N$;
+# 3. Use 10 and 40 grid points. Song et al. (2023) study the choice of $N$;
 #    explain the two opposing errors.
 # 4. Search the intermediate time of the two-step sampler (Song et al. use a
 #    greedy search) instead of taking DDIM's.

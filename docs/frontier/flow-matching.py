@@ -100,7 +100,7 @@ straight, vp = StraightPath(), VPSDE()
 # but it is the minimiser of a regression onto the conditional target,
 # $$ \mathcal L_\text{FM}(\theta) = \mathbb E_{t, x_0, \epsilon}
 #    \big\| v_\theta(x_t, t) - u_t \big\|^2 \tag{2} $$
-# (the conditional mean minimises a squared loss; Eq. 9 of the paper). Two paths:
+# (the conditional mean minimises a squared loss; Lipman et al., Theorem 2). Two paths:
 #
 # - **straight** (optimal transport between $x_0$ and $\epsilon$, rectified flow):
 #   $\alpha = 1 - t$, $\sigma = t$, $u_t = \epsilon - x_0$;
@@ -294,7 +294,7 @@ assert_close(ddim, euler, atol=1e-10, rtol=0)
 # ## 5. Rectified flow: reflow and straightness
 #
 # A flow whose paths are straight at constant speed is integrated exactly by one
-# Euler step. Liu et al. (2023, Eq. 5) measure how far a flow is from that:
+# Euler step. Liu et al. (2023) measure how far a flow is from that:
 # $$ S = \int_0^1 \mathbb E\,\big\|(x_1 - x_0) - \dot x_t\big\|^2 \,\mathrm dt , \tag{6} $$
 # zero exactly for straight paths. Flow matching's marginal velocity is *not*
 # straight: paths that cross in the conditional picture are averaged, and the
@@ -302,7 +302,7 @@ assert_close(ddim, euler, atol=1e-10, rtol=0)
 # $z$, solves the trained flow to its end $x_0$, and trains a new velocity field by
 # flow matching on these *coupled* pairs $(x_0, z)$ with the straight path. The new
 # flow has the same marginals, its straightness does not increase, and neither does
-# any convex transport cost $\mathbb E\,c(x_0 - z)$ (their Theorem 3.7).
+# any convex transport cost $\mathbb E\,c(x_0 - z)$ (their Section 3).
 #
 # On the sandbox we train three small networks with the same budget (steps, batch
 # and learning rate): flow matching on the straight path ("FM"), the diffusion model

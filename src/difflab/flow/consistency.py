@@ -2,8 +2,8 @@
 
 A consistency function maps any point x_t of a probability-flow ODE trajectory
 to the trajectory's point at the smallest time eps: f(x_t, t) = x_eps for every
-t in [eps, T] (Song et al. 2023, Definition 1, Eq. 3). It needs the boundary
-condition f(x, eps) = x, which the parameterisation builds in (Eq. 7):
+t in [eps, T] (Song et al. 2023, Sec. 3). It needs the boundary condition
+f(x, eps) = x, which their parameterisation builds in:
 
     f_theta(x, t) = c_skip(t) x + c_out(t) F_theta(x, t),
     c_skip(eps) = 1,  c_out(eps) = 0.
@@ -14,7 +14,7 @@ probability-flow ODE is dy/ds = eps*(x, t) (Song et al. 2021a, Eq. 14; DDIM is
 its Euler step). Two choices of coefficients are provided, both functions of
 s - s_min, s_min = s(eps), so both vanish exactly at the boundary:
 
-- ``"edm"``: Song et al. 2023, App. C (from Karras et al. 2022):
+- ``"edm"``: the choice of Song et al. 2023 (from Karras et al. 2022):
   c_skip = sigma_data^2 / ((s - s_min)^2 + sigma_data^2),
   c_out = sigma_data (s - s_min) / sqrt(sigma_data^2 + s^2);
 - ``"ddim"``: c_skip = 1, c_out = -(s - s_min) with F_theta an eps prediction,
@@ -103,7 +103,7 @@ class DistillConfig:
 
     ``grid``: the N + 1 increasing times t_0 = eps < ... < t_N of the
     discretisation (a tuple, so the config stays hashable); ``mu``: the decay of
-    the target network theta^- (Eq. 8); ``lr`` decays by a cosine.
+    the target network theta^-; ``lr`` decays by a cosine.
     """
 
     grid: tuple[float, ...]
@@ -136,8 +136,8 @@ def distill(
 
     Each step: n ~ U{0..N-1}, x_{t_{n+1}} = alpha x0 + sigma z, the teacher's ODE
     step to t_n gives x_hat_{t_n}, and the loss is
-    ||f_theta(x_{t_{n+1}}, t_{n+1}) - f_theta^-(x_hat_{t_n}, t_n)||^2 (Eq. 10 with
-    lambda = 1, d = squared L2); theta^- <- mu theta^- + (1 - mu) theta (Eq. 8).
+    ||f_theta(x_{t_{n+1}}, t_{n+1}) - f_theta^-(x_hat_{t_n}, t_n)||^2 (weight
+    lambda = 1, d = squared L2); theta^- <- mu theta^- + (1 - mu) theta.
     Returns (theta^-, per-step losses).
     """
     noise = student.noise

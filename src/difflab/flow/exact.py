@@ -8,7 +8,7 @@ is jointly Gaussian with x_t, so the posterior means are linear in x (Bishop
     E[x0 | x, k]  = m_k + alpha C_k S_k^{-1} (x - alpha m_k),
     E[eps | x, k] = sigma S_k^{-1} (x - alpha m_k),
 
-and the marginal velocity of flow matching (Lipman et al. 2023, Eq. 8) is
+and the marginal velocity of flow matching (Lipman et al. 2023, Sec. 3) is
 
     v(x, t) = sum_k r_k(x) (alpha' E[x0 | x, k] + sigma' E[eps | x, k]).     (3)
 
@@ -67,7 +67,7 @@ def continuity_residual(
     Central finite differences of step ``h`` in t (on the exact perturbed density)
     and in each coordinate of x (on p_t v); float64 advised. Returns
     (d_t p_t, -div(p_t v)), each (B,), equal up to O(h^2) when v is the velocity
-    that transports p_t (Lipman et al. 2023, Eq. 2).
+    that transports p_t (the continuity equation).
     """
 
     def density(xs: Tensor, tt: float) -> Tensor:

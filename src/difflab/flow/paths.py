@@ -10,9 +10,9 @@ the data and t = 1 at the noise (Lipman et al. run time the other way):
 So a path is a :class:`~difflab.diffusion.noise.NoiseLevels`. Two are used:
 
 - the straight (optimal-transport, rectified-flow) path alpha = 1 - t,
-  sigma = t, u_t = eps - x0 (Lipman et al. 2023, Eq. 20 with sigma_min = 0;
-  Liu et al. 2023, Eq. 1): :class:`StraightPath`;
-- the VP diffusion path of any schedule or SDE (Lipman et al. 2023, Eq. 19),
+  sigma = t, u_t = eps - x0 (Lipman et al. 2023, Sec. 4.1, with sigma_min = 0;
+  Liu et al. 2023): :class:`StraightPath`;
+- the VP diffusion path of any schedule or SDE (Lipman et al. 2023, Sec. 4.1),
   whose rates follow from f and g: alpha' = f alpha and
   sigma' = (g^2 + 2 f sigma^2) / (2 sigma) (differentiate sigma^2 = ... in
   :mod:`difflab.diffusion.noise`).
@@ -139,10 +139,10 @@ def fm_loss(
     cond=None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Conditional flow matching E ||v_theta(x_t, t) - u_t||^2 (Lipman et al., Eq. 9).
+    """Conditional flow matching E ||v_theta(x_t, t) - u_t||^2 (Lipman et al. 2023).
 
     t ~ U(0, 1) and eps ~ N(0, I) unless given; passing ``eps`` paired with
-    ``x0`` (a coupling) is rectified flow's reflow loss (Liu et al. 2023, Eq. 1).
+    ``x0`` (a coupling) is rectified flow's reflow loss (Liu et al. 2023).
     The mean is over all elements.
     """
     if eps is None:

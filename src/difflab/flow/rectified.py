@@ -5,14 +5,14 @@ dx/dt = v(x, t) (the site's direction of time: integration runs *down*).
 :func:`flow_sample` integrates it on a caller's grid (Euler, or Heun's explicit
 trapezoid, Karras et al. 2022, Algorithm 1).
 
-Straightness (Liu et al. 2023, Eq. 5): for a path x_t from x_1 = z to x_0,
+Straightness (Liu et al. 2023): for a path x_t from x_1 = z to x_0,
 
     S = int_0^1 E || (x_1 - x_0) - dx_t/dt ||^2 dt  >= 0,
 
 zero exactly when every path is a straight line at constant speed, so one Euler
-step is exact. Reflow (Liu et al. 2023, Sec. 2.2): sample z, solve the ODE to
+step is exact. Reflow (Liu et al. 2023, Algorithm 1): sample z, solve the ODE to
 x_0, and train a new velocity field by flow matching on the *coupled* pairs
-(x_0, z) with the straight path; Theorem 3.7 of the paper shows S does not
+(x_0, z) with the straight path; the paper proves that S does not
 increase and no convex transport cost E c(x_0 - z) increases.
 """
 
@@ -84,12 +84,12 @@ def flow_sample(
 def straightness(
     velocity: VelocityModel, x_1: Tensor, steps: int = 100, *, cond=None
 ) -> tuple[Tensor, Tensor]:
-    """Liu et al.'s straightness of each path from x_1 (Eq. 5), and its end point.
+    """Liu et al.'s straightness of each path from x_1, and its end point.
 
     The path is integrated with ``steps`` Euler steps on [1, 0]; S is the
     time-average of ||(x_1 - x_0) - v||^2 over the steps (the left Riemann sum of
-    Eq. 5; with Euler it is exactly the spread of the step slopes around their
-    mean). Returns (S per path (B,), x_0 (B, ...)).
+    the integral; with Euler it is exactly the spread of the step slopes around
+    their mean). Returns (S per path (B,), x_0 (B, ...)).
     """
     slopes = []
     x_0 = flow_sample(
@@ -166,8 +166,8 @@ def train_velocity(
     """Flow matching on ``data`` (N, ...), or reflow on the pairs (data, noise).
 
     Each step draws a batch of indices; without ``noise`` each x0 meets fresh
-    Gaussian noise (Lipman et al. 2023, Eq. 9), with it the stored partner
-    (Liu et al. 2023, Eq. 1). ``path`` defaults to :class:`StraightPath`. Adam,
+    Gaussian noise (Lipman et al. 2023), with it the stored partner
+    (Liu et al. 2023). ``path`` defaults to :class:`StraightPath`. Adam,
     cosine-decayed learning rate, gradients clipped at norm 1; returns (the EMA
     network if ``cfg.ema_decay`` > 0 else the trained one, losses).
     """
