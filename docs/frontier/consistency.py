@@ -300,7 +300,7 @@ assert gap1 > 4 * se1, (gap1, se1)
 # %% tags=["fold"]
 # Plotting code for the figure
 fig, axes = plt.subplots(
-    2, 3, figsize=(page.FIGURE_WIDTH_IN, page.FIGURE_WIDTH_IN * 0.55)
+    2, 3, figsize=(page.FIGURE_WIDTH_IN, page.FIGURE_WIDTH_IN * 0.42)
 )
 for row, m in enumerate(("consistency", "DDIM")):
     for col, k in enumerate(NFES):
