@@ -305,6 +305,7 @@ fig, axes = plt.subplots(
 for row, m in enumerate(("consistency", "DDIM")):
     for col, k in enumerate(NFES):
         imgs = sample(m, k, 0)[:32, 0]  # (32, H, W)
+        imgs = torch.nn.functional.pad(imgs, (1, 1, 1, 1), value=0.0)  # grey frames
         h, w = imgs.shape[1:]
         grid = imgs.reshape(4, 8, h, w).permute(0, 2, 1, 3).reshape(4 * h, 8 * w)
         axes[row, col].imshow(grid, cmap="gray", vmin=-1, vmax=1)

@@ -635,8 +635,10 @@ assert float(img_gap.mean()) > 4 * se(img_gap)
 # Plotting code for the figure
 fig, axes = plt.subplots(1, 3, figsize=(page.FIGURE_WIDTH_IN, 2.3))
 for ax, name in zip(axes, ("FM", "RF", "diffusion + DDIM"), strict=True):
-    imgs = img_sample(name, 2, 0)[:32]
-    grid_img = imgs.reshape(4, 8, 8, 8).permute(0, 2, 1, 3).reshape(32, 64)
+    imgs = img_sample(name, 2, 0)[:32, 0]  # (32, H, W)
+    imgs = torch.nn.functional.pad(imgs, (1, 1, 1, 1), value=0.0)  # grey frames
+    h, w = imgs.shape[1:]
+    grid_img = imgs.reshape(4, 8, h, w).permute(0, 2, 1, 3).reshape(4 * h, 8 * w)
     ax.imshow(grid_img, cmap="gray", vmin=-1, vmax=1)
     ax.set_title(f"{name}, 2 steps", fontsize=8)
     ax.axis("off")
