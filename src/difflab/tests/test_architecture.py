@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "data": 1,
     "diffusion": 2,
     "score": 3,
+    "flow": 3,
     "toy": 4,
     "train": 5,
     "eval": 6,

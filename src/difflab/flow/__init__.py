@@ -1,0 +1,1 @@
+"""Flow matching, rectified flow and consistency distillation (Frontier chapter)."""
