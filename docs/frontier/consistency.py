@@ -202,15 +202,11 @@ print(
 # called real when it exceeds four standard errors of the difference of the two
 # means (the seeds are paired: the same $x_T$ for both samplers).
 #
-# A DPM-Solver++ row, the practice chapter's second-order solver, is added when
-# `difflab.diffusion.solvers` is present.
+# A DPM-Solver++(2M) row, the second-order solver of the
+# [fast-sampling chapter](../practice/fast-sampling.py), shares the teacher's NFE.
 
 # %%
-try:
-    from difflab.diffusion import solvers
-except ImportError:
-    solvers = None
-    print("difflab.diffusion.solvers is not in this build: no DPM-Solver++ row.")
+from difflab.diffusion import solvers
 
 SEEDS = 4 if quick else 8
 N_IMAGES = 500 if quick else 2000
@@ -239,7 +235,7 @@ def sample(method, k, seed):
     return x.clamp(-1, 1)
 
 
-methods = ["consistency", "DDIM"] + (["DPM-Solver++(2M)"] if solvers else [])
+methods = ["consistency", "DDIM", "DPM-Solver++(2M)"]
 fd = {}
 with torch.no_grad():
     for m in methods:

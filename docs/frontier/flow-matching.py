@@ -563,17 +563,11 @@ rf_img = cached_net(
 )
 
 # %%
-try:
-    from difflab.diffusion import solvers
-except ImportError:
-    solvers = None
-    print("difflab.diffusion.solvers is not in this build: no DPM-Solver++ row.")
+from difflab.diffusion import solvers
 
 IMG_SEEDS, N_IMG = (3, 500) if quick else (5, 2000)
 IMG_NFES = (1, 2, 4, 8)
-img_names = ["FM", "RF", "diffusion + DDIM"] + (
-    ["diffusion + DPM-Solver++"] if solvers else []
-)
+img_names = ["FM", "RF", "diffusion + DDIM", "diffusion + DPM-Solver++"]
 
 
 def trailing(k):
