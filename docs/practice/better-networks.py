@@ -421,13 +421,17 @@ print(
 #
 # **Everything else stayed within the seed spread.** Around a baseline that
 # draws digits, no other change crossed 4.3 standard errors in either seed set.
-# The two sets we ran (seeds 0-2, as on this page by default, and 3-5) gave these
-# paired differences from the baseline (mean ± standard error over three seeds):
+# The two sets we ran (seeds 0-2, as on this page by default, and 3-5; each
+# cell gives the first set, then the second) gave these paired differences
+# from the baseline (mean ± standard error over three seeds). The wider
+# network got 40 steps in our first builds and 50 in the later ones (below),
+# so it has a row for each:
 #
 # | variant | Δ distance / floor | Δ confident (points) |
 # |---|---|---|
 # | no attention | −1.3 ± 0.7, −0.2 ± 0.1 | +1.5 ± 0.7, −0.5 ± 3.6 |
-# | width 32 | −0.7 ± 1.2, +1.7 ± 0.8 | −6.7 ± 2.9, −6.3 ± 3.4 |
+# | width 32, 40 steps | −0.7 ± 1.2, +1.7 ± 0.8 | −6.7 ± 2.9, −6.3 ± 3.4 |
+# | width 32, 50 steps | −0.1 ± 2.0, +1.1 ± 0.8 | −8.1 ± 1.9, −4.9 ± 2.8 |
 # | cosine schedule | −2.3 ± 1.0, +0.3 ± 1.0 | +4.3 ± 1.4, +3.3 ± 1.7 |
 # | $v$ prediction | +0.2 ± 1.6, +2.0 ± 0.6 | −6.2 ± 4.2, −6.0 ± 1.5 |
 # | $x_0$ prediction | +1.0 ± 0.5, +0.7 ± 0.4 | +2.1 ± 2.7, +0.7 ± 0.9 |
@@ -436,20 +440,21 @@ print(
 # For scale, the baseline's own distance ratio averaged 7.1 and 5.0 in the two
 # sets, with a seed-to-seed standard deviation of 2.8 and 1.3: one seed moves
 # the ratio more than most variants do. Some signs agree across both sets: the
-# wider network and $v$ prediction lowered the confident fraction by about six
-# points, the cosine schedule and Min-SNR-5 raised it by three to four, and
-# $x_0$ prediction raised the distance slightly. None of these reached the
-# threshold (the largest, $v$ prediction's confident fraction in the second set,
-# reached 4.0 standard errors), so they are hints for a longer run with more
-# seeds, not findings. Where the distance changed sign between the sets (width,
-# cosine schedule) there is not even a hint.
+# wider network and $v$ prediction lowered the confident fraction by five to
+# eight points, the cosine schedule and Min-SNR-5 raised it by three to four,
+# and $x_0$ prediction raised the distance slightly. None of these crossed the
+# threshold (the wider network's confident fraction at 50 steps with seeds 0-2
+# came closest, just under 4.3 standard errors), so they are hints for a
+# longer run with more seeds, not findings. Where the distance changed sign
+# between the sets (width, cosine schedule) there is not even a hint.
 #
-# The equal-time rule shows in the width: at twice the width a step cost 2.3 to
-# 2.5 times as much here, so the wider network got 40 steps, and its samples
-# in the grid are visibly rougher. Removing attention at the $4\times4$
-# resolution saved too little to measure reliably on a busy machine: it got 100
-# steps in one of our builds and 110 in the other, as timing noise crossed a
-# rounding boundary.
+# The equal-time rule shows in the width: at twice the width a step cost 2.1 to
+# 2.5 times as much in our builds, so the wider network got 40 or 50 steps,
+# depending on how busy the machine was when the costs were measured (and so
+# a different cache entry). Removing attention at the $4\times4$ resolution
+# saved too little to measure reliably on a busy machine: it got 100 steps in
+# some of our builds and 110 in others, as timing noise crossed a rounding
+# boundary.
 #
 # ## 4. What the papers found, and where this data differs
 #
