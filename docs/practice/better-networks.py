@@ -411,7 +411,7 @@ print(
 
 # %% [markdown]
 # The initial network outputs zero (its last convolution starts at zero), so
-# the averaged network predicts only $1 - d^n$ (about 0.4 by the printed
+# the averaged network predicts roughly $1 - d^n$ (about 0.4 by the printed
 # fraction) times what was learned. The shrunken $\hat\epsilon$ removes too
 # little noise at every DDIM step, and the leftover noise in
 # $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\hat\epsilon)/\sqrt{\bar\alpha_t}$
