@@ -55,6 +55,8 @@ class _Text(HTMLParser):
         return bool(self.stack) and self.stack[-1][1]
 
     def handle_starttag(self, tag, attrs):
+        if tag in ("td", "th"):  # cells of a row are separate words, not one number
+            self.parts.append(" ")
         if tag in self.VOID:
             return
         cls = dict(attrs).get("class") or ""

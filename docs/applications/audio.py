@@ -299,9 +299,9 @@ show_table(
 # </div>
 #
 # The matrix is a rotation, so it is inverted by its transpose:
-# $x_0 = \cos\phi_t\, x_t - \sin\phi_t\, v_t$ and $\epsilon = \sin\phi_t\, x_t
-# + \cos\phi_t\, v_t$, which is how the package turns a v prediction into the
-# $\epsilon$ every sampler takes. Unlike $\epsilon$, the target keeps a unit
+# $x_0 = \cos\phi_t\, x_t - \sin\phi_t\, v_t$ and
+# $\epsilon = \sin\phi_t\, x_t + \cos\phi_t\, v_t$, which is how the package
+# turns a v prediction into the $\epsilon$ every sampler takes. Unlike $\epsilon$, the target keeps a unit
 # scale at both ends: near $\phi = \pi/2$ it is $-x_0$, where predicting
 # $\epsilon$ says nothing about the signal. It is the objective of
 # audio-diffusion-pytorch, used here on the cosine schedule (Nichol & Dhariwal

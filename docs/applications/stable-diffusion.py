@@ -196,7 +196,10 @@ for s_true in (-0.4, 0.25, 0.6):
     du = uu - (ink * uu).sum() / ink.sum()
     dv = vv - (ink * vv).sum() / ink.sum()
     wrong = ((ink * du * dv).sum() / (ink * du * du).sum()).item()
-    print(f"shear {s_true:+.2f}: Eq. (1) {s_hat:+.12f}, cov/var(u) {wrong:+.3f}")
+    print(
+        f"shear {s_true:+.2f}: Eq. (1) {s_hat:+.3f} (off by {abs(s_hat - s_true):.1e}),"
+        f" cov/var(u) {wrong:+.3f}"
+    )
     assert abs(s_hat - s_true) < 1e-9  # float64 sums of ~50 terms
     assert abs(wrong - s_true) > 0.1
 

@@ -39,6 +39,7 @@
 # Imports and set-up (the page's provenance box starts here)
 import contextlib
 import dataclasses
+import io
 import math
 import os
 import tempfile
@@ -267,8 +268,10 @@ args = [
     "--no-progress",
 ]  # fmt: skip
 print(env + "python -m difflab " + " ".join(args).replace(str(out) + "/", ""))
-with dataset_env(data.name):
+said = io.StringIO()  # the command's own lines, printed without the temporary folder
+with dataset_env(data.name), contextlib.redirect_stdout(said):
     assert cli.main(args) == 0
+print(said.getvalue().replace(str(out) + os.sep, "").rstrip())
 
 exported = np.load(out / "samples.npz")["images"]  # (N, H, W, C) uint8
 pngs = sorted((out / "png").glob("*.png"))
