@@ -67,6 +67,12 @@ def _vec(t: float, x: Tensor) -> Tensor:
     return torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
 
 
+def _report(callback: Callback, i: int, t: Tensor, x: Tensor, x0_hat, nfe: int):
+    """Call ``callback`` (if any) after step ``i``: the shared per-step record."""
+    if callback is not None:
+        callback({"i": i, "t": float(t), "x": x, "x0_hat": x0_hat, "nfe": nfe})
+
+
 def solver_nfe(name: str, grid: Tensor, noise: NoiseLevels) -> int:
     """Model evaluations that solver ``name`` spends on ``grid``.
 
@@ -110,10 +116,7 @@ def euler(
         drift = float(f) * x + float(g**2 / (2 * sigma)) * eps
         x0_hat = (x - float(sigma) * eps) / float(noise.alpha(t))
         x = x + float(ts[i] - ts[i - 1]) * drift  # Euler step, dt < 0.
-        if callback is not None:
-            callback(
-                {"i": i - 1, "t": float(ts[i]), "x": x, "x0_hat": x0_hat, "nfe": i}
-            )
+        _report(callback, i - 1, ts[i], x, x0_hat, i)
     return x
 
 
@@ -150,10 +153,7 @@ def dpm_solver_1(
             c_eps = alpha[i] * torch.exp(-lam[i - 1])
         x0_hat = (x - float(sigma[i - 1]) * eps) / float(alpha[i - 1])
         x = float(alpha[i] / alpha[i - 1]) * x - float(c_eps) * eps
-        if callback is not None:
-            callback(
-                {"i": i - 1, "t": float(ts[i]), "x": x, "x0_hat": x0_hat, "nfe": i}
-            )
+        _report(callback, i - 1, ts[i], x, x0_hat, i)
     return x
 
 
@@ -196,10 +196,7 @@ def dpm_solver_pp_2m(
             d = (1 + 1 / (2 * r)) * x0_hat - 1 / (2 * r) * x0_prev
         x = float(sigma[i] / sigma[i - 1]) * x - float(alpha[i] * torch.expm1(-h)) * d
         x0_prev = x0_hat
-        if callback is not None:
-            callback(
-                {"i": i - 1, "t": float(ts[i]), "x": x, "x0_hat": x0_hat, "nfe": i}
-            )
+        _report(callback, i - 1, ts[i], x, x0_hat, i)
     return x
 
 
@@ -240,11 +237,8 @@ def heun(
             nfe += 1
             y_next = y + ds * 0.5 * (d + d2)
         y = y_next
-        if callback is not None:
-            x = float(alpha[i]) * y
-            callback(
-                {"i": i - 1, "t": float(ts[i]), "x": x, "x0_hat": x0_hat, "nfe": nfe}
-            )
+        if callback is not None:  # x = alpha y is only formed when reported
+            _report(callback, i - 1, ts[i], float(alpha[i]) * y, x0_hat, nfe)
     return float(alpha[-1]) * y
 
 
