@@ -46,7 +46,9 @@ table of the notes (seconds, executed or cached) and writes it to
 
 Environment: ``DIFFLAB_NOTES_CACHE`` (cache folder, default ``<root>/.cache/notes``),
 ``DIFFLAB_CELL_TIMEOUT`` (seconds per cell, default 1800: a cell may train a model
-on a busy laptop).
+on a busy laptop), ``DIFFLAB_NOTES_KEEP_GOING=1`` (run every note even after one
+raised, then fail the build naming all that raised: one cold build finds every
+broken note instead of the first).
 """
 
 from __future__ import annotations
@@ -114,12 +116,22 @@ def on_pre_build(config):
 @event_priority(100)  # before mkdocs-jupyter decides which files are notebooks
 def on_files(files, config):
     pages = _state["cache"] / "pages"
+    keep_going = os.environ.get("DIFFLAB_NOTES_KEEP_GOING", "") not in ("", "0")
+    failed: list[str] = []
     for file in list(files):
         if not _is_note(file):
             continue
         rel = f"docs/{file.src_uri}"
         t0 = time.perf_counter()
-        ipynb, status = _executed(Path(file.abs_src_path), rel)
+        try:
+            ipynb, status = _executed(Path(file.abs_src_path), rel)
+        except PluginError as exc:
+            if not keep_going:
+                raise
+            _state["rows"].append((rel, time.perf_counter() - t0, "raised"))
+            failed.append(str(exc))
+            log.error(str(exc))
+            continue
         _state["rows"].append((rel, time.perf_counter() - t0, status))
         # The page's source is the executed notebook, at the note's path with the
         # .ipynb suffix (so the page keeps its URL); the .py stays a static file.
@@ -138,6 +150,11 @@ def on_files(files, config):
             "folds": _fold_summaries(nbformat.read(ipynb, as_version=4)),
             "files": {},  # site path -> bytes: figures and shared CSS
         }
+    if failed:
+        raise PluginError(
+            f"{len(failed)} note(s) raised (DIFFLAB_NOTES_KEEP_GOING ran the rest):\n"
+            + "\n\n".join(failed)
+        )
     _state["py_to_page"] = {n["py"]: uri for uri, n in _state["notes"].items()}
     config.nav = _nav_to_pages(config.nav)
     return files

@@ -57,6 +57,39 @@ def test_a_raising_note_fails_the_strict_build_naming_the_page(tmp_path):
     assert not list((tmp_path / "cache").glob("*.ipynb")), "a failed note was cached"
 
 
+GOOD = """# %% [markdown]
+# # A note that runs
+
+# %%
+print("ran", 6 * 7)
+"""
+
+
+@pytest.mark.timeout(900)
+def test_keep_going_runs_every_note_and_names_each_that_raised(tmp_path):
+    root = _site_copy(tmp_path)
+    folder = root / "docs" / "diffusion"
+    folder.mkdir(exist_ok=True)
+    (folder / "broken-a.py").write_text(BROKEN)
+    (folder / "broken-b.py").write_text(BROKEN.replace("x = 1", "x = 2"))
+    (folder / "zz-good.py").write_text(GOOD)  # after both, in the build's order
+    env = mkdocs_env(
+        DIFFLAB_NOTES_CACHE=str(tmp_path / "cache"), DIFFLAB_NOTES_KEEP_GOING="1"
+    )
+    res = run_mkdocs(
+        ["build", "--strict", "-d", str(tmp_path / "site")], root, env, 600
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-3000:]
+    assert "2 note(s) raised" in out, out[-3000:]
+    for name, x in (("broken-a", 1), ("broken-b", 2)):
+        assert f"docs/diffusion/{name}.py" in out, out[-3000:]
+        assert f"deliberately broken note {x}" in out, out[-3000:]
+    cached = list((tmp_path / "cache").glob("*.ipynb"))
+    assert len(cached) == 1, cached  # the good note ran and was kept
+    assert "ran 42" in cached[0].read_text()
+
+
 def _notes_hook():
     spec = importlib.util.spec_from_file_location(
         "notes_hook", REPO / "hooks" / "notes.py"

@@ -489,10 +489,11 @@ plt.show()
 # The checks below assert what the table says. On cost: a latent model's step
 # is cheaper, so in the same wall-clock it takes more steps, and sampling a
 # latent, with one decoder call at the end, is faster per image than sampling
-# pixels (by more than four standard errors of the difference). On quality: at
-# this budget the ordering is pixels worst, $f = 4$ best, each gap more than
-# four standard errors of the difference of two independent bootstrap
-# estimates.
+# pixels (by more than four standard errors of the difference). On quality,
+# each latent model beats the pixel model by more than two standard errors of
+# the difference of two independent bootstrap estimates (a one-sided test at
+# about the 2% level). The order of $f = 2$ and $f = 4$ is printed, not
+# asserted: see the reading below.
 
 # %%
 px = by["pixels"]
@@ -511,26 +512,34 @@ for name, r in by.items():
         continue
     gap = (r["fd"] - floor) / math.hypot(r["fd_se"], floor_se)
     print(f"{name}: Frechet distance {gap:.0f} standard errors above the floor")
-order = [by["pixels"], by["latent f = 2"], by["latent f = 4"]]
-for worse, better in zip(order, order[1:], strict=False):
-    d = worse["fd"] - better["fd"]
-    d_se = math.hypot(worse["fd_se"], better["fd_se"])
-    print(f"{worse['model']} - {better['model']}: {d:.2f} +- {d_se:.2f}")
-    assert d > 4 * d_se
+pairs = [("pixels", f"latent f = {f}") for f in FACTORS] + [
+    (f"latent f = {FACTORS[0]}", f"latent f = {FACTORS[-1]}")
+]
+for a, b in pairs:
+    d = by[a]["fd"] - by[b]["fd"]
+    d_se = math.hypot(by[a]["fd_se"], by[b]["fd_se"])
+    print(f"{a} - {b}: {d:+.2f} +- {d_se:.2f} ({d / d_se:+.1f} s.e.)")
+    if a == "pixels":
+        assert d > 2 * d_se
 
 # %% [markdown]
-# **Reading the result.** At an equal and small training wall-clock, the
-# factor-4 latent model gives the best samples, then $f = 2$, then pixels: its
-# steps are cheapest, so it trains the most, and its sampling is the fastest.
-# None of the three is near the floor: these are models of half a minute (the
-# pixel model's samples are still mostly noise after its couple of hundred
-# steps), and the ordering is a statement about this budget, not about
-# converged models.
+# **Reading the result.** At an equal and small training wall-clock, both
+# latent models give better samples than the pixel model: their steps are
+# cheaper, so they train for more steps, and their sampling is faster. None of
+# the three is near the floor: these are models of half a minute (the pixel
+# model's samples are still mostly noise after its couple of hundred steps),
+# and the ordering is a statement about this budget, not about converged
+# models. Between $f = 2$ and $f = 4$ the build we read while writing this
+# page had $f = 4$ ahead by 0.97 $\pm$ 0.23 (4.2 s.e.), but the budget is in
+# seconds, so how many steps each model gets depends on how busy the machine
+# was (the step ratios above moved from 2.7x and 4.1x to 2.4x and 3.9x between
+# two of our builds, and the pixel model's lead shrank from 7 to 3.3 s.e.):
+# the line printed above is this build's answer, and it is not asserted.
 # Rombach et al. (2022, Sec. 4.1, Fig. 6) trained first stages with $f$ from 1
 # to 32 on ImageNet and found $f = 1$ and $2$ slow to train, $f = 4$ to $16$
 # the best balance, and $f = 32$ limited by what the autoencoder loses. With our
-# two factors we see the first half of that shape: the factor-2 model is
-# slower than the factor-4 one, and pixels slower still. The second half, a
+# two factors we see at most the first half of that shape: pixels are slowest
+# to train, and $f = 4$ ahead of $f = 2$ when this build resolves it. The second half, a
 # factor so large that the decoder caps the sample quality, does not appear:
 # at $f = 4$ the reconstructions are already as good as real digits for our
 # metric (Section 3), so the metric cannot show what the autoencoder loses.

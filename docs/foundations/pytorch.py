@@ -248,7 +248,7 @@ with torch.no_grad():
 acc = (logits.argmax(1) == test.labels).float().mean().item()
 acc_se = (acc * (1 - acc) / len(test.labels)) ** 0.5  # binomial, over test images
 print(f"test accuracy after {len(losses)} steps: {acc:.3f} ± {acc_se:.3f}")
-assert acc - 4 * acc_se > 0.85  # chance level is 0.1
+assert acc - 4 * acc_se > 0.8  # chance level is 0.1
 
 z = logits[:32]
 manual = -(z.gather(1, test.labels[:32, None]).squeeze(1) - z.logsumexp(1)).mean()
