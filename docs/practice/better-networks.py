@@ -338,20 +338,24 @@ show_table(
 )
 verdict = {r["variant"]: r.get("verdict") for r in rows}
 print(
-    "resolved in this build:",
+    "distance resolved in this build:",
     {k: v for k, v in verdict.items() if v not in (None, "unresolved")},
 )
 ema = rows[names.index(f"EMA {RECIPE_EMA}")]
+print(
+    f"EMA {RECIPE_EMA} minus baseline: confident {ema['dc']:+.1f} ± {ema['dc_se']:.1f} "
+    f"points ({ema['dc'] / ema['dc_se']:+.1f} s.e.), distance / floor "
+    f"{ema['d']:+.2f} ± {ema['d_se']:.2f} ({ema['d'] / ema['d_se']:+.1f} s.e.)"
+)
 # What the prose states, asserted (quick profile only: the full profile trains 15x
-# longer, where the EMA has had time to forget its start). Over the two seed sets
-# we ran (0-2 and 3-5), putting the recipe's EMA back lowered the confident
-# fraction by 14.6 and 6.5 paired standard errors and raised the distance by 5.5
-# and 17. The asserts ask for 4.3 (the t threshold) on the first and 2 on the
-# second: a standard error from three seeds is itself uncertain by a factor of
-# about two, and 5.5 leaves too little room below it for a model trained afresh.
+# longer, where the EMA has had time to forget its start). In the three builds we
+# read (seeds 0-2 twice, on models trained in two environments, and seeds 3-5),
+# putting the recipe's EMA back lowered the confident fraction by 14.6, 9.1 and
+# 6.5 paired standard errors: asserted beyond 4.3 (the t threshold). It raised
+# the distance by 5.5, 17 and 1.8 standard errors: the distance of three seeds
+# is too noisy for a model trained afresh, so its sign is printed, not asserted.
 if quick:
     assert ema["dc"] < -T_CRIT * ema["dc_se"]
-    assert ema["d"] > 2 * ema["d_se"]
 
 
 # %% tags=["fold"]
@@ -394,9 +398,11 @@ plt.show()
 # exceeds 4.3 paired standard errors, and the baseline's own seed-to-seed
 # spread (the ± in its row) is a reminder of how much a single run can move.
 #
-# **The recipe's EMA** was the one change resolved in both of our seed sets,
-# and it hurt, by a wide margin in both scores (asserted on both, with the
-# thresholds explained in the code above). This is a statement about the budget,
+# **The recipe's EMA** was the one change resolved in every build we read,
+# and it hurt: it lowered the confident fraction by 6.5 to 14.6 paired
+# standard errors (asserted beyond 4.3) and raised the distance in every build,
+# by 1.8 to 17 standard errors (the line printed above is this build's; too
+# noisy over three seeds to assert). This is a statement about the budget,
 # not about averaging. An EMA with decay $d$ after $n$ steps still holds a
 # fraction $d^n$ of the *initial* weights, and the recipe's decay was chosen
 # for its 1000 steps:
@@ -500,7 +506,8 @@ print(
 #   a threshold from the seed spread; with three seeds only large effects
 #   resolve.
 # - At a budget of seconds on 8x8 digits, the recipe's EMA (decay 0.995) was
-#   the one resolved effect: after 100 steps it still holds most of the
+#   the one resolved effect (on the confident fraction in every build, on the
+#   distance in most): after 100 steps it still holds most of the
 #   untrained network, and turns the baseline's digits into noise.
 # - Around a baseline without it, attention, width, schedule, prediction
 #   target and Min-SNR-5 stayed within the seed spread in both seed sets we
