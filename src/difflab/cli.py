@@ -163,7 +163,11 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a recipe (or find it in the cache)")
     _add_recipe(t)
-    t.add_argument("--steps", type=_count(MAX_TRAIN_STEPS), help="optimiser steps")
+    t.add_argument(
+        "--steps",
+        type=_count(MAX_TRAIN_STEPS),
+        help="optimiser steps (fewer than the recipe's also shorten the EMA's memory)",
+    )
 
     s = sub.add_parser("sample", help="draw samples from a trained recipe")
     _add_recipe(s, sample=True)

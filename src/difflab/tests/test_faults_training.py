@@ -200,6 +200,24 @@ def test_zero_steps_are_refused_before_anything_is_written(cache):
     assert not cache.exists() or not list(cache.rglob("*.pt"))
 
 
+def test_a_shorter_budget_keeps_the_recipes_ema_residue(cache):
+    """``steps`` below the recipe's budget scales the EMA decay so that the share of
+    the initial weights left in the average, decay**steps, is the recipe's."""
+    full = recipes.get_recipe("ddpm", "quick").train  # 1000 steps, decay 0.995
+    short = recipes.with_steps(full, 200)
+    assert short.steps == 200 and abs(short.ema_decay - 0.995**5) < 1e-15
+    assert abs(short.ema_decay**200 - full.ema_decay**full.steps) < 1e-15
+    assert full.ema_decay**200 > 50 * short.ema_decay**200  # unscaled: 0.37 vs 0.007
+    assert recipes.with_steps(full, 2000) == replace(full, steps=2000)  # longer: as is
+    no_ema = replace(full, ema_decay=0.0)
+    assert recipes.with_steps(no_ema, 10).ema_decay == 0.0
+    # load_or_train applies it (the trained model's recipe says so)
+    base = _quick(steps=8)
+    t = recipes.load_or_train(base, steps=4, device=torch.device("cpu"), progress=False)
+    d = t.recipe.train.ema_decay
+    assert t.recipe.train.steps == 4 and abs(d**4 - base.train.ema_decay**8) < 1e-15
+
+
 def test_a_failed_run_never_caches_a_finished_entry(cache, monkeypatch):
     """Training that fails (an error in the network at step 4, after the
     checkpoint of step 2) leaves only an unfinished checkpoint, from which the
