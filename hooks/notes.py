@@ -130,7 +130,7 @@ def on_files(files, config):
                 raise
             _state["rows"].append((rel, time.perf_counter() - t0, "raised"))
             failed.append(str(exc))
-            log.error(str(exc))
+            log.error(f"notes: {rel} raised; running the rest (the errors follow)")
             continue
         _state["rows"].append((rel, time.perf_counter() - t0, status))
         # The page's source is the executed notebook, at the note's path with the
