@@ -61,10 +61,13 @@ import json
 import logging
 import os
 import posixpath
+import queue
 import re
 import shutil
 import sys
+import threading
 import time
+import types
 from pathlib import Path
 
 import jupytext
@@ -108,31 +111,72 @@ def on_config(config):
     return config
 
 
+def on_startup(command, dirty):
+    """``mkdocs serve`` shows pages first and runs the notes in the background."""
+    flag = os.environ.get("DIFFLAB_NOTES_BACKGROUND", "").strip()
+    # Never for `build` or `gh-deploy` (nor `serve --clean`, which MkDocs calls a
+    # build): a built site has every note executed and no notice.
+    _state["background"] = command == "serve" and flag != "0"
+
+
+def on_serve(server, config, builder):
+    """A note finished in the background touches this file: MkDocs rebuilds."""
+    ready = _state["cache"] / "ready"
+    ready.mkdir(parents=True, exist_ok=True)
+    server.watch(str(ready))
+    return server
+
+
+def on_shutdown():
+    store = sys.modules.get("difflab_notes_background")
+    if store is not None and getattr(store, "runner", None) is not None:
+        store.runner.stop()
+
+
 def on_pre_build(config):
     _state.update(notes={}, rows=[], used=set(), t0=time.perf_counter())
+    _state.setdefault("background", False)
     _state["profile"], _state["fingerprint"] = _fingerprint()
 
 
 @event_priority(100)  # before mkdocs-jupyter decides which files are notebooks
 def on_files(files, config):
-    pages = _state["cache"] / "pages"
     keep_going = os.environ.get("DIFFLAB_NOTES_KEEP_GOING", "") not in ("", "0")
-    failed: list[str] = []
+    notes, missing = [], []
     for file in list(files):
         if not _is_note(file):
             continue
-        rel = f"docs/{file.src_uri}"
-        t0 = time.perf_counter()
-        try:
-            ipynb, status = _executed(Path(file.abs_src_path), rel)
-        except PluginError as exc:
-            if not keep_going:
-                raise
-            _state["rows"].append((rel, time.perf_counter() - t0, "raised"))
-            failed.append(str(exc))
-            log.error(f"notes: {rel} raised; running the rest (the errors follow)")
+        job = _job(Path(file.abs_src_path), f"docs/{file.src_uri}")
+        notes.append((file, job))
+        _state["used"].add(job.digest)
+        if not job.cached():
+            missing.append(job)
+    results: dict[str, tuple[Path, str, float]] = {}
+    failed: list[str] = []
+    if missing and _state["background"]:
+        _background().submit_all(missing)
+    elif missing:
+        failed = _run_now(missing, results, keep_going)
+    pages = _state["cache"] / "pages"
+    for file, job in notes:
+        rel = job.rel
+        if job.digest in results:
+            ipynb, status, seconds = results[job.digest]
+            pending = None
+        elif job.cached():
+            ipynb, status, seconds = job.ipynb, job.cached_status(), 0.0
+            pending = None
+        elif _state["background"]:
+            ipynb, status, seconds = (
+                job.placeholder(),
+                "pending (in the background)",
+                0.0,
+            )
+            pending = job
+        else:  # it raised (keep-going) or was never started after another raised
+            _state["rows"].append((rel, 0.0, "raised or not run"))
             continue
-        _state["rows"].append((rel, time.perf_counter() - t0, status))
+        _state["rows"].append((rel, seconds, status))
         # The page's source is the executed notebook, at the note's path with the
         # .ipynb suffix (so the page keeps its URL); the .py stays a static file.
         uri = file.src_uri[: -len(".py")] + ".ipynb"
@@ -147,12 +191,17 @@ def on_files(files, config):
             "py": file.src_uri,
             "source": Path(file.abs_src_path),
             "ipynb": ipynb,
+            "pending": pending,
             "folds": _fold_summaries(nbformat.read(ipynb, as_version=4)),
             "files": {},  # site path -> bytes: figures and shared CSS
         }
     if failed:
+        if len(failed) == 1 and not keep_going:
+            raise PluginError(failed[0])
         raise PluginError(
-            f"{len(failed)} note(s) raised (DIFFLAB_NOTES_KEEP_GOING ran the rest):\n"
+            f"{len(failed)} note(s) raised"
+            + (" (DIFFLAB_NOTES_KEEP_GOING ran the rest)" if keep_going else "")
+            + ":\n"
             + "\n\n".join(failed)
         )
     _state["py_to_page"] = {n["py"]: uri for uri, n in _state["notes"].items()}
@@ -201,7 +250,77 @@ def on_page_content(html, page, config, files):
     html = _fold_cells(html, note["folds"], page.file.src_uri)
     html = _extract_images(html, note, page)
     html = _share_styles(html, note, page)
-    return _add_downloads(html, page)
+    html = _add_downloads(html, page)
+    if note["pending"] is not None:
+        html = _add_notice(html, note["pending"])
+    return html
+
+
+def _add_notice(html: str, job: _Job) -> str:
+    """The notice over a page whose note has not run yet (``mkdocs serve`` only)."""
+    from html import escape
+
+    runner = _background()
+    times = _timings(_state["cache"])
+    total = len(_state["notes"])
+    ready = sum(1 for n in _state["notes"].values() if n["pending"] is None)
+    with runner.lock:
+        running = {d: (j.rel, t0) for d, (j, t0) in runner.running.items()}
+        queued = sorted(runner.queued.values(), key=lambda j: times.get(j.rel, 0.0))
+        error = runner.finished.get(job.digest)
+    now = time.perf_counter()
+    if error:
+        body = (
+            f"<p>This note raised while it ran in the background, so its results are "
+            f"missing below. Fix the note and save it: it runs again.</p>"
+            f"<pre>{escape(error[-3000:])}</pre>"
+        )
+        return _after_title(
+            html, f'<div class="admonition failure difflab-pending">{body}</div>'
+        )
+    mine = times.get(job.rel)
+    if job.digest in running:  # what is left of its own last time
+        known, eta = (
+            mine is not None,
+            max(0.0, (mine or 0.0) - (now - running[job.digest][1])),
+        )
+    else:  # the work ahead of it (running notes' rest, queued before it), shared out
+        ahead = [(times.get(r), now - t0) for r, t0 in running.values()]
+        for other in queued:
+            if other.digest == job.digest:
+                break
+            ahead.append((times.get(other.rel), 0.0))
+        known = mine is not None and all(t is not None for t, _ in ahead)
+        work = sum(max(0.0, (t or 0.0) - spent) for t, spent in ahead)
+        eta = work / max(1, runner.jobs) + (mine or 0.0)
+    state = "is running now" if job.digest in running else "is queued"
+    names = ", ".join(escape(posixpath.basename(r)) for r, _ in running.values())
+    if known:
+        when = f"about {_minutes(eta)} from now (from the last build's timings)"
+    else:
+        when = "not known yet (no earlier build has timed every note ahead of it)"
+    body = (
+        f"<p><strong>Results coming.</strong> This page's note {state}; what you see "
+        f"is its prose and code, not yet executed. Its results are expected {when}, "
+        f"and the page reloads by itself when they are in.</p>"
+        f"<p>Notes done: {ready} of {total}. Running now: {names or 'none'}.</p>"
+    )
+    return _after_title(
+        html, f'<div class="admonition info difflab-pending">{body}</div>'
+    )
+
+
+def _minutes(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    return f"{round(seconds / 60)} min"
+
+
+def _after_title(html: str, block: str) -> str:
+    m = re.search(r"</h1\s*>", html)
+    if m is None:
+        return block + html
+    return html[: m.end()] + block + html[m.end() :]
 
 
 _JUPYTER_MATHJAX = re.compile(
@@ -248,18 +367,17 @@ def _is_note(file) -> bool:
 
 
 def _fingerprint() -> tuple[str, str]:
-    """(profile, hash of everything outside a note that changes what it prints).
+    """(profile, hash of what outside a note and its modules changes what it prints).
 
-    The rules are the package's own: its source hash, its profile and its data
-    folder (which datasets are present decides what ``auto`` loads).
+    The rules are the package's own: its profile and its data folder (which
+    datasets are present decides what ``auto`` loads). The note's modules are
+    hashed per note (:meth:`_Job.key`).
     """
     from difflab.data.common import data_root
-    from difflab.train.cache import source_hash
     from difflab.train.profiles import current_profile
 
     profile = current_profile()
     h = hashlib.sha256(f"v{HOOK_VERSION}|{_state['kernel']}|{profile}|".encode())
-    h.update(source_hash().encode())
     data = data_root()
     if data.is_dir():
         for d in sorted(data.iterdir()):
@@ -269,53 +387,329 @@ def _fingerprint() -> tuple[str, str]:
     return profile, h.hexdigest()
 
 
-def _executed(path: Path, rel: str) -> tuple[Path, str]:
-    """The executed (or, for ``_*.py``, converted) notebook of ``path`` and how."""
-    run = not path.name.startswith("_")
-    key = hashlib.sha256()
-    key.update(_state["fingerprint"].encode() if run else f"v{HOOK_VERSION}".encode())
-    key.update(path.read_bytes())
-    digest = key.hexdigest()[:32]
-    cache = _state["cache"]
-    ipynb, meta = cache / f"{digest}.ipynb", cache / f"{digest}.json"
-    _state["used"].add(digest)
-    if ipynb.is_file() and meta.is_file():
-        with contextlib.suppress(Exception):
-            seconds = json.loads(meta.read_text())["seconds"]
-            return ipynb, f"cached (executed in {seconds:.1f} s)" if run else "cached"
-    t0 = time.perf_counter()
-    if run:
-        log.info("notes: executing %s (profile %s)", rel, _state["profile"])
-        nb = _execute(path, rel)
-    else:
-        nb = jupytext.read(path)
-    _clean(nb, rel)
-    seconds = time.perf_counter() - t0
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = ipynb.with_suffix(".tmp")
-    nbformat.write(nb, tmp)
-    os.replace(tmp, ipynb)
-    meta.write_text(
-        json.dumps({"page": rel, "profile": _state["profile"], "seconds": seconds})
+def note_modules_hash(text: str, root: Path | None = None) -> str:
+    """Hash of the source of the ``difflab`` modules a note reaches (the package's rule).
+
+    :func:`difflab.train.cache.imported_modules` reads the note's imports and
+    :func:`difflab.train.cache.deps_hash` hashes them and everything they import:
+    the same rule that keys the trained models, whose own modules a note reaches
+    through the pipeline it imports. A note that is not Python counts on the whole
+    package (:func:`difflab.train.cache.source_hash`).
+    """
+    from difflab.train import cache
+
+    root = root or cache.PACKAGE_DIR
+    try:
+        mods = cache.imported_modules(text, root)
+    except SyntaxError:
+        return "all:" + cache.source_hash()
+    return cache.deps_hash(sorted(mods), root)
+
+
+class _Job:
+    """One note: its key, its cache entry and how to execute it (thread-safe)."""
+
+    def __init__(self, path: Path, rel: str):
+        self.path, self.rel = path, rel
+        self.run = not path.name.startswith("_")
+        text = path.read_bytes()
+        key = hashlib.sha256()
+        if self.run:
+            key.update(_state["fingerprint"].encode())
+            key.update(note_modules_hash(text.decode("utf-8", "replace")).encode())
+        else:
+            key.update(f"v{HOOK_VERSION}".encode())
+        key.update(text)
+        self.digest = key.hexdigest()[:32]
+        cache = _state["cache"]
+        self.ipynb, self.meta = (
+            cache / f"{self.digest}.ipynb",
+            cache / f"{self.digest}.json",
+        )
+        self.profile, self.root, self.kernel = (
+            _state["profile"],
+            _state["root"],
+            _state["kernel"],
+        )
+
+    def cached(self) -> bool:
+        return self.ipynb.is_file() and self.meta.is_file()
+
+    def cached_status(self) -> str:
+        if not self.run:
+            return "cached"
+        try:
+            seconds = json.loads(self.meta.read_text())["seconds"]
+            return f"cached (executed in {seconds:.1f} s)"
+        except Exception:
+            return "cached"
+
+    def placeholder(self) -> Path:
+        """The note converted, not executed, for a page shown before its results."""
+        out = self.ipynb.parent / "pending" / f"{self.digest}.ipynb"
+        if not out.is_file():
+            nb = jupytext.read(self.path)
+            _clean(nb, self.rel)
+            _write_atomic_nb(nb, out)
+        return out
+
+    def execute(self, threads: int) -> float:
+        """Execute (or convert) the note into its cache entry; the seconds it took."""
+        t0 = time.perf_counter()
+        if self.run:
+            log.info("notes: executing %s (profile %s)", self.rel, self.profile)
+            nb = _execute(
+                self.path, self.rel, self.root, self.kernel, self.profile, threads
+            )
+        else:
+            nb = jupytext.read(self.path)
+        _clean(nb, self.rel)
+        seconds = time.perf_counter() - t0
+        _write_atomic_nb(nb, self.ipynb)
+        record = {"page": self.rel, "profile": self.profile, "seconds": seconds}
+        self.meta.write_text(json.dumps(record))
+        if self.run:
+            _record_timing(self.ipynb.parent, self.rel, seconds)
+        return seconds
+
+
+def _job(path: Path, rel: str) -> _Job:
+    return _Job(path, rel)
+
+
+def _write_atomic_nb(nb, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        nbformat.write(nb, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# The seconds each note last took to execute, whatever later builds found cached:
+# the order of a cold build (longest first) and the estimates shown while serving.
+_TIMINGS = "timings.json"
+_timings_lock = threading.Lock()
+
+
+def _timings(cache: Path) -> dict[str, float]:
+    try:
+        data = json.loads((cache / _TIMINGS).read_text())
+        return {str(k): float(v) for k, v in data.items()}
+    except Exception:
+        return {}
+
+
+def _record_timing(cache: Path, rel: str, seconds: float) -> None:
+    with _timings_lock:
+        data = _timings(cache)
+        data[rel] = round(seconds, 1)
+        tmp = cache / f".{_TIMINGS}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(dict(sorted(data.items())), indent=1))
+        os.replace(tmp, cache / _TIMINGS)
+
+
+def notes_jobs() -> tuple[int, int]:
+    """(workers, threads per worker) from ``DIFFLAB_NOTES_JOBS``/``_THREADS``.
+
+    Default: one worker per core this process may use, and the cores shared out
+    among the workers (at least one thread each), so workers never fight over
+    cores. A bad value is one line naming the variable.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        cores = os.cpu_count() or 1
+    values = []
+    for name, default in (
+        ("DIFFLAB_NOTES_JOBS", cores),
+        ("DIFFLAB_NOTES_THREADS", None),
+    ):
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            values.append(default)
+            continue
+        if not raw.isdigit() or int(raw) < 1:
+            raise PluginError(f"{name}={raw!r}: expected a whole number >= 1.")
+        values.append(int(raw))
+    jobs, threads = values
+    return jobs, threads or max(1, cores // jobs)
+
+
+class _Runner:
+    """Daemon worker threads that execute notes, each in its own kernel.
+
+    ``submit`` queues a job unless the same key is queued, running or done;
+    ``on_done(job, error)`` is called from the worker thread when a job ends.
+    """
+
+    def __init__(self, jobs: int, threads: int, on_done=None):
+        self.jobs, self.threads, self.on_done = jobs, threads, on_done
+        self.queue: queue.PriorityQueue = queue.PriorityQueue()
+        self.lock = threading.Lock()
+        self.queued: dict[str, _Job] = {}
+        self.running: dict[str, tuple[_Job, float]] = {}
+        self.finished: dict[str, str | None] = {}  # digest -> error text or None
+        self.seconds: dict[str, float] = {}
+        self.stopped = False
+        self._seq = 0
+        self.workers = [
+            threading.Thread(target=self._work, daemon=True, name=f"notes-{i}")
+            for i in range(jobs)
+        ]
+        for w in self.workers:
+            w.start()
+
+    def submit(self, job: _Job, priority: float = 0.0) -> None:
+        with self.lock:
+            if job.digest in self.queued or job.digest in self.running:
+                return
+            if job.digest in self.finished:
+                return
+            self.queued[job.digest] = job
+            self._seq += 1
+            self.queue.put((priority, self._seq, job))
+
+    def submit_all(self, jobs: list[_Job]) -> None:
+        """Quickest first (by the last timings) in the background: pages appear soon."""
+        times = _timings(_state["cache"])
+        first = not self.finished and not self.running
+        for job in sorted(jobs, key=lambda j: times.get(j.rel, 0.0)):
+            self.submit(job, times.get(job.rel, 0.0) if first else -1.0)
+
+    def _work(self) -> None:
+        while True:
+            _, _, job = self.queue.get()
+            if job is None:
+                return
+            with self.lock:
+                self.queued.pop(job.digest, None)
+                if self.stopped:
+                    continue
+                self.running[job.digest] = (job, time.perf_counter())
+            error = None
+            try:
+                self.seconds[job.digest] = job.execute(self.threads)
+            except PluginError as exc:
+                error = str(exc)
+            except Exception as exc:  # the hook's own fault: name the note anyway
+                error = (
+                    f"note {job.rel} could not be executed: {type(exc).__name__}: {exc}"
+                )
+            with self.lock:
+                self.running.pop(job.digest, None)
+                self.finished[job.digest] = error
+            if self.on_done is not None:
+                self.on_done(job, error)
+
+    def stop(self) -> None:
+        """Start no more notes (the running ones finish); end the workers."""
+        with self.lock:
+            self.stopped = True
+        for _ in self.workers:
+            self.queue.put((float("inf"), 10**12, None))
+
+
+def _run_now(jobs: list[_Job], results: dict, keep_going: bool) -> list[str]:
+    """Execute ``jobs`` in parallel and wait; the errors (one text per raising note).
+
+    Longest first (by the last timings), so the slowest note never starts last.
+    Without keep-going, the first error stops new notes from starting.
+    """
+    workers, threads = notes_jobs()
+    workers = min(workers, len(jobs))
+    times = _timings(_state["cache"])
+    errors: list[str] = []
+    count = [0]
+    lock = threading.Lock()
+
+    def finished(job: _Job, error: str | None) -> None:
+        with lock:
+            count[0] += 1
+            if error is None:
+                seconds = runner.seconds[job.digest]
+                status = "executed" if job.run else "converted"
+                results[job.digest] = (job.ipynb, status, seconds)
+                log.info(
+                    "notes: [%d/%d] %s %s in %.1f s",
+                    count[0],
+                    len(jobs),
+                    job.rel,
+                    status,
+                    seconds,
+                )
+            else:
+                errors.append(error)
+                log.error("notes: [%d/%d] %s raised", count[0], len(jobs), job.rel)
+                if not keep_going:
+                    runner.stop()  # the running notes finish; no new one starts
+
+    log.info(
+        "notes: %d to execute, %d at a time with %d thread(s) each",
+        len(jobs),
+        workers,
+        threads,
     )
-    return ipynb, "executed" if run else "not executed"
+    runner = _Runner(workers, threads, on_done=finished)
+    for job in sorted(jobs, key=lambda j: -times.get(j.rel, 0.0)):
+        runner.submit(job)
+    try:
+        while True:
+            time.sleep(0.2)
+            with runner.lock:
+                if len(runner.finished) == len(jobs):
+                    break
+                if runner.stopped and not runner.running:
+                    break
+    finally:
+        runner.stop()
+    return errors
 
 
-def _execute(path: Path, rel: str):
+def _background() -> _Runner:
+    """The serve-time runner, one per process (kept across rebuilds)."""
+    store = sys.modules.setdefault(
+        "difflab_notes_background", types.ModuleType("difflab_notes_background")
+    )
+    runner = getattr(store, "runner", None)
+    if runner is None:
+        workers, threads = notes_jobs()
+        trigger = _state["cache"] / "ready" / "stamp"
+
+        def on_done(job: _Job, error: str | None) -> None:
+            if error is None:
+                log.info(
+                    "notes: %s is ready (%.1f s); rebuilding",
+                    job.rel,
+                    runner.seconds[job.digest],
+                )
+            else:
+                log.error("notes: %s raised in the background:\n%s", job.rel, error)
+            trigger.parent.mkdir(parents=True, exist_ok=True)
+            trigger.write_text(f"{job.rel} {time.time()}\n")  # watched: a rebuild
+
+        runner = store.runner = _Runner(workers, threads, on_done=on_done)
+        log.info(
+            "notes: serving first; notes run in the background, %d at a time", workers
+        )
+    return runner
+
+
+def _execute(path: Path, rel: str, root: Path, kernel: str, profile: str, threads: int):
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     nb = jupytext.read(path)
     nb.metadata["kernelspec"] = {
-        "name": _state["kernel"],
+        "name": kernel,
         "display_name": "Python 3",
         "language": "python",
     }
-    root = _state["root"]
     client = NotebookClient(
         nb,
         timeout=int(os.environ.get("DIFFLAB_CELL_TIMEOUT", "1800")),
-        kernel_name=_state["kernel"],
+        kernel_name=kernel,
         allow_errors=False,
         record_timing=False,
         # Quiet the kernel's own log (its "TCP without encryption" notice on every
@@ -326,17 +720,23 @@ def _execute(path: Path, rel: str):
     pythonpath = os.pathsep.join(
         p for p in (str(root / "src"), os.environ.get("PYTHONPATH")) if p
     )
-    env = {
-        # ipykernel's inline backend, so plt.show() puts the figure in the page.
-        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-        "PYTHONPATH": pythonpath,
-        "TQDM_DISABLE": "1",
-        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-        "DIFFLAB_PROFILE": _state["profile"],
-    }
+    env = dict(os.environ)
+    env.update(
+        {
+            # ipykernel's inline backend, so plt.show() puts the figure in the page.
+            "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+            "PYTHONPATH": pythonpath,
+            "TQDM_DISABLE": "1",
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+            "DIFFLAB_PROFILE": profile,
+            # Each worker's share of the cores (torch reads these when it starts).
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "OPENBLAS_NUM_THREADS": str(threads),
+        }
+    )
     try:
-        with _environ(env):
-            client.execute()
+        client.execute(env=env)
     except CellExecutionError as exc:
         raise PluginError(
             f"note {rel} raised while executing, so its page cannot be built:\n"
@@ -349,20 +749,6 @@ def _execute(path: Path, rel: str):
             f"{_ANSI.sub('', str(exc))}"
         ) from None
     return nb
-
-
-@contextlib.contextmanager
-def _environ(values: dict):
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 # ------------------------------------------------- what an executed note keeps
@@ -594,18 +980,19 @@ def _share_styles(html: str, note: dict, page) -> str:
 
 def _add_downloads(html: str, page) -> str:
     """Links to the note and its executed notebook, right under the title."""
-    py, ipynb = _state["notes"][page.file.src_uri]["py"], page.file.src_uri
+    note = _state["notes"][page.file.src_uri]
+    py, ipynb = note["py"], page.file.src_uri
     links = (
         '<p class="difflab-downloads">Download: '
         f'<a href="{_href(py, page)}" download title="the note, a py:percent '
-        f'script">{posixpath.basename(py)}</a> · '
-        f'<a href="{_href(ipynb, page)}" download title="the notebook as executed '
-        f'for this page">{posixpath.basename(ipynb)}</a> (executed)</p>'
+        f'script">{posixpath.basename(py)}</a>'
     )
-    m = re.search(r"</h1\s*>", html)
-    if m is None:
-        return links + html
-    return html[: m.end()] + links + html[m.end() :]
+    if note["pending"] is None:
+        links += (
+            f' · <a href="{_href(ipynb, page)}" download title="the notebook as '
+            f'executed for this page">{posixpath.basename(ipynb)}</a> (executed)'
+        )
+    return _after_title(html, links + "</p>")
 
 
 def _href(site_path: str, page) -> str:

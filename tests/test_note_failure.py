@@ -100,12 +100,10 @@ def _notes_hook():
     return module
 
 
-def test_cache_key_follows_the_package_rules_for_source_profile_and_data(
+def test_cache_key_follows_the_package_rules_for_profile_and_data(
     tmp_path, monkeypatch
 ):
-    """The key is made of the package's own rules (no copy of them in the hook)."""
-    import difflab.train.cache as cache
-
+    """The build-wide part of the key: the profile and the datasets present."""
     hook = _notes_hook()
     monkeypatch.setenv("DIFFLAB_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("DIFFLAB_PROFILE", "quick")
@@ -114,11 +112,69 @@ def test_cache_key_follows_the_package_rules_for_source_profile_and_data(
     monkeypatch.setenv("DIFFLAB_PROFILE", "full")
     assert hook._fingerprint()[1] != key, "profile ignored"
     monkeypatch.setenv("DIFFLAB_PROFILE", "quick")
-    monkeypatch.setattr(cache, "source_hash", lambda: "edited package")
-    changed = hook._fingerprint()[1]
-    assert changed != key, "a change in the package's source hash did not count"
     (tmp_path / "data" / "MNIST").mkdir(parents=True)
-    assert hook._fingerprint()[1] != changed, "data folder ignored"
+    assert hook._fingerprint()[1] != key, "data folder ignored"
+
+
+def _module_keys(hook, root: Path) -> dict[str, str]:
+    notes = sorted(
+        p for p in (REPO / "docs").rglob("*.py") if "javascripts" not in p.parts
+    )
+    return {
+        p.relative_to(REPO).as_posix(): hook.note_modules_hash(p.read_text(), root)
+        for p in notes
+    }
+
+
+def _edit(path: Path) -> None:
+    path.write_text(path.read_text() + "\n# edited\n")
+
+
+def test_a_note_is_keyed_by_the_modules_it_reaches(tmp_path):
+    """Editing a module re-executes exactly the notes that import it, directly or
+    through other modules: the audio page alone for the audio metric, every page
+    that reaches the noise interface for ``difflab.diffusion.noise``."""
+    import difflab.train.cache as cache
+
+    hook = _notes_hook()
+    tree = tmp_path / "difflab"
+    shutil.copytree(cache.PACKAGE_DIR, tree, ignore=shutil.ignore_patterns("tests"))
+    before = _module_keys(hook, tree)
+
+    _edit(tree / "eval" / "audio_metrics.py")
+    after = _module_keys(hook, tree)
+    changed = {n for n in before if before[n] != after[n]}
+    assert changed == {"docs/applications/audio.py"}, changed
+
+    _edit(tree / "diffusion" / "noise.py")
+    again = _module_keys(hook, tree)
+    changed = {n for n in after if after[n] != again[n]}
+    reach = {
+        n
+        for n in before
+        if "difflab.diffusion.noise"
+        in cache.module_closure(
+            cache.imported_modules((REPO / n).read_text(), tree), tree
+        )
+    }
+    assert changed == reach, changed ^ reach
+    # The pages of the diffusion chapters reach it; the first foundations do not.
+    assert {"docs/diffusion/ddpm.py", "docs/deeper/ddim.py"} <= changed
+    assert "docs/foundations/markov-chains.py" not in changed
+    assert len(changed) >= 10, changed
+
+
+def test_notes_jobs_and_threads(monkeypatch):
+    hook = _notes_hook()
+    monkeypatch.setenv("DIFFLAB_NOTES_JOBS", "2")
+    monkeypatch.setenv("DIFFLAB_NOTES_THREADS", "")
+    jobs, threads = hook.notes_jobs()
+    assert jobs == 2 and threads >= 1
+    monkeypatch.setenv("DIFFLAB_NOTES_THREADS", "3")
+    assert hook.notes_jobs() == (2, 3)
+    monkeypatch.setenv("DIFFLAB_NOTES_JOBS", "zero")
+    with pytest.raises(Exception, match="DIFFLAB_NOTES_JOBS"):
+        hook.notes_jobs()
 
 
 def test_import_only_cells_are_plumbing():

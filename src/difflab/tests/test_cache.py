@@ -224,3 +224,92 @@ def test_write_atomic_leaves_the_old_file_on_failure(tmp_path):
     assert path.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [path]
     cache.write_atomic(path, lambda f: f.write(b"new"))
     assert path.read_bytes() == b"new" and sorted(tmp_path.iterdir()) == [path]
+
+
+# --- what a script imports, and the lock on an entry ----------------------------
+
+
+def test_imported_modules_of_a_note_and_its_closure(tree):
+    text = (
+        "import torch\n"
+        "from difflab.notes import page\n"
+        "from difflab.eval.audio_metrics import audio_classifier\n"
+        "import difflab.diffusion.noise as noise\n"
+        "def later():\n    from difflab.train import recipes\n"
+    )
+    mods = cache.imported_modules(text, tree)
+    assert mods == {
+        "difflab.notes.page",
+        "difflab.eval.audio_metrics",
+        "difflab.diffusion.noise",
+        "difflab.train.recipes",
+        "difflab.notes",
+        "difflab.train",
+    }  # packages named by ``from``; module_closure adds every package above
+    # Editing a module reached only through an import changes the hash; editing one
+    # that nothing here reaches does not.
+    before = cache.deps_hash(mods, tree)
+    _touch(tree / "foundations" / "markov.py")
+    assert "difflab.foundations.markov" not in cache.module_closure(mods, tree)
+    assert cache.deps_hash(mods, tree) == before
+    _touch(tree / "diffusion" / "schedules.py")  # imported by noise, not named here
+    assert cache.deps_hash(mods, tree) != before
+
+
+_LOCK_WORKER = """
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+from difflab.train import cache
+
+def build(path):
+    with open(os.environ["COUNT"], "a") as f:
+        f.write("built\\n")
+    time.sleep(3)
+    return {"value": 42}
+
+obj, hit = cache.cached("lockdemo", ("cfg", 1), deps=("difflab.train.checkpoint",),
+                        build=build, load=lambda s: s["value"])
+print(json.dumps({"value": obj, "hit": hit}))
+"""
+
+
+def test_two_processes_build_one_entry_once(store, tmp_path):
+    """The second process waits on the entry's lock and loads the first one's result."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "worker.py"
+    script.write_text(_LOCK_WORKER)
+    count = tmp_path / "count.txt"
+    env = {**os.environ, "DIFFLAB_CACHE": str(store), "COUNT": str(count)}
+    src = str(cache.PACKAGE_DIR.parent)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), src],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    results = sorted((json.loads(o[0]) for o in outs), key=lambda r: r["hit"])
+    assert [r["value"] for r in results] == [42, 42]
+    assert [r["hit"] for r in results] == [False, True]
+    assert count.read_text() == "built\n", "the entry was built twice"
+    assert any("waiting for another process" in o[1] for o in outs), outs
+
+
+def test_the_lock_is_released_when_build_fails(store):
+    def broken(path):
+        raise RuntimeError("no")
+
+    with pytest.raises(RuntimeError):
+        cache.cached("lockfail", ("c",), deps=LOOP_DEPS, build=broken, load=dict)
+    obj, hit = cache.cached(
+        "lockfail", ("c",), deps=LOOP_DEPS, build=lambda p: {"a": 1}, load=dict
+    )
+    assert (obj, hit) == ({"a": 1}, False)

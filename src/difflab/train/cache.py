@@ -16,18 +16,26 @@ A ``<key>.json`` sidecar beside each checkpoint records the kind, the config's
 repr and the dependencies, so ``python -m difflab cache list`` can tell which
 entries the current source still reaches and ``cache prune`` can remove the rest.
 
-:func:`source_hash` (every module of the package) is kept for what depends on
-the whole package: the executed notes.
+The executed notes of the site follow the same rule: :func:`imported_modules`
+reads which ``difflab`` modules a note imports and :func:`deps_hash` hashes their
+closure, so editing a module re-executes exactly the notes that reach it.
+
+Two processes that need the same untrained object (two notes of one site build,
+two ``train`` commands) do not both train it: :func:`cached` holds a lock on the
+entry (``<key>.lock``, an advisory ``flock``) while it builds, and the second
+process waits for it, then loads the finished entry.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import errno
 import functools
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -209,8 +217,13 @@ def _imports(name: str, path: Path) -> set[str]:
     ``from difflab.a import b`` names module ``difflab.a.b`` when that is a module.
     """
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    return _imports_in(path.read_text(), package, str(path))
+
+
+def _imports_in(text: str, package: str, filename: str) -> set[str]:
+    """The ``difflab`` names imported by the source ``text`` (of a module in ``package``)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in ast.walk(ast.parse(text, filename=filename)):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -222,6 +235,21 @@ def _imports(name: str, path: Path) -> set[str]:
             found.add(base)
             found.update(f"{base}.{a.name}" for a in node.names)
     return {m for m in found if m.split(".")[0] == PACKAGE}
+
+
+def imported_modules(text: str, root: Path = PACKAGE_DIR) -> set[str]:
+    """The ``difflab`` modules that a script's source ``text`` imports (a note, say).
+
+    ``from difflab.notes import page`` gives ``difflab.notes.page``; names that are
+    not modules (functions, classes) give the module they come from. The set is what
+    :func:`deps_hash` takes: its hash changes exactly when the source of one of these
+    modules, or of anything they import, changes.
+
+    Raises:
+        SyntaxError: if ``text`` is not Python.
+    """
+    names = _imports_in(text, "", "<text>")
+    return {n for n in names if _module_file(n, root) is not None}
 
 
 def module_closure(deps: Iterable[str], root: Path = PACKAGE_DIR) -> dict[str, Path]:
@@ -356,16 +384,60 @@ def cached(
     """
     deps = tuple(deps)
     e = entry(kind, config, deps=deps)
+    if (state := _finished(e, device)) is not None:
+        return load(state), True
+    ensure_writable(e.path.parent)  # before any training, not at its first save
+    with entry_lock(e):
+        # Another process may have finished it while this one waited for the lock.
+        if (state := _finished(e, device)) is not None:
+            return load(state), True
+        _write_sidecar(e, config, deps)  # before training, so `cache list` sees it
+        state = build(e.path)
+        save_checkpoint({**state, "done": True}, e.path)
+        _write_sidecar(e, config, deps)  # again: a prune during training removed it
+    return load(state), False
+
+
+def _finished(e: Entry, device: torch.device | str) -> dict[str, Any] | None:
+    """The entry's state if it holds a finished object, else None."""
     if e.path.is_file():
         state = _load(e, device)
         if state.get("done"):
-            return load(state), True
-    ensure_writable(e.path.parent)  # before any training, not at its first save
-    _write_sidecar(e, config, deps)  # before training, so `cache list` sees it
-    state = build(e.path)
-    save_checkpoint({**state, "done": True}, e.path)
-    _write_sidecar(e, config, deps)  # again: a prune during training removed it
-    return load(state), False
+            return state
+    return None
+
+
+@contextlib.contextmanager
+def entry_lock(e: Entry, *, announce: Callable[[str], None] | None = None):
+    """Hold the advisory lock of entry ``e`` (``<kind>/<key>.lock``) while inside.
+
+    A second process that asks for the same entry waits here until the first one
+    leaves (it finished, failed or was interrupted: the operating system releases a
+    dead process's lock), and says once, on stderr, that it is waiting. The lock
+    file stays (it is empty); ``cache prune`` removes it with its entry. On a
+    system without ``fcntl`` (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on the systems the site supports
+        yield
+        return
+    lock = e.path.with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+b") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say = announce or (lambda m: print(m, file=sys.stderr, flush=True))
+            say(
+                f"waiting for another process that is training {e.kind} {e.key} "
+                f"(lock {lock}); its result will be used here"
+            )
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # --- list and prune ----------------------------------------------------------------
@@ -423,6 +495,7 @@ def list_entries(root: Path | None = None) -> list[Listed]:
             )
             files = [folder / f"{key}.pt", folder / f"{key}.json"]
             files += sorted(folder.glob(f"{key}.*.tmp"))  # an interrupted write
+            files.append(folder / f"{key}.lock")
             files = tuple(f for f in files if f.is_file())
             size = sum(f.stat().st_size for f in files)
             out.append(Listed(folder.name, key, size, reachable, files))
