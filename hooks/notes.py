@@ -142,6 +142,7 @@ def on_pre_build(config):
 @event_priority(100)  # before mkdocs-jupyter decides which files are notebooks
 def on_files(files, config):
     keep_going = os.environ.get("DIFFLAB_NOTES_KEEP_GOING", "") not in ("", "0")
+    _state["nav_order"] = {f"docs/{p}": i for i, p in enumerate(_nav_paths(config.nav))}
     notes, missing = [], []
     for file in list(files):
         if not _is_note(file):
@@ -207,6 +208,17 @@ def on_files(files, config):
     _state["py_to_page"] = {n["py"]: uri for uri, n in _state["notes"].items()}
     config.nav = _nav_to_pages(config.nav)
     return files
+
+
+def _nav_paths(item) -> list[str]:
+    """The page paths of ``nav`` in reading order."""
+    if isinstance(item, str):
+        return [item]
+    if isinstance(item, list):
+        return [p for i in item for p in _nav_paths(i)]
+    if isinstance(item, dict):
+        return [p for v in item.values() for p in _nav_paths(v)]
+    return []
 
 
 def _nav_to_pages(item):
@@ -296,13 +308,13 @@ def _add_notice(html: str, job: _Job) -> str:
     state = "is running now" if job.digest in running else "is queued"
     names = ", ".join(escape(posixpath.basename(r)) for r, _ in running.values())
     if known:
-        when = f"about {_minutes(eta)} from now (from the last build's timings)"
+        when = f"Expected in about {_minutes(eta)} (from the last build's timings)."
     else:
-        when = "not known yet (no earlier build has timed every note ahead of it)"
+        when = "No estimate yet: no earlier build on this machine timed the notes."
     body = (
-        f"<p><strong>Results coming.</strong> This page's note {state}; what you see "
-        f"is its prose and code, not yet executed. Its results are expected {when}, "
-        f"and the page reloads by itself when they are in.</p>"
+        f"<p><strong>Results coming.</strong> This page's note {state}; below are its "
+        f"prose and code, not yet executed. {when} The page reloads by itself when "
+        f"its results are in.</p>"
         f"<p>Notes done: {ready} of {total}. Running now: {names or 'none'}.</p>"
     )
     return _after_title(
@@ -448,7 +460,7 @@ class _Job:
         """The note converted, not executed, for a page shown before its results."""
         out = self.ipynb.parent / "pending" / f"{self.digest}.ipynb"
         if not out.is_file():
-            nb = jupytext.read(self.path)
+            nb = _read_note(self.path)
             _clean(nb, self.rel)
             _write_atomic_nb(nb, out)
         return out
@@ -462,7 +474,7 @@ class _Job:
                 self.path, self.rel, self.root, self.kernel, self.profile, threads
             )
         else:
-            nb = jupytext.read(self.path)
+            nb = _read_note(self.path)
         _clean(nb, self.rel)
         seconds = time.perf_counter() - t0
         _write_atomic_nb(nb, self.ipynb)
@@ -471,6 +483,15 @@ class _Job:
         if self.run:
             _record_timing(self.ipynb.parent, self.rel, seconds)
         return seconds
+
+
+def _read_note(path: Path):
+    """The note as a notebook, with cell ids from their positions (jupytext draws
+    random ones), so that the same note executed twice gives the same bytes."""
+    nb = jupytext.read(path)
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i}"
+    return nb
 
 
 def _job(path: Path, rel: str) -> _Job:
@@ -574,9 +595,14 @@ class _Runner:
     def submit_all(self, jobs: list[_Job]) -> None:
         """Quickest first (by the last timings) in the background: pages appear soon."""
         times = _timings(_state["cache"])
+        order = _state.get("nav_order", {})
         first = not self.finished and not self.running
-        for job in sorted(jobs, key=lambda j: times.get(j.rel, 0.0)):
-            self.submit(job, times.get(job.rel, 0.0) if first else -1.0)
+
+        def rank(j: _Job) -> float:  # quickest first; untimed notes in reading order
+            return times.get(j.rel, 1e6 + order.get(j.rel, len(order)))
+
+        for job in sorted(jobs, key=rank):
+            self.submit(job, rank(job) if first else -1.0)
 
     def _work(self) -> None:
         while True:
@@ -678,6 +704,9 @@ def _background() -> _Runner:
         trigger = _state["cache"] / "ready" / "stamp"
 
         def on_done(job: _Job, error: str | None) -> None:
+            if runner.stopped:  # serve is shutting down: its kernels are going too
+                log.info("notes: %s stopped before it finished", job.rel)
+                return
             if error is None:
                 log.info(
                     "notes: %s is ready (%.1f s); rebuilding",
@@ -700,7 +729,7 @@ def _execute(path: Path, rel: str, root: Path, kernel: str, profile: str, thread
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    nb = jupytext.read(path)
+    nb = _read_note(path)
     nb.metadata["kernelspec"] = {
         "name": kernel,
         "display_name": "Python 3",

@@ -14,6 +14,7 @@ import functools
 import http.server
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -84,6 +85,38 @@ def run_mkdocs(args: list[str], cwd: Path, env: dict, timeout: float):
         text=True,
         timeout=timeout,
     )
+
+
+def site_copy(tmp: Path, *, pages: bool = True) -> Path:
+    """A checkout to build small sites in: mkdocs.yml, hooks and docs/ without the
+    notes and the API page (``pages=False``: without the .md pages either, a home
+    page instead, so a strict build has no link to a missing note); ``src`` is a
+    link to this repository's package."""
+    root = tmp / "repo"
+    root.mkdir()
+    shutil.copy2(REPO / "mkdocs.yml", root / "mkdocs.yml")
+    shutil.copytree(
+        REPO / "hooks", root / "hooks", ignore=shutil.ignore_patterns("__pycache__")
+    )
+
+    def skip(folder, names):
+        top = Path(folder).resolve() == (REPO / "docs").resolve()
+        return [
+            n
+            for n in names
+            if n.endswith(".py")
+            or n == "api.md"
+            or (not pages and (n.endswith(".md") or (top and n in _STAGES)))
+        ]
+
+    shutil.copytree(REPO / "docs", root / "docs", ignore=skip)
+    if not pages:
+        (root / "docs" / "index.md").write_text("# Home\n\nA small site.\n")
+    (root / "src").symlink_to(REPO / "src", target_is_directory=True)
+    return root
+
+
+_STAGES = ("foundations", "diffusion", "deeper", "applications", "practice", "frontier")
 
 
 @pytest.fixture(scope="session")

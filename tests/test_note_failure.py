@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO, mkdocs_env, run_mkdocs
+from conftest import REPO, mkdocs_env, run_mkdocs, site_copy
 
 BROKEN = """# %% [markdown]
 # # A deliberately broken note
@@ -21,32 +21,15 @@ raise ValueError("deliberately broken note " + str(x))
 """
 
 
-def _site_copy(tmp: Path) -> Path:
-    """mkdocs.yml, hooks and docs/ (without the other notes and the API page)."""
-    root = tmp / "repo"
-    root.mkdir()
-    shutil.copy2(REPO / "mkdocs.yml", root / "mkdocs.yml")
-    shutil.copytree(
-        REPO / "hooks", root / "hooks", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    shutil.copytree(
-        REPO / "docs",
-        root / "docs",
-        ignore=lambda d, names: [
-            n for n in names if n.endswith(".py") or n == "api.md"
-        ],
-    )
-    (root / "src").symlink_to(REPO / "src", target_is_directory=True)
-    return root
-
-
 @pytest.mark.timeout(900)
 def test_a_raising_note_fails_the_strict_build_naming_the_page(tmp_path):
-    root = _site_copy(tmp_path)
+    root = site_copy(tmp_path)
     note = root / "docs" / "diffusion" / "broken-note.py"
     note.parent.mkdir(exist_ok=True)
     note.write_text(BROKEN)
-    env = mkdocs_env(DIFFLAB_NOTES_CACHE=str(tmp_path / "cache"))
+    env = mkdocs_env(
+        DIFFLAB_NOTES_CACHE=str(tmp_path / "cache"), DIFFLAB_NOTES_JOBS="2"
+    )
     res = run_mkdocs(
         ["build", "--strict", "-d", str(tmp_path / "site")], root, env, 600
     )
@@ -67,14 +50,16 @@ print("ran", 6 * 7)
 
 @pytest.mark.timeout(900)
 def test_keep_going_runs_every_note_and_names_each_that_raised(tmp_path):
-    root = _site_copy(tmp_path)
+    root = site_copy(tmp_path)
     folder = root / "docs" / "diffusion"
     folder.mkdir(exist_ok=True)
     (folder / "broken-a.py").write_text(BROKEN)
     (folder / "broken-b.py").write_text(BROKEN.replace("x = 1", "x = 2"))
     (folder / "zz-good.py").write_text(GOOD)  # after both, in the build's order
-    env = mkdocs_env(
-        DIFFLAB_NOTES_CACHE=str(tmp_path / "cache"), DIFFLAB_NOTES_KEEP_GOING="1"
+    env = mkdocs_env(  # two workers: a parallel build still names each
+        DIFFLAB_NOTES_CACHE=str(tmp_path / "cache"),
+        DIFFLAB_NOTES_KEEP_GOING="1",
+        DIFFLAB_NOTES_JOBS="2",
     )
     res = run_mkdocs(
         ["build", "--strict", "-d", str(tmp_path / "site")], root, env, 600

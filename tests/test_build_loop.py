@@ -1,0 +1,285 @@
+"""The build loop: serve first, notes in parallel, one training per model.
+
+* ``mkdocs serve`` on an empty notes cache answers at once: every page is there,
+  a note that has not run yet shows its prose and code under a notice, and the
+  page is replaced by its executed version when the note is done;
+* a parallel build and a sequential one (the same threads per worker) give
+  byte-identical executed notebooks;
+* two builds at once on one checkout train a model once, and both succeed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import REPO, doc_pages, html_of, mkdocs_env, run_mkdocs, site_copy
+
+SERVE_WITHIN_S = 90  # the promise: every page answers within this on two cores
+
+FAST = """# %% [markdown]
+# # A quick note
+
+# %%
+print("quick", 6 * 7)
+"""
+
+SLOW = """# %% [markdown]
+# # A slow note
+#
+# Prose a reader can read before the results are in.
+
+# %%
+import time
+
+time.sleep({seconds})
+print("slow note finished", 7 * 6)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 5.0) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.read().decode("utf-8", "replace") if r.status == 200 else None
+    except OSError:
+        return None
+
+
+class _Serve:
+    """``mkdocs serve`` of ``root`` on a free port, stopped on exit (with its kernels)."""
+
+    def __init__(self, root: Path, env: dict):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = root.parent / f"serve-{self.port}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mkdocs", "serve", "-a", f"127.0.0.1:{self.port}"],
+            cwd=root,
+            env=env,
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its kernels too, when stopped
+        )
+
+    def wait_for(self, path: str, until: float, ok=lambda html: True) -> str | None:
+        while time.monotonic() < until:
+            if self.proc.poll() is not None:
+                pytest.fail(f"mkdocs serve ended:\n{self.log.read_text()[-4000:]}")
+            html = _get(f"{self.url}/{path}")
+            if html is not None and ok(html):
+                return html
+            time.sleep(0.5)
+        return None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        with_kernels = subprocess.run(
+            ["pgrep", "-g", str(self.proc.pid)], capture_output=True, text=True
+        )
+        if with_kernels.stdout.strip():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(600)
+def test_serve_answers_first_and_replaces_a_page_when_its_note_is_done(tmp_path):
+    root = site_copy(tmp_path, pages=False)
+    folder = root / "docs" / "diffusion"
+    folder.mkdir(exist_ok=True)
+    (folder / "a-quick-note.py").write_text(FAST)
+    (folder / "b-slow-note.py").write_text(SLOW.format(seconds=20))
+    env = mkdocs_env(
+        DIFFLAB_NOTES_CACHE=str(tmp_path / "cache"),
+        DIFFLAB_NOTES_JOBS="1",  # the slow note waits behind the quick one
+    )
+    serve = _Serve(root, env)
+    try:
+        t0 = time.monotonic()
+        home = serve.wait_for("index.html", t0 + SERVE_WITHIN_S)
+        assert home is not None, serve.log.read_text()[-4000:]
+        slow = serve.wait_for("diffusion/b-slow-note.html", t0 + SERVE_WITHIN_S)
+        assert slow is not None
+        if "slow note finished 42" not in slow:  # shown before its results: the notice
+            assert "difflab-pending" in slow and "Results coming" in slow, slow[-3000:]
+            assert "Prose a reader can read" in slow
+            assert "time.sleep" in slow  # its code, unexecuted
+            assert "Notes done:" in slow and "of 2" in slow
+            assert "Traceback" not in slow
+        done = serve.wait_for(
+            "diffusion/b-slow-note.html",
+            time.monotonic() + 240,
+            ok=lambda html: "slow note finished 42" in html,
+        )
+        assert done is not None, serve.log.read_text()[-4000:]
+        assert "difflab-pending" not in done
+        assert "b-slow-note.ipynb" in done  # the executed notebook is offered now
+        quick = serve.wait_for("diffusion/a-quick-note.html", time.monotonic() + 30)
+        assert quick is not None and "quick 42" in quick
+    finally:
+        serve.stop()
+    log = serve.log.read_text()
+    assert "is ready" in log and "Traceback" not in log, log[-4000:]
+
+
+@pytest.mark.timeout(600)
+def test_serve_answers_every_page_of_the_site_within_the_time(tmp_path):
+    """The real site on an empty notes cache: every page answers within 90 s, each
+    note's page either executed or under the notice; none is an error."""
+    env = mkdocs_env(DIFFLAB_NOTES_CACHE=str(tmp_path / "notes"))
+    serve = _Serve(_checkout_link(tmp_path), env)
+    try:
+        until = time.monotonic() + SERVE_WITHIN_S
+        missing = []
+        for page in doc_pages():
+            html = serve.wait_for(html_of(page), until)
+            if html is None:
+                missing.append(page)
+            elif page.endswith(".py"):
+                pending = "difflab-pending" in html
+                executed = "jp-OutputArea" in html
+                assert pending or executed, page
+                assert "Traceback" not in html, page
+        assert not missing, (missing, serve.log.read_text()[-3000:])
+    finally:
+        serve.stop()
+
+
+def _checkout_link(tmp_path: Path) -> Path:
+    """The repository itself: serve writes only to its caches and a temp site."""
+    return REPO
+
+
+NOTE_WITH_FIGURE = """# %% [markdown]
+# # Note {i}
+
+# %%
+import matplotlib.pyplot as plt
+import torch
+
+g = torch.Generator().manual_seed({i})
+x = torch.randn(2000, 8, generator=g)
+w = torch.randn(8, 8, generator=g)
+print("mean of x @ w:", float((x @ w).mean()))
+fig, ax = plt.subplots(figsize=(3, 2))
+ax.hist((x @ w)[:, 0].numpy(), bins=30)
+plt.show()
+"""
+
+
+@pytest.mark.timeout(900)
+def test_parallel_and_sequential_builds_give_identical_notebooks(tmp_path):
+    root = site_copy(tmp_path, pages=False)
+    folder = root / "docs" / "diffusion"
+    folder.mkdir(exist_ok=True)
+    for i in range(3):
+        (folder / f"note-{i}.py").write_text(NOTE_WITH_FIGURE.format(i=i))
+    books = {}
+    for jobs in ("1", "3"):
+        cache = tmp_path / f"cache-{jobs}"
+        env = mkdocs_env(
+            DIFFLAB_NOTES_CACHE=str(cache),
+            DIFFLAB_NOTES_JOBS=jobs,
+            DIFFLAB_NOTES_THREADS="1",
+        )
+        res = run_mkdocs(
+            ["build", "--strict", "-d", str(tmp_path / f"site-{jobs}")], root, env, 600
+        )
+        assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+        log = res.stdout + res.stderr
+        assert f"{jobs} at a time with 1 thread(s) each" in log, log[-3000:]
+        assert log.count("executed in") >= 3  # one line per note as it finishes
+        books[jobs] = {
+            json.loads(p.with_suffix(".json").read_text())["page"]: p.read_bytes()
+            for p in cache.glob("*.ipynb")
+        }
+    assert len(books["1"]) == 3 and books["1"].keys() == books["3"].keys()
+    for page in books["1"]:
+        assert books["1"][page] == books["3"][page], page
+
+
+TRAINS = """# %% [markdown]
+# # A note that trains a model
+
+# %%
+import os
+import time
+
+from difflab.train.cache import cached
+
+
+def build(path):
+    with open(os.environ["DEMO_COUNT"], "a") as f:
+        f.write("trained\\n")
+    time.sleep(8)
+    return {{"w": 3}}
+
+
+obj, hit = cached("build-lock-demo", ("demo", 1), deps=("difflab.train.checkpoint",),
+                  build=build, load=lambda s: s["w"])
+print("{name}: model", obj, "from the cache" if hit else "trained here")
+"""
+
+
+@pytest.mark.timeout(900)
+def test_two_builds_at_once_train_a_model_once(tmp_path):
+    root = site_copy(tmp_path, pages=False)
+    folder = root / "docs" / "diffusion"
+    folder.mkdir(exist_ok=True)
+    (folder / "trains.py").write_text(TRAINS.format(name="trains"))
+    count = tmp_path / "count.txt"
+    procs = []
+    for k in range(2):
+        env = mkdocs_env(
+            DIFFLAB_NOTES_CACHE=str(tmp_path / f"notes-{k}"),
+            DIFFLAB_CACHE=str(tmp_path / "models"),
+            DEMO_COUNT=str(count),
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "mkdocs",
+                    "build",
+                    "--strict",
+                    "-d",
+                    str(tmp_path / f"site-{k}"),
+                ],
+                cwd=root,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(
+        log[-3000:] for log in logs
+    )
+    assert count.read_text() == "trained\n", "the model was trained twice"
+    pages = [
+        (tmp_path / f"site-{k}" / "diffusion" / "trains.html").read_text()
+        for k in range(2)
+    ]
+    said = sorted("model 3 trained here" in p for p in pages)
+    assert sum("model 3 from the cache" in p for p in pages) == 1
+    assert said == [False, True], "one build trains it, the other loads it"
