@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv serve build publish test test-core test-site lint bench clean clean-cache
+.PHONY: venv serve build publish test test-core test-site lint bench-build clean clean-cache
 
 # Create the virtual environment once; reinstall only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -46,6 +46,11 @@ test-site: $(STAMP)
 	$(BIN)/pytest tests -q
 
 test: test-core test-site
+
+# The build's own benchmark: a cold build (empty notes and model caches, in a
+# temporary folder), a warm one, one after a prose edit, and the per-note table.
+bench-build: $(STAMP)
+	$(BIN)/python tests/bench_build.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests docs hooks

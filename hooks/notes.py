@@ -4,20 +4,38 @@ A note is a py:percent file ``docs/<stage>/<name>.py``. The route is plain, and 
 only MkDocs' own events and mkdocs-jupyter's documented options:
 
 1. ``on_files`` (run before every plugin's): for each note the hook computes a key
-   and looks for ``.cache/notes/<key>.ipynb``. On a miss it reads the note with
-   jupytext, executes it with nbclient (the ``python3`` kernel, working directory
-   the project root, ``src/`` first on ``PYTHONPATH``) and stores the executed
-   notebook there. The note's entry in MkDocs' file list is then backed by that
-   notebook (same page path and URL, so ``nav`` and links keep naming the ``.py``).
+   and looks for ``.cache/notes/<key>.ipynb``. The notes that miss are executed
+   in parallel: ``DIFFLAB_NOTES_JOBS`` workers (default: one per core), each note
+   in its own kernel (the ``python3`` kernel, working directory the project root,
+   ``src/`` first on ``PYTHONPATH``) with ``OMP_NUM_THREADS`` set to its share of
+   the cores (``DIFFLAB_NOTES_THREADS`` to change it), longest first by the last
+   timings (``.cache/notes/timings.json``). The log has one line per note as it
+   finishes. Each executed notebook is stored in the cache, and the note's entry
+   in MkDocs' file list is then backed by it (same page path and URL, so ``nav``
+   and links keep naming the ``.py``). Two notes that need the same untrained
+   model do not train it twice: the package's cache holds a lock on the entry
+   (:func:`difflab.train.cache.entry_lock`).
+
+   Under ``mkdocs serve`` nothing is executed before the site is served: a note
+   that misses is shown converted but not executed, under a notice (its place in
+   the queue, the notes done, a time estimate from the last timings), and runs in
+   the background; when it is done it touches ``.cache/notes/ready/stamp``, which
+   serve watches, and the rebuild shows the executed page (live reload).
+   ``mkdocs build`` (and ``serve --clean``, which MkDocs runs as a build) executes
+   every note before writing anything, so the notice never reaches a built site.
 2. mkdocs-jupyter, configured with ``include: ["*.ipynb"]`` and ``execute: false``,
    renders the executed notebook like any other; its own HTML cache is keyed on the
    notebook's bytes, so a warm rebuild converts nothing either.
 3. ``on_page_content`` finishes the page (see "What a page shows").
 
-The key is a SHA-256 of the note's text, ``difflab.train.cache.source_hash()`` (the
-package's own rule for "the code changed"), ``difflab.train.profiles.current_profile()``,
-the datasets present in ``difflab.data.common.data_root()``, the kernel name and
-``HOOK_VERSION``. Notes named ``_*.py`` are rendered without being executed.
+The key is a SHA-256 of the note's text, the source of the ``difflab`` modules it
+imports and everything they import (:func:`note_modules_hash`: the package's own
+rule, :func:`difflab.train.cache.deps_hash`, which also keys the trained models),
+``difflab.train.profiles.current_profile()``, the datasets present in
+``difflab.data.common.data_root()``, the kernel name and ``HOOK_VERSION``. So a
+change in ``difflab.eval.audio_metrics`` re-executes the audio page only, and a
+change in ``difflab.diffusion.noise`` every page that reaches it. Notes named
+``_*.py`` are rendered without being executed.
 
 What an executed notebook keeps (it is also the ``.ipynb`` readers download):
 no stderr output (warnings and progress bars are logged at INFO, never published),
@@ -40,11 +58,15 @@ What a page shows:
   ``--strict``), as in .md pages.
 
 A note that raises fails the build with ``Error: note docs/<stage>/<name>.py raised
-...`` (with or without ``--strict``) and nothing is cached for it. Each build logs a
+...`` (with or without ``--strict``) and nothing is cached for it; the notes
+already running finish (and are cached), no new one starts. Each build logs a
 table of the notes (seconds, executed or cached) and writes it to
 ``.cache/notes/last-build.json``.
 
 Environment: ``DIFFLAB_NOTES_CACHE`` (cache folder, default ``<root>/.cache/notes``),
+``DIFFLAB_NOTES_JOBS`` and ``DIFFLAB_NOTES_THREADS`` (workers, threads each),
+``DIFFLAB_NOTES_BACKGROUND=0`` (``mkdocs serve`` executes every note first, as
+before),
 ``DIFFLAB_CELL_TIMEOUT`` (seconds per cell, default 1800: a cell may train a model
 on a busy laptop), ``DIFFLAB_NOTES_KEEP_GOING=1`` (run every note even after one
 raised, then fail the build naming all that raised: one cold build finds every
@@ -475,10 +497,14 @@ class _Job:
             )
         else:
             nb = _read_note(self.path)
+        cells = _cell_seconds(nb)
         _clean(nb, self.rel)
         seconds = time.perf_counter() - t0
         _write_atomic_nb(nb, self.ipynb)
         record = {"page": self.rel, "profile": self.profile, "seconds": seconds}
+        self.cells = cells[:3]
+        if cells:  # the heaviest cells: where a cold build spends its time
+            record["heaviest_cells"] = self.cells
         self.meta.write_text(json.dumps(record))
         if self.run:
             _record_timing(self.ipynb.parent, self.rel, seconds)
@@ -657,13 +683,17 @@ def _run_now(jobs: list[_Job], results: dict, keep_going: bool) -> list[str]:
                 seconds = runner.seconds[job.digest]
                 status = "executed" if job.run else "converted"
                 results[job.digest] = (job.ipynb, status, seconds)
+                heavy = getattr(job, "cells", None)
                 log.info(
-                    "notes: [%d/%d] %s %s in %.1f s",
+                    "notes: [%d/%d] %s %s in %.1f s%s",
                     count[0],
                     len(jobs),
                     job.rel,
                     status,
                     seconds,
+                    f" (heaviest cell: #{heavy[0]['cell']}, {heavy[0]['seconds']:.0f} s)"
+                    if heavy
+                    else "",
                 )
             else:
                 errors.append(error)
@@ -740,7 +770,7 @@ def _execute(path: Path, rel: str, root: Path, kernel: str, profile: str, thread
         timeout=int(os.environ.get("DIFFLAB_CELL_TIMEOUT", "1800")),
         kernel_name=kernel,
         allow_errors=False,
-        record_timing=False,
+        record_timing=True,  # per-cell times, read into the meta, then dropped
         # Quiet the kernel's own log (its "TCP without encryption" notice on every
         # start); errors in the note still arrive through the execution messages.
         extra_arguments=["--IPKernelApp.log_level=ERROR"],
@@ -802,12 +832,35 @@ def _scrub(text: str, pairs) -> str:
     return text
 
 
+def _cell_seconds(nb) -> list[dict]:
+    """The code cells by the time they took (nbclient's timing), longest first."""
+    from datetime import datetime
+
+    out = []
+    for i, cell in enumerate(nb.cells):
+        t = cell.get("metadata", {}).get("execution", {})
+        try:
+            start = datetime.fromisoformat(
+                t["iopub.execute_input"].replace("Z", "+00:00")
+            )
+            end = datetime.fromisoformat(
+                t["shell.execute_reply"].replace("Z", "+00:00")
+            )
+        except (KeyError, ValueError, AttributeError):
+            continue
+        first = next((ln.strip() for ln in cell.source.splitlines() if ln.strip()), "")
+        seconds = round((end - start).total_seconds(), 1)
+        out.append({"cell": i, "seconds": seconds, "first_line": first[:80]})
+    return sorted(out, key=lambda c: -c["seconds"])
+
+
 def _clean(nb, rel: str) -> None:
     """Make an executed notebook fit to publish (see the module docstring)."""
     pairs = _path_replacements()
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
+        cell.metadata.pop("execution", None)  # timestamps: not the page's content
         if _import_only(cell.source):
             tags = cell.metadata.setdefault("tags", [])
             if FOLD_TAG not in tags:
