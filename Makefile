@@ -20,8 +20,9 @@ export NO_MKDOCS_2_WARNING := 1
 HOST ?= 127.0.0.1:8000
 
 # The main command: serve the site with live reload (pages, notes, hooks and
-# src/difflab are watched, see `watch:` in mkdocs.yml). The first build executes
-# every note; later ones reuse .cache/notes/ unless the note or the package changed.
+# src/difflab are watched, see `watch:` in mkdocs.yml). It answers at once: notes
+# not yet in .cache/notes/ are shown unexecuted under a notice and run in the
+# background, one worker per core; each page updates when its note is done.
 serve: $(STAMP)
 	$(BIN)/mkdocs serve -a $(HOST)
 

@@ -300,7 +300,8 @@ def _add_notice(html: str, job: _Job) -> str:
     ready = sum(1 for n in _state["notes"].values() if n["pending"] is None)
     with runner.lock:
         running = {d: (j.rel, t0) for d, (j, t0) in runner.running.items()}
-        queued = sorted(runner.queued.values(), key=lambda j: times.get(j.rel, 0.0))
+        running_jobs = list(runner.running.values())
+        queued = [j for _, _, j in sorted(list(runner.queue.queue)) if j is not None]
         error = runner.finished.get(job.digest)
     now = time.perf_counter()
     if error:
@@ -312,27 +313,30 @@ def _add_notice(html: str, job: _Job) -> str:
         return _after_title(
             html, f'<div class="admonition failure difflab-pending">{body}</div>'
         )
-    mine = times.get(job.rel)
+    mine = _cost(job, times)
     if job.digest in running:  # what is left of its own last time
         known, eta = (
             mine is not None,
             max(0.0, (mine or 0.0) - (now - running[job.digest][1])),
         )
     else:  # the work ahead of it (running notes' rest, queued before it), shared out
-        ahead = [(times.get(r), now - t0) for r, t0 in running.values()]
+        ahead = [(_cost(j, times), now - t0) for j, t0 in running_jobs]
         for other in queued:
             if other.digest == job.digest:
                 break
-            ahead.append((times.get(other.rel), 0.0))
+            ahead.append((_cost(other, times), 0.0))
         known = mine is not None and all(t is not None for t, _ in ahead)
         work = sum(max(0.0, (t or 0.0) - spent) for t, spent in ahead)
         eta = work / max(1, runner.jobs) + (mine or 0.0)
     state = "is running now" if job.digest in running else "is queued"
     names = ", ".join(escape(posixpath.basename(r)) for r, _ in running.values())
     if known:
-        when = f"Expected in about {_minutes(eta)} (from the last build's timings)."
+        when = (
+            f"Expected in about {_minutes(eta)} (from the last timings here, or "
+            f"the notes' own estimates on two cores)."
+        )
     else:
-        when = "No estimate yet: no earlier build on this machine timed the notes."
+        when = "No estimate: a note ahead of it has never been timed."
     body = (
         f"<p><strong>Results coming.</strong> This page's note {state}; below are its "
         f"prose and code, not yet executed. {when} The page reloads by itself when "
@@ -440,6 +444,9 @@ def note_modules_hash(text: str, root: Path | None = None) -> str:
     return cache.deps_hash(sorted(mods), root)
 
 
+_COLD_SECONDS = re.compile(r"^#\s+cold_seconds:\s*([0-9]+(?:\.[0-9]*)?)\s*$", re.M)
+
+
 class _Job:
     """One note: its key, its cache entry and how to execute it (thread-safe)."""
 
@@ -455,6 +462,10 @@ class _Job:
             key.update(f"v{HOOK_VERSION}".encode())
         key.update(text)
         self.digest = key.hexdigest()[:32]
+        # The note's own estimate of its cold cost (``cold_seconds`` in its
+        # header), for the order and the notice when no build here has timed it.
+        hint = _COLD_SECONDS.search(text[:4000].decode("utf-8", "replace"))
+        self.hint = float(hint[1]) if hint else None
         cache = _state["cache"]
         self.ipynb, self.meta = (
             cache / f"{self.digest}.ipynb",
@@ -548,6 +559,11 @@ def _timings(cache: Path) -> dict[str, float]:
         return {}
 
 
+def _cost(job: _Job, times: dict[str, float]) -> float | None:
+    """The seconds a note is expected to take: its last time here, else its hint."""
+    return times.get(job.rel, job.hint)
+
+
 def _record_timing(cache: Path, rel: str, seconds: float) -> None:
     with _timings_lock:
         data = _timings(cache)
@@ -625,7 +641,7 @@ class _Runner:
         first = not self.finished and not self.running
 
         def rank(j: _Job) -> float:  # quickest first; untimed notes in reading order
-            return times.get(j.rel, 1e6 + order.get(j.rel, len(order)))
+            return _cost(j, times) or 1e6 + order.get(j.rel, len(order))
 
         for job in sorted(jobs, key=rank):
             self.submit(job, rank(job) if first else -1.0)
@@ -708,7 +724,7 @@ def _run_now(jobs: list[_Job], results: dict, keep_going: bool) -> list[str]:
         threads,
     )
     runner = _Runner(workers, threads, on_done=finished)
-    for job in sorted(jobs, key=lambda j: -times.get(j.rel, 0.0)):
+    for job in sorted(jobs, key=lambda j: -(_cost(j, times) or 0.0)):
         runner.submit(job)
     try:
         while True:

@@ -65,7 +65,7 @@ class _Serve:
     def __init__(self, root: Path, env: dict):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = root.parent / f"serve-{self.port}.log"
+        self.log = Path(env["DIFFLAB_NOTES_CACHE"]).parent / f"serve-{self.port}.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mkdocs", "serve", "-a", f"127.0.0.1:{self.port}"],
             cwd=root,
@@ -145,7 +145,7 @@ def test_serve_answers_every_page_of_the_site_within_the_time(tmp_path):
     """The real site on an empty notes cache: every page answers within 90 s, each
     note's page either executed or under the notice; none is an error."""
     env = mkdocs_env(DIFFLAB_NOTES_CACHE=str(tmp_path / "notes"))
-    serve = _Serve(_checkout_link(tmp_path), env)
+    serve = _Serve(REPO, env)  # it writes to its caches and a temporary site only
     try:
         until = time.monotonic() + SERVE_WITHIN_S
         missing = []
@@ -161,11 +161,6 @@ def test_serve_answers_every_page_of_the_site_within_the_time(tmp_path):
         assert not missing, (missing, serve.log.read_text()[-3000:])
     finally:
         serve.stop()
-
-
-def _checkout_link(tmp_path: Path) -> Path:
-    """The repository itself: serve writes only to its caches and a temp site."""
-    return REPO
 
 
 NOTE_WITH_FIGURE = """# %% [markdown]

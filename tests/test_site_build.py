@@ -143,3 +143,13 @@ def test_api_pages_one_per_part_every_module_once_no_literal_roles(site_dir):
                 seen[mod] = seen.get(mod, 0) + 1
     every = [m for _, mods in parts for m in mods]
     assert {m: seen.get(m, 0) for m in every} == dict.fromkeys(every, 1)
+
+
+def test_no_built_page_carries_the_serve_notice(site_dir):
+    """The "results coming" notice is for ``mkdocs serve``; a build executes all."""
+    offenders = [
+        str(html.relative_to(site_dir))
+        for html in site_dir.rglob("*.html")
+        if "difflab-pending" in html.read_text(encoding="utf-8")
+    ]
+    assert not offenders, offenders

@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
+#     cold_seconds: 153
 #     prerequisites:
 #     - foundations/vae.py
 #     - diffusion/ddpm.py

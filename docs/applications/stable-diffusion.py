@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
+#     cold_seconds: 95
 #     prerequisites:
 #     - applications/conditioning.py
 #     - applications/latent-diffusion.py

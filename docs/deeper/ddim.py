@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
+#     cold_seconds: 252
 #     prerequisites:
 #     - diffusion/ddpm.py
 #   jupytext:

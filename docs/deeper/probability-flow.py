@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
+#     cold_seconds: 76
 #     prerequisites:
 #     - deeper/score-sdes.py
 #   jupytext:

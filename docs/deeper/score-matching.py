@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
+#     cold_seconds: 9
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - foundations/sdes.py

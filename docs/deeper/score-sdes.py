@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
+#     cold_seconds: 13
 #     prerequisites:
 #     - deeper/score-matching.py
 #   jupytext:

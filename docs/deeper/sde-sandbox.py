@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
+#     cold_seconds: 15
 #     prerequisites:
 #     - deeper/probability-flow.py
 #   jupytext:

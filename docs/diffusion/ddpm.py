@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
+#     cold_seconds: 76
 #     prerequisites:
 #     - foundations/markov-chains.py
 #     - foundations/vae.py

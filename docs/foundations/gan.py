@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
+#     cold_seconds: 34
 #     prerequisites:
 #     - foundations/vae.py
 #   jupytext:

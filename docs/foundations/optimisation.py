@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
+#     cold_seconds: 6
 #     prerequisites:
 #     - foundations/probability.py
 #   jupytext:

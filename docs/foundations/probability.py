@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
+#     cold_seconds: 6
 #     prerequisites: []
 #   jupytext:
 #     text_representation:

@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
+#     cold_seconds: 7
 #     prerequisites:
 #     - foundations/optimisation.py
 #   jupytext:

@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
+#     cold_seconds: 11
 #     prerequisites:
 #     - foundations/markov-chains.py
 #   jupytext:

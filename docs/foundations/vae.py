@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
+#     cold_seconds: 19
 #     prerequisites:
 #     - foundations/probability.py
 #     - foundations/pytorch.py

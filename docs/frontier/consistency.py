@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
+#     cold_seconds: 32
 #     prerequisites:
 #     - deeper/ddim.py
 #     - deeper/probability-flow.py

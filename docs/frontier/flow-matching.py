@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
+#     cold_seconds: 125
 #     prerequisites:
 #     - deeper/probability-flow.py
 #     - deeper/sde-sandbox.py

@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
+#     cold_seconds: 102
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - deeper/ddim.py

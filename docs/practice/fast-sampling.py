@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
+#     cold_seconds: 365
 #     prerequisites:
 #     - deeper/ddim.py
 #     - deeper/sde-sandbox.py

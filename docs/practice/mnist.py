@@ -1,6 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
+#     cold_seconds: 31
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - deeper/ddim.py

@@ -217,7 +217,15 @@ def _imports(name: str, path: Path) -> set[str]:
     ``from difflab.a import b`` names module ``difflab.a.b`` when that is a module.
     """
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    return _imports_in(path.read_text(), package, str(path))
+    stat = path.stat()
+    return set(_parsed_imports(package, str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_imports(package: str, path: str, mtime_ns: int, size: int) -> frozenset:
+    """:func:`_imports_in` of a file, read once per version of it (mtime and size):
+    the site build asks for the closure of every note, each a few dozen modules."""
+    return frozenset(_imports_in(Path(path).read_text(), package, path))
 
 
 def _imports_in(text: str, package: str, filename: str) -> set[str]:
