@@ -130,11 +130,35 @@ def on_config(config):
     src = str(root / "src")
     if src not in sys.path:
         sys.path.insert(0, src)  # the hook reads the package's own cache rules
+    if _state.get("command") == "serve" and not _state.get("port_checked"):
+        _state["port_checked"] = True  # before the first build, not on rebuilds
+        _check_port(config.dev_addr.host, config.dev_addr.port)
     return config
+
+
+def _check_port(host: str, port: int) -> None:
+    """A taken address is one line before anything is built, with the fix."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            if err.errno != errno.EADDRINUSE:
+                return  # MkDocs reports other faults itself
+            raise PluginError(
+                f"{host}:{port} is already in use (another `make serve`?). Stop "
+                f"it, or serve on another port: make serve HOST={host}:{port + 1} "
+                f"(mkdocs serve -a {host}:{port + 1})."
+            ) from None
 
 
 def on_startup(command, dirty):
     """``mkdocs serve`` shows pages first and runs the notes in the background."""
+    _state["command"] = command
     flag = os.environ.get("DIFFLAB_NOTES_BACKGROUND", "").strip()
     # Never for `build` or `gh-deploy` (nor `serve --clean`, which MkDocs calls a
     # build): a built site has every note executed and no notice.
@@ -615,7 +639,8 @@ class _Runner:
         self.running: dict[str, tuple[_Job, float]] = {}
         self.finished: dict[str, str | None] = {}  # digest -> error text or None
         self.seconds: dict[str, float] = {}
-        self.stopped = False
+        self.stopped = False  # no new note starts
+        self.interrupted = False  # Ctrl-C: the running notes' failures are not theirs
         self._seq = 0
         self.workers = [
             threading.Thread(target=self._work, daemon=True, name=f"notes-{i}")
@@ -668,7 +693,8 @@ class _Runner:
             with self.lock:
                 self.running.pop(job.digest, None)
                 self.finished[job.digest] = error
-            if self.on_done is not None:
+                interrupted = self.interrupted and error is not None
+            if self.on_done is not None and not interrupted:
                 self.on_done(job, error)
 
     def stop(self) -> None:
@@ -734,6 +760,17 @@ def _run_now(jobs: list[_Job], results: dict, keep_going: bool) -> list[str]:
                     break
                 if runner.stopped and not runner.running:
                     break
+    except KeyboardInterrupt:
+        with runner.lock:
+            runner.stopped = runner.interrupted = True  # kernels end with the process
+            names = sorted(j.rel for j, _ in runner.running.values())
+        log.error(
+            "notes: interrupted (Ctrl-C) while %s ran; nothing of them is kept, "
+            "the %d notes finished before are cached",
+            ", ".join(names) or "no note",
+            sum(1 for e in runner.finished.values() if e is None),
+        )
+        raise
     finally:
         runner.stop()
     return errors
@@ -810,19 +847,29 @@ def _execute(path: Path, rel: str, root: Path, kernel: str, profile: str, thread
             "OPENBLAS_NUM_THREADS": str(threads),
         }
     )
-    try:
-        client.execute(env=env)
-    except CellExecutionError as exc:
-        raise PluginError(
-            f"note {rel} raised while executing, so its page cannot be built:\n"
-            f"{_ANSI.sub('', str(exc))}"
-        ) from None
-    except Exception as exc:  # a timeout, a dead kernel, nbclient's own clean-up
-        # (it can fail after the kernel was killed): the page is named either way
-        raise PluginError(
-            f"note {rel} could not be executed: {type(exc).__name__}: "
-            f"{_ANSI.sub('', str(exc))}"
-        ) from None
+    # The kernel process's own output (not the note's, which arrives as messages):
+    # a log beside the cache, quoted when the kernel dies, deleted when all went well.
+    kernel_log = (
+        _state["cache"] / "kernels" / f"{os.getpid()}-{threading.get_ident()}.log"
+    )
+    kernel_log.parent.mkdir(parents=True, exist_ok=True)
+    with open(kernel_log, "wb") as out:
+        try:
+            client.execute(env=env, stdout=out, stderr=out)
+        except CellExecutionError as exc:
+            raise PluginError(
+                f"note {rel} raised while executing, so its page cannot be built:\n"
+                f"{_ANSI.sub('', str(exc))}"
+            ) from None
+        except Exception as exc:  # a timeout, a dead kernel, nbclient's own clean-up
+            # (it can fail after the kernel was killed): the page is named either way
+            tail = kernel_log.read_text(errors="replace").strip().splitlines()[-15:]
+            said = "\nthe kernel's last words:\n" + "\n".join(tail) if tail else ""
+            raise PluginError(
+                f"note {rel} could not be executed: {type(exc).__name__}: "
+                f"{_ANSI.sub('', str(exc))}{said}"
+            ) from None
+    kernel_log.unlink(missing_ok=True)
     return nb
 
 

@@ -278,3 +278,64 @@ def test_two_builds_at_once_train_a_model_once(tmp_path):
     said = sorted("model 3 trained here" in p for p in pages)
     assert sum("model 3 from the cache" in p for p in pages) == 1
     assert said == [False, True], "one build trains it, the other loads it"
+
+
+@pytest.mark.timeout(300)
+def test_serve_with_its_port_taken_says_so_before_building(tmp_path):
+    root = site_copy(tmp_path, pages=False)
+    (root / "docs" / "diffusion").mkdir(exist_ok=True)
+    (root / "docs" / "diffusion" / "a-quick-note.py").write_text(FAST)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = subprocess.run(
+            [sys.executable, "-m", "mkdocs", "serve", "-a", f"127.0.0.1:{port}"],
+            cwd=root,
+            env=mkdocs_env(DIFFLAB_NOTES_CACHE=str(tmp_path / "cache")),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-3000:]
+    assert f"127.0.0.1:{port} is already in use" in out, out[-3000:]
+    assert f"make serve HOST=127.0.0.1:{port + 1}" in out
+    assert "Traceback" not in out, out[-3000:]
+    assert "notes: executing" not in out, "it built before it checked the port"
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_during_a_build_says_interrupted_and_blames_no_note(tmp_path):
+    root = site_copy(tmp_path, pages=False)
+    folder = root / "docs" / "diffusion"
+    folder.mkdir(exist_ok=True)
+    (folder / "b-slow-note.py").write_text(SLOW.format(seconds=120))
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "-d",
+            str(tmp_path / "s"),
+        ],
+        cwd=root,
+        env=mkdocs_env(DIFFLAB_NOTES_CACHE=str(cache)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(30)  # MkDocs has started, the kernel is in the slow cell
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0, out[-3000:]
+    assert "interrupted (Ctrl-C) while docs/diffusion/b-slow-note.py ran" in out, out[
+        -3000:
+    ]
+    assert "raised" not in out and "could not be executed" not in out, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]  # nor the kernel's, on its way out
+    assert not list(cache.glob("*.ipynb")), "an interrupted note was cached"
