@@ -180,6 +180,10 @@ def on_shutdown():
 
 
 def on_pre_build(config):
+    from difflab.data.common import data_setting_problem
+
+    if (problem := data_setting_problem()) is not None:
+        raise PluginError(problem)  # the notes would run on the embedded digits
     _state.update(notes={}, rows=[], used=set(), t0=time.perf_counter())
     _state.setdefault("background", False)
     _state["profile"], _state["fingerprint"] = _fingerprint()

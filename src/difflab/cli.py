@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from difflab.data.common import data_setting_problem
 from difflab.data.images import IMAGE_NAMES, DatasetMissingError
 from difflab.train import cache
 from difflab.train.checkpoint import CheckpointError
@@ -232,6 +233,8 @@ def _check_environment(command: str) -> None:
                 f"DIFFLAB_DATA={data!r} is a file; point it at the data folder "
                 "(the one download-datasets.sh fills)."
             )
+    if (problem := data_setting_problem()) is not None:
+        raise SettingError(problem)
 
 
 def _check_output(flag: str, path: Path, suffixes=(), folder: bool = False) -> None:
@@ -501,10 +504,18 @@ def _audio_parser() -> argparse.ArgumentParser:
     p.add_argument("--digit", type=_digit, required=True, help="the digit, 0 to 9")
     p.add_argument("--n", type=_count(1000), default=8, help="clips (8)")
     p.add_argument("--out", type=Path, default=Path("clips"), help="a folder")
-    p.add_argument("--model", choices=["wave", "spec"], default="wave",
-                   help="waveform UNet or spectrogram UNet + Griffin-Lim (wave)")
-    p.add_argument("--guidance", type=_real(0, MAX_GUIDANCE), default=2.0,
-                   help="classifier-free guidance weight w (2; 1: none)")
+    p.add_argument(
+        "--model",
+        choices=["wave", "spec"],
+        default="wave",
+        help="waveform UNet or spectrogram UNet + Griffin-Lim (wave)",
+    )
+    p.add_argument(
+        "--guidance",
+        type=_real(0, MAX_GUIDANCE),
+        default=2.0,
+        help="classifier-free guidance weight w (2; 1: none)",
+    )
     p.add_argument("--steps", type=_count(1000), default=25, help="DDIM steps (25)")
     p.add_argument("--seed", type=_seed, default=0)
     return p  # fmt: skip

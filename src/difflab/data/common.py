@@ -67,6 +67,45 @@ def data_root() -> Path:
     return cwd / "data"
 
 
+#: The folders download-datasets.sh unpacks into the data folder, one per dataset.
+DATASET_FOLDERS = (
+    "MNIST",
+    "cifar-10-batches-py",
+    "CIFAR10",
+    "free-spoken-digit-dataset",
+)
+
+
+def data_setting_problem() -> str | None:
+    """What is wrong with ``DIFFLAB_DATA`` when the data is chosen automatically.
+
+    With ``DIFFLAB_DATASET`` unset, a ``DIFFLAB_DATA`` that does not exist or holds
+    none of the datasets would silently give the embedded 8x8 digits: that is
+    refused (one line, the caller's exit status 2). With ``DIFFLAB_DATASET``
+    named, its loader says what is missing and the command that fetches it.
+
+    Returns:
+        the one-line message, or None when the setting can work.
+    """
+    raw = os.environ.get("DIFFLAB_DATA", "").strip()
+    if not raw or os.environ.get("DIFFLAB_DATASET", "").strip():
+        return None
+    folder = Path(raw).expanduser()
+    if not folder.exists():
+        what = "does not exist"
+    elif not folder.is_dir():
+        return None  # "is a file": the caller's own check says so
+    elif not any((folder / name).exists() for name in DATASET_FOLDERS):
+        what = f"holds none of the datasets ({', '.join(DATASET_FOLDERS[:2])}/, ...)"
+    else:
+        return None
+    return (
+        f"DIFFLAB_DATA={raw!r} {what}; fetch them with `DIFFLAB_DATA={raw} bash "
+        f"download-datasets.sh`, or unset DIFFLAB_DATA to use data/ (the embedded "
+        f"8x8 digits when that is empty)."
+    )
+
+
 def check_split(split: str) -> bool:
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")

@@ -159,6 +159,7 @@ def mel_filterbank(n_mels: int, n_fft: int, rate: int) -> Tensor:
     mel(f) = 2595 log10(1 + f / 700) (the HTK formula); filter j rises from mel
     point j to j + 1 and falls to j + 2, over 0 Hz to rate / 2.
     """
+
     def mel(f):
         return 2595 * torch.log10(1 + f / 700)
 

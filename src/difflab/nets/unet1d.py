@@ -114,9 +114,7 @@ class UNet1D(nn.Module):
             self.down.append(blocks)
             if level < len(cfg.factors):
                 f = cfg.factors[level]
-                self.downsample.append(
-                    nn.Conv1d(c, c, 2 * f, stride=f, padding=f // 2)
-                )
+                self.downsample.append(nn.Conv1d(c, c, 2 * f, stride=f, padding=f // 2))
                 skips.append(c)
         self.mid = nn.ModuleList([ResBlock1D(c, c, emb_dim, k) for _ in range(2)])
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
@@ -139,7 +137,9 @@ class UNet1D(nn.Module):
         cfg = self.config
         y = (cond or {}).get("y")
         if y is not None and self.class_emb is None:
-            raise ValueError('labels cond["y"] given but UNet1DConfig.num_classes is None')
+            raise ValueError(
+                'labels cond["y"] given but UNet1DConfig.num_classes is None'
+            )
         length = x.shape[-1]
         x = F.pad(x, (0, -length % cfg.multiple))  # zero-pad to a multiple of D
         emb = self.time_mlp(

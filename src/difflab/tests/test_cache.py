@@ -313,3 +313,21 @@ def test_the_lock_is_released_when_build_fails(store):
         "lockfail", ("c",), deps=LOOP_DEPS, build=lambda p: {"a": 1}, load=dict
     )
     assert (obj, hit) == ({"a": 1}, False)
+
+
+@pytest.mark.parametrize(
+    "umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)]
+)
+def test_kept_files_follow_the_umask(tmp_path, umask, mode):
+    """Checkpoints and atomically written outputs get the mode ``open()`` would
+    give, not the 0o600 of the temporary file they were written as."""
+    from difflab.train.checkpoint import save_checkpoint
+
+    old = os.umask(umask)
+    try:
+        png = cache.write_atomic(tmp_path / "grid.png", lambda f: f.write(b"x"))
+        save_checkpoint({"w": torch.zeros(1)}, tmp_path / "c.pt")
+    finally:
+        os.umask(old)
+    assert png.stat().st_mode & 0o777 == mode
+    assert (tmp_path / "c.pt").stat().st_mode & 0o777 == mode

@@ -113,6 +113,8 @@ VARIABLES = [
     ("DIFFLAB_PROFILE", "fast", ["'fast'", "quick, full"]),
     ("DIFFLAB_DATASET", "imagenet", ["'imagenet'", "digits"]),
     ("DIFFLAB_DATA", "{tmp}/a-file", ["a-file", "is a file"]),
+    ("DIFFLAB_DATA", "{tmp}/nonexistent", ["nonexistent", "does not exist"]),
+    ("DIFFLAB_DATA", "{tmp}/a-folder.png", ["a-folder.png", "holds none"]),
     ("DIFFLAB_CACHE", "{tmp}/a-file", ["a-file", "is a file"]),
     ("DIFFLAB_CACHE", "{tmp}/a-file/cache", ["a-file", "under the file"]),
 ]
@@ -238,3 +240,19 @@ def test_the_real_entry_point_prints_no_traceback(tmp_path):
         "name; use cpu, cuda, cuda:N or mps, or unset it to choose automatically."
     ]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["CPU", " Cpu ", "cpu"])
+def test_device_name_ignores_case_like_the_profile(monkeypatch, value):
+    from difflab.train.device import default_device
+
+    monkeypatch.setenv("DIFFLAB_DEVICE", value)
+    assert default_device() == torch.device("cpu")
+
+
+@pytest.mark.parametrize("value", ["QUICK", " Quick ", "quick"])
+def test_profile_name_ignores_case(monkeypatch, value):
+    from difflab.train.profiles import current_profile
+
+    monkeypatch.setenv("DIFFLAB_PROFILE", value)
+    assert current_profile() == "quick"

@@ -124,9 +124,7 @@ def audio_recipe(representation: str, profile: str | None = None) -> AudioRecipe
     return AudioRecipe(representation, profile, net, opt, hop=64 if quick else 32)
 
 
-def clips(
-    dataset: str, split: str, rate: int, length: int
-) -> tuple[Tensor, AudioData]:
+def clips(dataset: str, split: str, rate: int, length: int) -> tuple[Tensor, AudioData]:
     """Peak-normalised clips (N, length) at ``rate`` and the data they came from."""
     factor = SOURCE_RATE // rate
     if rate * factor != SOURCE_RATE or factor & (factor - 1):
@@ -171,7 +169,9 @@ def decode(
     if recipe.representation == "wave":
         return samples[:, 0].clamp(-1, 1).float()
     mag = magnitude_of(samples.cpu(), recipe)
-    x, _ = griffin_lim(mag, recipe.n_fft, recipe.hop, recipe.length, gl_iters, generator)
+    x, _ = griffin_lim(
+        mag, recipe.n_fft, recipe.hop, recipe.length, gl_iters, generator
+    )
     return x.clamp(-1, 1).float()
 
 

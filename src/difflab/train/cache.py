@@ -44,7 +44,12 @@ from typing import Any, TypeVar
 
 import torch
 
-from difflab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from difflab.train.checkpoint import (
+    CheckpointError,
+    file_mode,
+    load_checkpoint,
+    save_checkpoint,
+)
 from difflab.train.settings import SettingError
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/difflab
@@ -145,6 +150,7 @@ def write_atomic(path: str | Path, write: Callable[[Any], None]) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, file_mode())  # as open() would have made it, not mkstemp's 0o600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +46,22 @@ def unreadable(path: str | Path, why: str | BaseException) -> CheckpointError:
     )
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file here: 0o666 less the process's umask.
+
+    A temporary file (``tempfile.mkstemp``) is created 0o600; the files a user keeps
+    (checkpoints, PNG, NPZ, JSON) get this mode before they are renamed into place,
+    so they are shared as the user's umask says (0o644 under the usual 022).
+    """
+    with _UMASK_LOCK:  # reading the umask means setting it: one thread at a time
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically: a temporary file, fsync, then rename.
 
@@ -60,6 +77,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             torch.save({"format": FORMAT, **state}, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -39,8 +39,8 @@ def parse_device(name: str, setting: str = "DIFFLAB_DEVICE") -> torch.device:
             traceback torch gives at the first tensor moved there).
     """
     fix = "use cpu, cuda, cuda:N or mps, or unset it to choose automatically"
-    try:
-        device = torch.device(name)
+    try:  # one rule on case for every setting: DIFFLAB_PROFILE=Full, DEVICE=CPU
+        device = torch.device(name.strip().lower())
     except (RuntimeError, ValueError):
         raise SettingError(f"{setting}={name!r} is not a device name; {fix}.") from None
     if device.type == "cuda":
