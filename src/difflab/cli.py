@@ -133,8 +133,8 @@ def _add_sampling(p: argparse.ArgumentParser, n: int) -> None:
     p.add_argument(
         "--steps",
         type=_count(MAX_SAMPLING_STEPS),
-        default=50,
-        help="DDIM steps, at most the recipe's T (50)",
+        default=None,  # 50 for ddim; ddpm walks all T steps and refuses it
+        help=f"DDIM steps, at most the recipe's T ({DDIM_STEPS}); not with ddpm",
     )
     p.add_argument(
         "--eta", type=_real(0, 1), default=0.0, help="DDIM eta in [0, 1] (0)"
@@ -288,26 +288,57 @@ def _check_recipe(args, recipe: Recipe, command: str) -> None:
             )
 
 
+#: DDIM's steps when ``--steps`` is not given.
+DDIM_STEPS = 50
+#: The longest caption ``sample sd --prompt`` takes, in characters.
+MAX_PROMPT_CHARS = 200
+
+
 def _check_sd(args) -> None:
     """``sample sd`` only, with a prompt the tokenizer takes (before any training)."""
     sd = getattr(args, "recipe", None) in SAMPLE_ONLY
     if sd and args.command != "sample":
-        raise ValueError(f"{args.recipe} can only be sampled: sample {args.recipe} ...")
+        raise SettingError(
+            f"{args.recipe} can only be sampled: sample {args.recipe} ..."
+        )
     if args.command != "sample":
         return
     if not sd and args.prompt is not None:
-        raise ValueError(f"--prompt is for sample sd, not for {args.recipe}")
+        raise SettingError(f"--prompt is for sample sd, not for {args.recipe}")
     if sd:
         from difflab.train.stable_diffusion import tokenizer
 
         if args.sampler != "ddim" or args.eta != 0:
-            raise ValueError("sample sd uses DDIM with eta 0 (drop --sampler/--eta)")
-        if args.prompt is not None:
-            tokenizer().split(args.prompt)  # empty or too long: a clear ValueError
+            raise SettingError("sample sd uses DDIM with eta 0 (drop --sampler/--eta)")
+        if args.prompt is None:
+            raise SettingError('sample sd needs --prompt, e.g. --prompt "a thin two"')
+        if len(args.prompt) > MAX_PROMPT_CHARS:
+            raise SettingError(
+                f"argument --prompt: {len(args.prompt):,} characters, more than "
+                f"the {MAX_PROMPT_CHARS} a caption may have"
+            )
+        try:
+            tokenizer().split(args.prompt)  # empty or too many words
+        except ValueError as err:
+            raise SettingError(f"argument --prompt: {err}") from None
+
+
+def _check_steps(args) -> None:
+    """``--steps`` is DDIM's (default 50); with ``--sampler ddpm`` it is refused."""
+    if not hasattr(args, "sampler") or args.command == "train":
+        return
+    if args.steps is None:
+        args.steps = DDIM_STEPS
+    elif args.sampler == "ddpm":
+        raise SettingError(
+            "argument --steps: ddpm sampling walks all T steps of the chain; "
+            "drop --steps, or use --sampler ddim for fewer"
+        )
 
 
 def _checks(args) -> None:
     _check_environment(args.command)
+    _check_steps(args)
     _check_sd(args)
     if args.command == "sample":
         _check_output("--out", args.out, (".png",))

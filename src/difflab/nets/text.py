@@ -76,9 +76,10 @@ class WordTokenizer:
                 "(unconditional samples: guidance 0)"
             )
         if len(words) > self.max_length:
+            start = prompt[:40] + ("..." if len(prompt) > 40 else "")
             raise ValueError(
                 f"the prompt has {len(words)} words, more than the "
-                f"{self.max_length} this tokenizer takes: {prompt!r}"
+                f"{self.max_length} this tokenizer takes: {start!r}"
             )
         return words
 

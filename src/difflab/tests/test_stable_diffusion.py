@@ -309,12 +309,18 @@ def test_bad_prompts_are_refused():
         (["sample", "ddpm", "--prompt", "a two"], "--prompt is for sample sd"),
         (["sample", "sd", "--prompt", "a two", "--sampler", "ddpm"], "DDIM"),
         (["train", "sd"], "can only be sampled"),
+        (["sample", "sd", "--prompt", "seven " * 1700], "10,200 characters"),
+        (["sample", "sd", "--prompt", "x" * 10_000], "10,000 characters"),
+        (["sample", "ddpm", "--sampler", "ddpm", "--steps", "20"], "all T steps"),
     ],
 )
 def test_sample_sd_refuses_bad_input_before_any_work(argv, message, tmp_path, capsys):
+    """Bad input is exit status 2 and one short line (a long prompt is not echoed)."""
     from difflab.cli import main
 
     out = ["--out", str(tmp_path / "grid.png")] if argv[0] == "sample" else []
-    assert main([*argv, *out, "--no-progress"]) == 1
-    assert message in capsys.readouterr().err
+    assert main([*argv, *out, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and len(err) < 300, err[:500]
     assert not (tmp_path / "grid.png").exists()
