@@ -206,9 +206,10 @@ def load_mnist(split: str = "train", root: str | Path | None = None) -> ImageDat
     raw = root / "MNIST" / "raw"
     if not _mnist_present(root, train):
         raise DatasetMissingError(f"MNIST is not in {raw}: {fix_hint('mnist', root)}.")
-    arrays = []
+    arrays, read = [], []
     for f, ndim in zip(_mnist_files(train), (3, 1), strict=True):
         payload, path = _mnist_payload(root, f)
+        read.append(path)
         if len(payload) != MNIST_SIZES[f]:
             size = "uncompressed size" if path.suffix == ".gz" else "size"
             raise DatasetCorruptError(
@@ -224,10 +225,19 @@ def load_mnist(split: str = "train", root: str | Path | None = None) -> ImageDat
                 f"and {fix_hint('mnist', root)}."
             ) from e
     x, y = (torch.from_numpy(a) for a in arrays)  # (N, 28, 28), (N,) uint8
-    if x.shape[1:] != (28, 28) or len(x) != len(y) or int(y.max()) > 9:
+    if x.shape[1:] != (28, 28) or len(x) != len(y):
         raise DatasetCorruptError(
             f"MNIST in {raw} has unexpected shapes {tuple(x.shape)}, {tuple(y.shape)}"
             f": delete it and {fix_hint('mnist', root)}."
+        )
+    if int(y.max()) > 9:  # the shapes are right, the labels are not digits
+        labels, also = read[1], ""
+        if labels.suffix == ".gz" and labels.with_suffix("").is_file():
+            also = f" (and {labels.with_suffix('').name}, unpacked from it)"
+        raise DatasetCorruptError(
+            f"{labels} is corrupt: {int((y > 9).sum()):,} of its {len(y):,} labels "
+            f"are not digits 0-9 (largest {int(y.max())}): delete it{also} and "
+            f"{fix_hint('mnist', root)}."
         )
     note = f"MNIST {split} split ({len(y):,} images of 28x28) from {raw}."
     return ImageData(_uint8_to_unit(x[:, None]), y.long(), "mnist", note)

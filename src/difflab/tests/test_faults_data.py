@@ -178,10 +178,24 @@ def mnist_case(root: Path, fault: str) -> tuple[Path, type[Exception]]:
         gz.write_bytes(gzip.compress(b"\0\0\x0d\3" + idx_bytes(x)[4:], compresslevel=1))
     elif fault == "unreadable":
         return gz, DatasetMissingError
+    elif fault == "labels-not-digits":  # right size and shapes, labels out of 0-9
+        _, y = mnist_arrays()
+        bad = y.copy()
+        bad[::7] = 200
+        labels = raw / "t10k-labels-idx1-ubyte.gz"
+        labels.write_bytes(gzip.compress(idx_bytes(bad), compresslevel=1))
+        return labels, DatasetCorruptError
     return gz, DatasetCorruptError
 
 
-MNIST_FAULTS = ["gz-not-gzip", "gz-truncated", "idx-short", "idx-header", "unreadable"]
+MNIST_FAULTS = [
+    "gz-not-gzip",
+    "gz-truncated",
+    "idx-short",
+    "idx-header",
+    "unreadable",
+    "labels-not-digits",
+]
 
 
 @pytest.mark.parametrize("fault", MNIST_FAULTS)
@@ -202,6 +216,8 @@ def test_bad_mnist_file_is_named_with_its_fix(root, monkeypatch, fault):
     assert str(path) in msg and "\n" not in msg
     if kind is DatasetCorruptError:
         assert f"`DIFFLAB_DATA={root} bash download-datasets.sh mnist`" in msg
+    if fault == "labels-not-digits":  # named as what it is, not as a shape fault
+        assert "labels are not digits" in msg and "shapes" not in msg
     assert [p for p in path.parent.iterdir() if p.name.endswith(".part")] == []
 
 

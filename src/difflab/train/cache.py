@@ -357,10 +357,9 @@ def _write_sidecar(e: Entry, config: object, deps: tuple[str, ...]) -> None:
 def _load(e: Entry, device: torch.device | str) -> dict[str, Any]:
     try:
         return load_checkpoint(e.path, map_location=device)
-    except CheckpointError as err:
+    except CheckpointError as err:  # its message names the file and the fix once
         raise CheckpointError(
-            f"The cached {e.kind} {e.key} cannot be read: {err} "
-            f"(Deleting {e.path} makes the next run train it again.)"
+            f"The cached {e.kind} {e.key} cannot be read: {err}"
         ) from err
 
 

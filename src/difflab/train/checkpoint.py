@@ -34,6 +34,10 @@ def _fix(path: Path) -> str:
 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
+    if text and text[0].startswith("Weights only load failed"):
+        # torch's long advice on unpickling untrusted code does not apply here:
+        # a difflab checkpoint holds tensors, numbers and strings only.
+        return "it holds Python objects besides tensors, so it was not loaded"
     return f"{type(err).__name__}: {text[0][:120]}" if text else type(err).__name__
 
 
