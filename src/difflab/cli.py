@@ -16,6 +16,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -588,8 +589,42 @@ def main(argv: list[str] | None = None) -> int:
 
     Bad input (a flag, an environment variable, an output path, the cache folder)
     is reported in one line naming it, before any training or sampling starts.
+    Ctrl-C or SIGTERM, in any command (``sample`` may train on first use), is one
+    line and status 130; a training interrupted so keeps its last checkpoint.
     """
-    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        with _sigterm_as_interrupt():
+            return _main(sys.argv[1:] if argv is None else list(argv))
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: the last checkpoint is kept; run the same command to "
+            "resume.",
+            file=sys.stderr,
+        )
+        return 130
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (``kill``, a scheduler) ends a command as Ctrl-C does."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str]) -> int:
     if argv[:2] == ["sample", "audio"]:
         return _sample_audio(argv[2:])
     try:
@@ -609,13 +644,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # a disk filling up during training, say
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(
-            "\ninterrupted: the last checkpoint is kept; run the same command to "
-            "resume.",
-            file=sys.stderr,
-        )
-        return 130
 
 
 if __name__ == "__main__":

@@ -256,3 +256,49 @@ def test_profile_name_ignores_case(monkeypatch, value):
 
     monkeypatch.setenv("DIFFLAB_PROFILE", value)
     assert current_profile() == "quick"
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_sample_audio_training_on_first_use_stops_with_one_line(tmp_path, sig):
+    """Ctrl-C or SIGTERM while ``sample audio`` trains its model on first use: exit
+    status 130 and the same one line as ``train``, no traceback."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "DIFFLAB_CACHE": str(tmp_path / "cache"), "TQDM_DISABLE": "1"}
+    env.pop("DIFFLAB_DATA", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "difflab",
+            "sample",
+            "audio",
+            "--digit",
+            "3",
+            "--n",
+            "2",
+            "--out",
+            str(tmp_path / "clips"),
+        ],  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60  # until it has started training (a checkpoint
+    while time.monotonic() < deadline and proc.poll() is None:  # folder appears)
+        if list((tmp_path / "cache").glob("*/*.json")):
+            break
+        time.sleep(0.2)
+    time.sleep(2)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(getattr(signal, sig))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted: the last checkpoint is kept" in err
+    assert "Traceback" not in err, err[-2000:]
+    assert not (tmp_path / "clips").exists() or not list((tmp_path / "clips").iterdir())
