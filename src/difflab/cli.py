@@ -29,7 +29,7 @@ import torch
 from difflab.data.common import data_setting_problem
 from difflab.data.images import IMAGE_NAMES, DatasetMissingError
 from difflab.train import cache
-from difflab.train.checkpoint import CheckpointError
+from difflab.train.checkpoint import CheckpointError, DiskFullError
 from difflab.train.device import default_device
 from difflab.train.loop import TrainingDiverged
 from difflab.train.profiles import PROFILES, current_profile
@@ -289,6 +289,8 @@ def _check_recipe(args, recipe: Recipe, command: str) -> None:
             )
 
 
+#: The exit status when a disk fills up during training (sysexits' EX_IOERR).
+EXIT_DISK_FULL = 74
 #: DDIM's steps when ``--steps`` is not given.
 DDIM_STEPS = 50
 #: The longest caption ``sample sd --prompt`` takes, in characters.
@@ -576,6 +578,9 @@ def _sample_audio(argv: list[str]) -> int:
     except SettingError as err:
         print(f"python -m difflab sample audio: error: {err}", file=sys.stderr)
         return 2
+    except DiskFullError as err:
+        print(f"error: {err.strerror}", file=sys.stderr)
+        return EXIT_DISK_FULL
     except (DatasetMissingError, CheckpointError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -585,7 +590,8 @@ def _sample_audio(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; the exit status (2: bad input, 1: a clear failure).
+    """Run one command; the exit status (2: bad input, 1: a clear failure, 74: the
+    disk filled up while training, 130: interrupted).
 
     Bad input (a flag, an environment variable, an output path, the cache folder)
     is reported in one line naming it, before any training or sampling starts.
@@ -641,7 +647,10 @@ def _main(argv: list[str]) -> int:
     except (DatasetMissingError, CheckpointError, TrainingDiverged, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except OSError as err:  # a disk filling up during training, say
+    except DiskFullError as err:  # the disk filled up while training
+        print(f"error: {err.strerror}", file=sys.stderr)
+        return EXIT_DISK_FULL
+    except OSError as err:  # an output file that cannot be written, say
         print(f"error: {err}", file=sys.stderr)
         return 1
 

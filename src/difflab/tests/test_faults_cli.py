@@ -302,3 +302,48 @@ def test_sample_audio_training_on_first_use_stops_with_one_line(tmp_path, sig):
     assert "interrupted: the last checkpoint is kept" in err
     assert "Traceback" not in err, err[-2000:]
     assert not (tmp_path / "clips").exists() or not list((tmp_path / "clips").iterdir())
+
+
+@pytest.mark.parametrize("fail_at", [1, 2])  # the first checkpoint, or the second
+def test_a_disk_that_fills_during_training(tmp_path, capsys, monkeypatch, fail_at):
+    """One line naming the folder and the fix, status 74; the last good checkpoint
+    intact and loadable, no temporary file, no record without a checkpoint."""
+    from difflab.train import checkpoint
+
+    _clean(tmp_path, monkeypatch)
+    store = tmp_path / "cache"
+    monkeypatch.setenv("DIFFLAB_CACHE", str(store))
+
+    def make(profile):
+        r = recipes.get_recipe("ddpm", "quick")
+        cut = replace(r.train, steps=10, log_every=5, checkpoint_every=5)
+        return replace(r, name="fills", train=cut, T=50)
+
+    monkeypatch.setitem(recipes.RECIPES, "fills", make)
+    real, calls = torch.save, []
+
+    def save(obj, f, *a, **k):  # what PyTorch's zip writer says on a full disk
+        calls.append(1)
+        if len(calls) == fail_at:
+            f.write(b"PK half")
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0; "
+                "PytorchStreamWriter failed writing file data/0: file write failed"
+            )
+        return real(obj, f, *a, **k)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    assert main(["train", "fills", "--no-progress"]) == 74
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "No space left" in err and str(store / "ddpm") in err
+    assert "free some space" in err and "inline_container" not in err
+    assert not list(store.rglob("*.tmp"))
+    ckpts, records = list(store.rglob("*.pt")), list(store.rglob("*.json"))
+    if fail_at == 1:
+        assert "no checkpoint was kept" in err
+        assert ckpts == [] and records == []  # `cache list` shows no 0 MB entry
+    else:
+        assert "is kept" in err and len(ckpts) == 1 and len(records) == 1
+        state = checkpoint.load_checkpoint(ckpts[0])
+        assert state.get("step") == 5 and not state.get("done")

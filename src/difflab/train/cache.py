@@ -405,8 +405,13 @@ def cached(
         if (state := _finished(e, device)) is not None:
             return load(state), True
         _write_sidecar(e, config, deps)  # before training, so `cache list` sees it
-        state = build(e.path)
-        save_checkpoint({**state, "done": True}, e.path)
+        try:
+            state = build(e.path)
+            save_checkpoint({**state, "done": True}, e.path)
+        except BaseException:
+            if not e.path.exists():  # no checkpoint: no record of one either
+                e.sidecar.unlink(missing_ok=True)
+            raise
         _write_sidecar(e, config, deps)  # again: a prune during training removed it
     return load(state), False
 

@@ -24,6 +24,26 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: truncated, foreign or of another run."""
 
 
+class DiskFullError(OSError):
+    """A checkpoint could not be written because its disk is full (ENOSPC).
+
+    The message names the folder and the fix; the previous checkpoint is intact.
+    The command line exits with status 74 (``EX_IOERR``) on it.
+    """
+
+
+def _disk_full(err: BaseException) -> bool:
+    """ENOSPC or EDQUOT, as an OSError or as PyTorch's zip writer reports it."""
+    import errno
+
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    text = str(err)
+    return isinstance(err, RuntimeError) and (
+        "file write failed" in text or "No space left" in text
+    )
+
+
 class _Loadable(Protocol):
     def load_state_dict(self, state_dict: Any, /) -> Any: ...
 
@@ -83,9 +103,21 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if _disk_full(err):
+            kept = (
+                f"the last checkpoint, {path.name}, is kept"
+                if path.exists()
+                else "no checkpoint was kept"
+            )
+            raise DiskFullError(
+                28,  # ENOSPC
+                f"No space left on the disk of {path.parent} to write {path.name} "
+                f"({kept}); free some space, or point DIFFLAB_CACHE at another "
+                f"disk, and run the same command again",
+            ) from None
         raise
 
 
