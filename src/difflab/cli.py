@@ -501,7 +501,9 @@ def _cache(args) -> int:
         entries = list_entries()
         for e in entries:
             state = "reachable" if e.reachable else "stale"
-            print(f"{e.kind:12s} {e.key}  {e.size / 1e6:9.2f} MB  {state}")
+            print(
+                f"{e.kind:12s} {e.key}  {e.size / 1e6:9.2f} MB  {state}, {e.progress}"
+            )
         total = sum(e.size for e in entries) / 1e6
         print(f"{len(entries)} entries, {total:.2f} MB in {cache_dir()}")
         return 0

@@ -68,6 +68,7 @@ def test_train_then_sample_and_the_cache(tiny, capsys):
     assert main(["cache", "list"]) == 0
     listed = capsys.readouterr().out
     assert "ddpm" in listed and "reachable" in listed and "1 entries" in listed
+    assert "finished" in listed and "unfinished" not in listed
     assert main(["cache", "prune", "--dry-run"]) == 0
     assert "would remove 0 stale entries" in capsys.readouterr().out
     assert main(["cache", "prune", "--all"]) == 0

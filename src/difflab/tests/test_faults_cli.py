@@ -347,3 +347,5 @@ def test_a_disk_that_fills_during_training(tmp_path, capsys, monkeypatch, fail_a
         assert "is kept" in err and len(ckpts) == 1 and len(records) == 1
         state = checkpoint.load_checkpoint(ckpts[0])
         assert state.get("step") == 5 and not state.get("done")
+        assert main(["cache", "list"]) == 0  # shown as what it is
+        assert "unfinished at step 5" in capsys.readouterr().out

@@ -470,6 +470,23 @@ class Listed:
     size: int  # bytes of its files
     reachable: bool  # the current source still gives this key
     files: tuple[Path, ...]
+    progress: str = ""  # "finished", "unfinished at step N", "no checkpoint", ...
+
+
+def _progress(pt: Path) -> str:
+    """Whether the checkpoint ``pt`` holds a finished object (read memory-mapped)."""
+    if not pt.is_file():
+        return "no checkpoint"
+    try:
+        state = torch.load(pt, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return "unreadable"
+    if not isinstance(state, dict):
+        return "unreadable"
+    if state.get("done"):
+        return "finished"
+    step = state.get("step")
+    return f"unfinished at step {step}" if isinstance(step, int) else "unfinished"
 
 
 def _record(sidecar: Path) -> dict | None:
@@ -516,7 +533,8 @@ def list_entries(root: Path | None = None) -> list[Listed]:
             files.append(folder / f"{key}.lock")
             files = tuple(f for f in files if f.is_file())
             size = sum(f.stat().st_size for f in files)
-            out.append(Listed(folder.name, key, size, reachable, files))
+            progress = _progress(folder / f"{key}.pt")
+            out.append(Listed(folder.name, key, size, reachable, files, progress))
     return out
 
 
