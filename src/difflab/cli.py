@@ -126,6 +126,11 @@ def _add_recipe(p: argparse.ArgumentParser, *, sample: bool = False) -> None:
         "--profile", choices=PROFILES, help="default: quick on CPU, full on GPU"
     )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="train the full profile on a CPU anyway (or DIFFLAB_ALLOW_SLOW=1)",
+    )
 
 
 def _add_sampling(p: argparse.ArgumentParser, n: int) -> None:
@@ -366,9 +371,56 @@ def _checks(args) -> None:
         raise SettingError("argument --all: only with cache prune")
 
 
+def _before_training(args, recipe: Recipe, steps: int | None) -> None:
+    """Say what will be trained, for how long, on stderr; refuse a slow full run.
+
+    Nothing is said when the model is in the cache. The estimate comes from a
+    measured warm-up (three steps of the real loop, nothing saved). The full
+    profile on a CPU (hours) needs ``--yes`` or ``DIFFLAB_ALLOW_SLOW=1``; without
+    either it is one line with the estimate and exit status 2.
+    """
+    from difflab.train.device import describe
+    from difflab.train.recipes import is_trained, plan, seconds_per_step
+
+    device = default_device()
+    planned, data, path = plan(recipe, device=device, steps=steps)
+    if is_trained(path) or int(os.environ.get("RANK", "0")) != 0:
+        return
+    cache.ensure_writable(path.parent)  # a cache that cannot take it: before any work
+    per_step = seconds_per_step(planned, data, device)
+    n = planned.train.steps
+    line = (
+        f"training {planned.name} ({planned.profile}, {planned.dataset}): {n:,} "
+        f"steps at about {per_step:.2f} s a step on {describe(device)}, about "
+        f"{_duration(per_step * n)}"
+        + (" (resuming its checkpoint)" if path.is_file() else "")
+    )
+    allowed = os.environ.get("DIFFLAB_ALLOW_SLOW", "").strip().lower()
+    if (
+        planned.profile == "full"
+        and device.type == "cpu"
+        and not args.yes
+        and allowed not in ("1", "yes", "true")
+    ):
+        raise SettingError(
+            f"{line}. The full profile is meant for a GPU: pass --yes (or set "
+            f"DIFFLAB_ALLOW_SLOW=1) to train it here anyway, or use --profile quick."
+        )
+    print(line, file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _train(args) -> int:
     t0 = time.perf_counter()
     recipe = get_recipe(args.recipe, args.profile)
+    _before_training(args, recipe, args.steps)
     trained = load_or_train(recipe, progress=not args.no_progress, steps=args.steps)
     if torch.distributed.is_initialized():  # under torchrun: report once
         rank = torch.distributed.get_rank()
@@ -389,6 +441,7 @@ def _draw(args) -> tuple[Trained, torch.Tensor, torch.Tensor | None, str]:
     recipe: Recipe = get_recipe(args.recipe, args.profile)
     _check_recipe(args, recipe, args.command)
     progress = not args.no_progress
+    _before_training(args, recipe, args.train_steps)
     trained = load_or_train(recipe, progress=progress, steps=args.train_steps)
     device = next(trained.net.parameters()).device
     labels = None

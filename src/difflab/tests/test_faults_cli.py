@@ -206,7 +206,7 @@ def test_a_failed_write_leaves_no_half_file(tiny, capsys, monkeypatch):
     monkeypatch.setattr(np, "savez_compressed", fill_up)
     argv = ["sample", "tiny", "--n", "4", "--steps", "3", "--no-progress"]
     assert main([*argv, "--out", "s.png", "--npz", "s.npz"]) == 1
-    err = capsys.readouterr().err
+    err = _without_training_line(capsys.readouterr().err)
     assert err.startswith("error: ") and "No space left" in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert (tiny / "s.png").stat().st_size > 0 and not (tiny / "s.npz").exists()
@@ -334,7 +334,7 @@ def test_a_disk_that_fills_during_training(tmp_path, capsys, monkeypatch, fail_a
 
     monkeypatch.setattr(checkpoint.torch, "save", save)
     assert main(["train", "fills", "--no-progress"]) == 74
-    err = capsys.readouterr().err
+    err = _without_training_line(capsys.readouterr().err)
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert "No space left" in err and str(store / "ddpm") in err
     assert "free some space" in err and "inline_container" not in err
@@ -349,3 +349,51 @@ def test_a_disk_that_fills_during_training(tmp_path, capsys, monkeypatch, fail_a
         assert state.get("step") == 5 and not state.get("done")
         assert main(["cache", "list"]) == 0  # shown as what it is
         assert "unfinished at step 5" in capsys.readouterr().out
+
+
+def _without_training_line(err: str) -> str:
+    """stderr without the line that announces a training (what, steps, how long)."""
+    return "".join(ln for ln in err.splitlines(True) if not ln.startswith("training "))
+
+
+@pytest.fixture
+def slow_full(tmp_path, monkeypatch):
+    """A recipe of the full profile (made small) in an empty cache, on the CPU."""
+    _clean(tmp_path, monkeypatch)
+    monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DIFFLAB_DEVICE", "cpu")
+    monkeypatch.delenv("DIFFLAB_ALLOW_SLOW", raising=False)
+
+    def make(profile):
+        r = recipes.get_recipe("ddpm", "quick")
+        cut = replace(r.train, steps=6, log_every=3, checkpoint_every=3)
+        return replace(r, name="slow", profile="full", train=cut, T=50)
+
+    monkeypatch.setitem(recipes.RECIPES, "slow", make)
+    return tmp_path
+
+
+def test_full_profile_on_a_cpu_is_refused_with_its_estimate(slow_full, capsys):
+    """Not a word-less multi-hour job: what, how many steps, how long; exit 2."""
+    assert main(["train", "slow", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "training slow (full, digits): 6 steps at about" in err
+    assert "s a step on cpu" in err and "--yes" in err and "DIFFLAB_ALLOW_SLOW=1" in err
+    assert not list((slow_full / "cache").rglob("*.pt"))  # nothing was trained
+
+
+@pytest.mark.parametrize("how", ["--yes", "DIFFLAB_ALLOW_SLOW"])
+def test_full_profile_on_a_cpu_trains_when_asked_and_says_so(
+    slow_full, capsys, monkeypatch, how
+):
+    argv = ["train", "slow", "--no-progress"]
+    if how == "--yes":
+        argv.append("--yes")
+    else:
+        monkeypatch.setenv("DIFFLAB_ALLOW_SLOW", "1")
+    assert main(argv) == 0
+    err = capsys.readouterr().err  # said on stderr, a terminal or not (here: not)
+    assert err.startswith("training slow (full, digits): 6 steps"), err
+    assert main(argv) == 0  # in the cache now: nothing to announce
+    assert "training slow" not in capsys.readouterr().err

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +33,12 @@ from difflab.diffusion.samplers import ddim_sample, ddim_timesteps, ddpm_sample
 from difflab.diffusion.schedules import Schedule, make_schedule
 from difflab.nets.unet import UNet, UNetConfig, ddpm_cifar10_config
 from difflab.train.cache import cached, entry
-from difflab.train.checkpoint import load_checkpoint, restore, unreadable
+from difflab.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    restore,
+    unreadable,
+)
 from difflab.train.device import default_device
 from difflab.train.loop import TrainConfig, train
 from difflab.train.profiles import PROFILES, current_profile
@@ -322,6 +328,62 @@ def with_steps(cfg: TrainConfig, steps: int) -> TrainConfig:
 DEPS = ("difflab.train.loop", "difflab.nets.unet", "difflab.data.images")
 
 
+def plan(
+    recipe: Recipe | str, *, device: torch.device, steps: int | None = None
+) -> tuple[Recipe, ImageData, Path]:
+    """The recipe as :func:`load_or_train` trains it, its data and its checkpoint.
+
+    The recipe gets the budget ``steps`` (:func:`with_steps`), the number of
+    processes, the dataset actually found and, off CUDA, no ``torch.compile``:
+    what the cache key hashes.
+    """
+    if isinstance(recipe, str):
+        recipe = get_recipe(recipe)
+    if steps is not None:
+        recipe = replace(recipe, train=with_steps(recipe.train, steps))
+    recipe = with_world_size(recipe, int(os.environ.get("WORLD_SIZE", "1")))
+    recipe, data = resolve_data(recipe)
+    if device.type != "cuda":
+        recipe = replace(recipe, train=replace(recipe.train, compile=False))
+    return recipe, data, entry("ddpm", recipe, deps=DEPS).path
+
+
+def is_trained(path: Path) -> bool:
+    """Whether the checkpoint at ``path`` holds a finished training."""
+    if not path.is_file():
+        return False
+    try:
+        return bool(load_checkpoint(path).get("done"))
+    except CheckpointError:
+        return False  # load_or_train names the file and the fix
+
+
+def seconds_per_step(
+    recipe: Recipe, data: ImageData, device: torch.device, steps: int = 3
+) -> float:
+    """A measured warm-up: the time of ``steps`` optimiser steps of ``recipe`` here.
+
+    The real loop on the recipe's network, batch and data, with nothing saved; the
+    first step's set-up is included, so the estimate errs long.
+    """
+    cfg = replace(
+        recipe.train,
+        steps=steps,
+        log_every=steps,
+        checkpoint_every=steps,
+        ema_decay=0.0,
+    )
+    result = train(
+        init_net(recipe, device),
+        data.images,
+        make_schedule(recipe.schedule, recipe.T),
+        cfg,
+        cond={"y": data.labels} if recipe.conditional else None,
+        progress=False,
+    )
+    return result.seconds / steps
+
+
 def load_or_train(
     recipe: Recipe | str,
     *,
@@ -344,17 +406,9 @@ def load_or_train(
         ValueError: if ``steps`` is not a positive whole number.
         CheckpointError: if the cached file cannot be used (the message names it).
     """
-    if isinstance(recipe, str):
-        recipe = get_recipe(recipe)
-    if steps is not None:
-        recipe = replace(recipe, train=with_steps(recipe.train, steps))
     device = device or default_device()
-    recipe = with_world_size(recipe, int(os.environ.get("WORLD_SIZE", "1")))
-    recipe, data = resolve_data(recipe)
-    if device.type != "cuda":
-        recipe = replace(recipe, train=replace(recipe.train, compile=False))
+    recipe, data, path = plan(recipe, device=device, steps=steps)
     schedule = make_schedule(recipe.schedule, recipe.T)
-    path = entry("ddpm", recipe, deps=DEPS).path
 
     def build(path):
         result = train(
