@@ -371,6 +371,19 @@ def _checks(args) -> None:
         raise SettingError("argument --all: only with cache prune")
 
 
+def _follower() -> bool:
+    """True in a ``torchrun`` process other than rank 0 (its group is left here).
+
+    Every process trains (or finds the model in the cache); rank 0 alone writes
+    files and prints, so an output is written once and a cache hit said once.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank = torch.distributed.get_rank()
+        torch.distributed.destroy_process_group()
+        return rank != 0
+    return int(os.environ.get("RANK", "0")) != 0
+
+
 def _before_training(args, recipe: Recipe, steps: int | None) -> None:
     """Say what will be trained, for how long, on stderr; refuse a slow full run.
 
@@ -422,11 +435,8 @@ def _train(args) -> int:
     recipe = get_recipe(args.recipe, args.profile)
     _before_training(args, recipe, args.steps)
     trained = load_or_train(recipe, progress=not args.no_progress, steps=args.steps)
-    if torch.distributed.is_initialized():  # under torchrun: report once
-        rank = torch.distributed.get_rank()
-        torch.distributed.destroy_process_group()
-        if rank != 0:
-            return 0
+    if _follower():  # under torchrun: report once
+        return 0
     r = trained.recipe
     how = "found in the cache" if trained.from_cache else "trained"
     print(
@@ -502,6 +512,8 @@ def _sample(args) -> int:
         x, labels, what = _draw_sd(args)
     else:
         _, x, labels, what = _draw(args)
+    if _follower():  # under torchrun: rank 0 alone writes and reports
+        return 0
     # Every file goes to a temporary name first: an error or Ctrl-C while
     # writing leaves no half-written file.
     grid = _image(image_grid(x), scale=max(1, 64 // x.shape[-1]))
@@ -527,6 +539,8 @@ def _evaluate(args) -> int:
     from difflab.eval.metrics import evaluate_samples, format_scores
 
     trained, x, labels, what = _draw(args)
+    if _follower():
+        return 0
     r = trained.recipe
     scores = evaluate_samples(x, r.dataset, labels=labels)
     print(f"{r.name} ({r.profile}, {r.dataset}), {what}: {format_scores(scores)}")

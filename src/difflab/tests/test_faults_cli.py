@@ -397,3 +397,18 @@ def test_full_profile_on_a_cpu_trains_when_asked_and_says_so(
     assert err.startswith("training slow (full, digits): 6 steps"), err
     assert main(argv) == 0  # in the cache now: nothing to announce
     assert "training slow" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rank, writes", [("0", True), ("1", False)])
+def test_under_torchrun_rank_0_alone_writes_and_reports(
+    tiny, capsys, monkeypatch, rank, writes
+):
+    """Each process samples (or trains); the files and lines come from rank 0 once."""
+    x = torch.zeros(4, 1, 8, 8)
+    monkeypatch.setattr(cli, "_draw", lambda args: (None, x, None, "stub"))
+    monkeypatch.setenv("RANK", rank)
+    argv = ["sample", "tiny", "--n", "4", "--no-progress", "--out", "g.png"]
+    assert main([*argv, "--npz", "a.npz"]) == 0
+    out = capsys.readouterr().out
+    assert (tiny / "g.png").exists() == writes and (tiny / "a.npz").exists() == writes
+    assert ("-> g.png" in out) == writes
