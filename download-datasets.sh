@@ -207,8 +207,33 @@ lock_data() { # wait for any other run on this data folder, then hold the lock
 
 unlock_data() { [ -z "$LOCK_DIR" ] || rm -rf "$LOCK_DIR"; }
 
+# step CMD...: a long step (a download, an unpack) run in the background and
+# waited for. A signal then runs on_signal at once, whether it reached the whole
+# process group (Ctrl-C in a terminal) or this script alone (kill, a scheduler),
+# and a tool that catches Ctrl-C and exits with a status of its own (Info-ZIP's
+# unzip: 80) is never taken for a failed unpack ("disk full?").
+STEP_PID=""
+step() {
+    "$@" &
+    STEP_PID=$!
+    wait "$STEP_PID"
+    local rc=$?
+    STEP_PID=""
+    return $rc
+}
+
+kill_tree() { # pid: the process and everything it started, deepest first
+    local child
+    for child in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$child"; done
+    kill -TERM "$1" 2>/dev/null
+}
+
 on_signal() { # SIGINT or SIGTERM: stop everything, keep what was verified
     trap - INT TERM
+    if [ -n "$STEP_PID" ]; then # the step running now: stop it before cleaning up
+        kill_tree "$STEP_PID"
+        wait "$STEP_PID" 2>/dev/null
+    fi
     [ ${#TMP_NOW[@]} -eq 0 ] || rm -rf "${TMP_NOW[@]}"
     if [ $LOCKED -eq 1 ]; then # else another run owns what is in $DATA
         clean_leftovers >/dev/null
@@ -235,22 +260,22 @@ download_url() { # url, part file; resumes a partial part file
     local tty=()
     if [ "$DOWNLOADER" = wget ] && command -v wget >/dev/null 2>&1; then
         [ -t 2 ] && tty=(--show-progress)
-        wget -q "${tty[@]}" -c --tries=3 --timeout=30 -O "$part" "$url"
+        step wget -q "${tty[@]}" -c --tries=3 --timeout=30 -O "$part" "$url"
         rc=$?
         # 4 is a network failure: keep the partial file so the next run resumes.
         if [ $rc -ne 0 ] && [ $rc -ne 4 ] && [ -s "$part" ]; then
             rm -f "$part" # the server refused to resume: start again
-            wget -q "${tty[@]}" --tries=3 --timeout=30 -O "$part" "$url"
+            step wget -q "${tty[@]}" --tries=3 --timeout=30 -O "$part" "$url"
             rc=$?
         fi
     elif [ "$DOWNLOADER" = curl ] && command -v curl >/dev/null 2>&1; then
         [ -t 2 ] && tty=(-#) || tty=(-s)
-        curl -fL "${tty[@]}" --retry 2 --connect-timeout 30 -C - -o "$part" "$url"
+        step curl -fL "${tty[@]}" --retry 2 --connect-timeout 30 -C - -o "$part" "$url"
         rc=$?
         # 6, 7, 18, 28, 56: network trouble; keep the partial file to resume later.
         if [ $rc -ne 0 ] && [[ " 6 7 18 28 56 " != *" $rc "* ]] && [ -s "$part" ]; then
             rm -f "$part"
-            curl -fL "${tty[@]}" --retry 2 --connect-timeout 30 -o "$part" "$url"
+            step curl -fL "${tty[@]}" --retry 2 --connect-timeout 30 -o "$part" "$url"
             rc=$?
         fi
     else
@@ -347,7 +372,7 @@ mnist_one() {
         return 1
     fi
     TMP_NOW=("$out.part")
-    if ! { gunzip -c "$part" >"$out.part" && mv -f "$out.part" "$out"; }; then
+    if ! { step gunzip -c "$part" >"$out.part" && mv -f "$out.part" "$out"; }; then
         rm -f "$out.part"
         fail "MNIST $1: md5 ok but unpacking failed (disk full?); the download is" \
             "kept in $DL: re-run 'bash download-datasets.sh mnist'"
@@ -446,7 +471,7 @@ do_cifar10() {
         if get_verified cifar-10-python.tar.gz "$DL/cifar-10-python.tar.gz.part" \
             check_cifar_tar "$CIFAR_URL"; then
             if new_unpack_dir cifar10 \
-                && tar -xzf "$DL/cifar-10-python.tar.gz.part" -C "$UNPACK" \
+                && step tar -xzf "$DL/cifar-10-python.tar.gz.part" -C "$UNPACK" \
                 && install_dir "$UNPACK/cifar-10-batches-py" "$DATA/cifar-10-batches-py" \
                 && cifar_official_ok; then
                 rm -rf "$UNPACK" "$DL/cifar-10-python.tar.gz.part"
@@ -471,7 +496,7 @@ do_cifar10() {
             "re-run 'bash download-datasets.sh cifar10' (or fix the mirror)"
         return 1
     fi
-    if ! { new_unpack_dir cifar10 && unzip_to "$zip" "$UNPACK"; }; then
+    if ! { new_unpack_dir cifar10 && step unzip_to "$zip" "$UNPACK"; }; then
         rm -rf "$UNPACK"
         fail "CIFAR-10 $SOURCE: md5 ok but unpacking failed (disk full?); the" \
             "download is kept in $DL: re-run 'bash download-datasets.sh cifar10'"
@@ -536,7 +561,7 @@ do_fsdd() {
             "re-run 'bash download-datasets.sh fsdd' (or fix the mirror)"
         return 1
     fi
-    if ! { new_unpack_dir fsdd && unzip_to "$part" "$UNPACK"; }; then
+    if ! { new_unpack_dir fsdd && step unzip_to "$part" "$UNPACK"; }; then
         rm -rf "$UNPACK"
         fail "FSDD $SOURCE: the zip passed its CRC check but unpacking failed (disk" \
             "full?); the download is kept in $DL: re-run 'bash download-datasets.sh fsdd'"

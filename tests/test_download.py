@@ -349,15 +349,24 @@ def wait_for(marker: Path, proc: subprocess.Popen, seconds: float = 120) -> None
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize("to", ["group", "script"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
-def test_a_signal_during_unpacking_stops_the_whole_run(work, slow_unzip, sig):
+def test_a_signal_during_unpacking_stops_the_whole_run(work, slow_unzip, sig, to):
+    """Ctrl-C in a terminal reaches the whole process group; ``kill`` or a job
+    scheduler the script alone. Either way the run stops at once (the unpacker's
+    30 s pause is not waited for), dies of the signal (status 130 for SIGINT in a
+    shell), removes the partial folder and blames no disk."""
     proc = start(work, "cifar10", "fsdd", DATASETS_MIRROR=str(SHARED), **slow_unzip)
     wait_for(Path(slow_unzip["SLOW_UNZIP_MARK"]), proc)
-    os.killpg(proc.pid, sig)  # what Ctrl-C in a terminal does: the whole group
-    out, err = proc.communicate(timeout=60)
+    if to == "group":
+        os.killpg(proc.pid, sig)
+    else:
+        os.kill(proc.pid, sig)
+    out, err = proc.communicate(timeout=20)  # well before the 30 s pause ends
     assert proc.returncode == -sig, (out, err)  # died of the signal, as it should
     assert "fsdd ->" not in out  # did not carry on with the next dataset
     assert f"stopped by {sig.name}" in err
+    assert "disk full" not in err and "unpacking failed" not in err, err
     data = work / "data"
     archive = data / ".downloads" / "cifar-10-subset-png.zip.part"
     assert leftovers(data) == [archive]  # the verified archive only, kept
@@ -412,3 +421,54 @@ def test_leftovers_of_a_killed_run_are_cleaned_by_the_next(work, slow_unzip):
     assert "Nothing to download" in third.stdout  # the moved-aside copy is restored
     assert len(list((final / "recordings").glob("*.wav"))) == 3000
     assert leftovers(data) == [] and not list(data.glob("*.old.*"))
+
+
+def _slow_tool(work: Path, tool: str) -> dict:
+    """``tool`` on PATH behind a wrapper that marks its start and pauses 30 s first."""
+    real = shutil.which(tool)
+    if real is None:
+        pytest.skip(f"{tool} not installed")
+    bin_dir = work / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    wrapper = bin_dir / tool
+    mark = work / f"{tool}-started"
+    # Python, not bash: a bash wrapper that gets Ctrl-C while its `touch` runs goes
+    # on to its `sleep` (bash waits out a child that exits normally), which then
+    # holds the test's pipes open; Python stops at the signal wherever it is.
+    wrapper.write_text(
+        "#!/usr/bin/env python3\nimport os, pathlib, sys, time\n"
+        f"pathlib.Path({str(mark)!r}).touch()\ntime.sleep(30)\n"
+        f"os.execv({real!r}, [{real!r}, *sys.argv[1:]])\n"
+    )
+    wrapper.chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "mark": str(mark)}
+
+
+@pytest.mark.parametrize("to", ["group", "script"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+def test_a_signal_during_a_download_stops_the_whole_run(work, server, sig, to):
+    base_url, _ = server
+    slow = _slow_tool(work, "wget")
+    proc = start(
+        work, "mnist", "fsdd", DATASETS_BASE_URL=base_url, DATASETS_DOWNLOADER="wget",
+        PATH=slow["PATH"],
+    )  # fmt: skip
+    wait_for(Path(slow["mark"]), proc)
+    (os.killpg if to == "group" else os.kill)(proc.pid, sig)
+    out, err = proc.communicate(timeout=20)  # the download's pause is not waited for
+    assert proc.returncode == -sig, (out, err)
+    assert f"stopped by {sig.name}" in err and "fsdd ->" not in out
+    assert not list((work / "data").rglob("*-ubyte")), "a file was unpacked"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+def test_a_signal_during_a_check_stops_the_whole_run(work, sig):
+    """The checks (md5 sums) are short; Ctrl-C (the group) stops one at once."""
+    slow = _slow_tool(work, "md5sum")
+    proc = start(work, "mnist", "fsdd", DATASETS_MIRROR=str(SHARED), PATH=slow["PATH"])
+    wait_for(Path(slow["mark"]), proc)
+    os.killpg(proc.pid, sig)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == -sig, (out, err)
+    assert f"stopped by {sig.name}" in err and "fsdd ->" not in out
+    assert "disk full" not in err
