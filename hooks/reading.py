@@ -239,7 +239,7 @@ def on_files(files, config):
 
     sys.path.insert(0, str(_state["root"] / "src"))  # this checkout's difflab
     try:
-        png = home_figure()
+        png = _cached_home_figure()
     except Exception as exc:  # the home page then says the figure is missing
         log.warning("reading: the home figure could not be made: %s", exc)
         return files
@@ -401,6 +401,35 @@ def on_post_build(config):
 
 
 # ------------------------------------------------------------------ home figure
+
+
+def _cached_home_figure() -> bytes:
+    """:func:`home_figure`, drawn again only when its code or what it uses changes.
+
+    The key is this hook's source, the source of the difflab modules it uses (the
+    package's rule, ``deps_hash``) and matplotlib's version; the PNG is kept in
+    ``.cache/site/`` (about a second saved on every rebuild).
+    """
+    import hashlib
+
+    import matplotlib
+
+    from difflab.train.cache import deps_hash
+
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    h.update(deps_hash(("difflab.data.images", "difflab.diffusion.schedules")).encode())
+    h.update(matplotlib.__version__.encode())
+    path = _state["root"] / ".cache" / "site" / f"home-{h.hexdigest()[:16]}.png"
+    if path.is_file():
+        return path.read_bytes()
+    png = home_figure()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for old in path.parent.glob("home-*.png"):
+        old.unlink(missing_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(png)
+    tmp.replace(path)
+    return png
 
 
 def home_figure(steps: int = 8) -> bytes:

@@ -296,3 +296,20 @@ def test_ddp_ranks_stay_in_step(tmp_path):
     assert state["world"] == 2 and not torch.equal(*(r["gen"] for r in state["rngs"]))
     for r in (0, 1):
         assert torch.load(tmp_path / f"resumed{r}.pt") == {"step": 2, "same": True}
+
+
+@pytest.mark.parametrize("steps, says", [(8, True), (3, False)])
+def test_the_loop_says_what_it_trains_and_how_long(digits, capsys, steps, says):
+    """After its first three steps a run longer than that says on stderr (terminal
+    or not) what it trains, its steps, the rate measured and the time left."""
+    s = make_schedule("linear", 100)
+    cfg = TrainConfig(
+        steps=steps, batch_size=8, log_every=steps, checkpoint_every=steps
+    )
+    meta = {"recipe": "Recipe(name='tiny-demo', profile='quick')"}
+    train(_net(), digits, s, cfg, meta=meta, progress=False)
+    err = capsys.readouterr().err
+    line = f"training tiny-demo (Recipe): {steps:,} steps at about"
+    assert (line in err) == says, err
+    if says:
+        assert "s a step here" in err and "to go" in err and err.count("\n") == 1

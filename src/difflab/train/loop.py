@@ -369,6 +369,31 @@ def log(state: TrainState, cfg: TrainConfig, ckpt: Path | None) -> float:
     return mean
 
 
+#: After this many steps of a run, the loop says on stderr what it trains and how
+#: long the rest will take at the rate measured so far (a terminal or not).
+ANNOUNCE_AFTER = 3
+
+
+def _announce(meta: dict | None, cfg: TrainConfig, step: int, seconds: float) -> None:
+    """One line: what is trained, its steps, the measured rate, the time left."""
+    import re
+    import sys
+
+    found = re.match(r"(\w+)\(name='([^']*)'", str((meta or {}).get("recipe", "")))
+    what = f"{found[2]} ({found[1]})" if found else "a model"
+    rate = seconds / ANNOUNCE_AFTER
+    left = rate * (cfg.steps - step)
+    when = f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min"
+    if left >= 5400:
+        when = f"{left / 3600:.1f} h"
+    print(
+        f"training {what}: {cfg.steps:,} steps at about {rate:.2f} s a step here "
+        f"(the first {ANNOUNCE_AFTER} of this run), about {when} to go",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def train(
     net: nn.Module,
     images: Tensor,
@@ -443,6 +468,7 @@ def train(
             dynamic_ncols=True,
         )
         t0 = time.perf_counter() - state.seconds
+        first, t_run = state.step, time.perf_counter()
         try:
             while state.step < cfg.steps:
                 step, before = state.step, _rng_state(state.gen)
@@ -460,6 +486,8 @@ def train(
                             _set_rng_state(state.gen, before)
                     raise
                 bar.update(1)
+                if rank == 0 and state.step == first + ANNOUNCE_AFTER < cfg.steps:
+                    _announce(meta, cfg, state.step, time.perf_counter() - t_run)
                 if state.step % cfg.log_every == 0 or state.step == cfg.steps:
                     state.seconds = time.perf_counter() - t0
                     loss = log(state, cfg, ckpt)
