@@ -346,6 +346,8 @@ def _check_steps(args) -> None:
 
 def _checks(args) -> None:
     _check_environment(args.command)
+    if getattr(args, "yes", False):  # the training loop reads it too (any model)
+        os.environ["DIFFLAB_ALLOW_SLOW"] = "1"
     _check_steps(args)
     _check_sd(args)
     if args.command == "sample":
@@ -621,6 +623,11 @@ def _audio_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--steps", type=_count(1000), default=25, help="DDIM steps (25)")
     p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="train the full profile on a CPU anyway (DIFFLAB_ALLOW_SLOW=1)",
+    )
     return p  # fmt: skip
 
 
@@ -633,6 +640,8 @@ def _sample_audio(argv: list[str]) -> int:
     try:
         _check_environment("sample")
         _check_output("--out", args.out, folder=True)
+        if args.yes:  # read by the training loop, if the model must be trained
+            os.environ["DIFFLAB_ALLOW_SLOW"] = "1"
         from difflab.data.signal import write_wav
         from difflab.train.audio import load_or_train_audio
 

@@ -362,7 +362,9 @@ def slow_full(tmp_path, monkeypatch):
     _clean(tmp_path, monkeypatch)
     monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("DIFFLAB_DEVICE", "cpu")
-    monkeypatch.delenv("DIFFLAB_ALLOW_SLOW", raising=False)
+    # "" is "not allowed"; setenv (not delenv) so that the value --yes leaves in
+    # os.environ is undone after the test
+    monkeypatch.setenv("DIFFLAB_ALLOW_SLOW", "")
 
     def make(profile):
         r = recipes.get_recipe("ddpm", "quick")

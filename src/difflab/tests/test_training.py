@@ -313,3 +313,27 @@ def test_the_loop_says_what_it_trains_and_how_long(digits, capsys, steps, says):
     assert (line in err) == says, err
     if says:
         assert "s a step here" in err and "to go" in err and err.count("\n") == 1
+
+
+def test_the_full_profile_on_a_cpu_stops_after_its_warm_up_unless_allowed(
+    digits, capsys, monkeypatch, tmp_path
+):
+    """Whatever trains it (a note, sample audio, sample sd): the full profile on a
+    CPU is refused with the measured estimate, unless DIFFLAB_ALLOW_SLOW=1."""
+    from difflab.train.settings import SettingError
+
+    s = make_schedule("linear", 100)
+    cfg = TrainConfig(steps=8, batch_size=8, log_every=8, checkpoint_every=8)
+    meta = {"recipe": "AudioRecipe(name='spec', profile='full')"}
+    monkeypatch.delenv("DIFFLAB_ALLOW_SLOW", raising=False)
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(SettingError, match="DIFFLAB_ALLOW_SLOW=1") as info:
+        train(_net(), digits, s, cfg, meta=meta, checkpoint=ckpt, progress=False)
+    assert "training spec (AudioRecipe): 8 steps at about" in str(info.value)
+    assert not ckpt.exists()  # nothing of the refused run is kept
+    monkeypatch.setenv("DIFFLAB_ALLOW_SLOW", "1")
+    res = train(_net(), digits, s, cfg, meta=meta, progress=False)
+    assert res.step == 8
+    quick = {"recipe": "AudioRecipe(name='spec', profile='quick')"}
+    monkeypatch.delenv("DIFFLAB_ALLOW_SLOW")
+    assert train(_net(), digits, s, cfg, meta=quick, progress=False).step == 8

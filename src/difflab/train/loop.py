@@ -374,7 +374,29 @@ def log(state: TrainState, cfg: TrainConfig, ckpt: Path | None) -> float:
 ANNOUNCE_AFTER = 3
 
 
-def _announce(meta: dict | None, cfg: TrainConfig, step: int, seconds: float) -> None:
+def _refuse_slow(meta: dict | None, device: torch.device, line: str) -> None:
+    """The full profile on a CPU (hours) goes on only when asked to.
+
+    Raises:
+        SettingError: with the estimate, unless ``DIFFLAB_ALLOW_SLOW`` is 1 (the
+            command line's ``--yes`` sets it); nothing is saved of the run.
+    """
+    import os
+
+    from difflab.train.settings import SettingError
+
+    full = "profile='full'" in str((meta or {}).get("recipe", ""))
+    allowed = os.environ.get("DIFFLAB_ALLOW_SLOW", "").strip().lower()
+    if full and device.type == "cpu" and allowed not in ("1", "yes", "true"):
+        raise SettingError(
+            f"{line}. The full profile is meant for a GPU: pass --yes (or set "
+            f"DIFFLAB_ALLOW_SLOW=1) to train it here anyway, or use the quick profile."
+        )
+
+
+def _announce(
+    meta: dict | None, cfg: TrainConfig, step: int, seconds: float, say: bool = True
+) -> str:
     """One line: what is trained, its steps, the measured rate, the time left."""
     import re
     import sys
@@ -386,12 +408,13 @@ def _announce(meta: dict | None, cfg: TrainConfig, step: int, seconds: float) ->
     when = f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min"
     if left >= 5400:
         when = f"{left / 3600:.1f} h"
-    print(
+    line = (
         f"training {what}: {cfg.steps:,} steps at about {rate:.2f} s a step here "
-        f"(the first {ANNOUNCE_AFTER} of this run), about {when} to go",
-        file=sys.stderr,
-        flush=True,
+        f"(the first {ANNOUNCE_AFTER} of this run), about {when} to go"
     )
+    if say:
+        print(line, file=sys.stderr, flush=True)
+    return line
 
 
 def train(
@@ -486,8 +509,10 @@ def train(
                             _set_rng_state(state.gen, before)
                     raise
                 bar.update(1)
-                if rank == 0 and state.step == first + ANNOUNCE_AFTER < cfg.steps:
-                    _announce(meta, cfg, state.step, time.perf_counter() - t_run)
+                if state.step == first + ANNOUNCE_AFTER < cfg.steps:
+                    seconds = time.perf_counter() - t_run
+                    line = _announce(meta, cfg, state.step, seconds, say=rank == 0)
+                    _refuse_slow(meta, device, line)
                 if state.step % cfg.log_every == 0 or state.step == cfg.steps:
                     state.seconds = time.perf_counter() - t0
                     loss = log(state, cfg, ckpt)
