@@ -364,7 +364,11 @@ def _add_notice(html: str, job: _Job) -> str:
             f"the notes' own estimates on two cores)."
         )
     else:
-        when = "No estimate: a note ahead of it has never been timed."
+        when = (
+            "No estimate: it has not been timed here yet."
+            if job.digest in running
+            else "No estimate: it, or a note ahead of it, has not been timed here yet."
+        )
     body = (
         f"<p><strong>Results coming.</strong> This page's note {state}; below are its "
         f"prose and code, not yet executed. {when} The page reloads by itself when "
