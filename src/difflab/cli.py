@@ -390,19 +390,21 @@ def _before_training(args, recipe: Recipe, steps: int | None) -> None:
     """Say what will be trained, for how long, on stderr; refuse a slow full run.
 
     Nothing is said when the model is in the cache. The estimate comes from a
-    measured warm-up (three steps of the real loop, nothing saved). The full
+    measured warm-up (:func:`difflab.train.budget.seconds_per_step`: three steps of
+    the real loop after three untimed ones, nothing saved). The full
     profile on a CPU (hours) needs ``--yes`` or ``DIFFLAB_ALLOW_SLOW=1``; without
     either it is one line with the estimate and exit status 2.
     """
+    from difflab.train.budget import seconds_per_step
     from difflab.train.device import describe
-    from difflab.train.recipes import is_trained, plan, seconds_per_step
+    from difflab.train.recipes import is_trained, plan
 
     device = default_device()
     planned, data, path = plan(recipe, device=device, steps=steps)
     if is_trained(path) or int(os.environ.get("RANK", "0")) != 0:
         return
     cache.ensure_writable(path.parent)  # a cache that cannot take it: before any work
-    per_step = seconds_per_step(planned, data, device)
+    per_step = seconds_per_step(planned, steps=3, repeats=1, device=device)
     n = planned.train.steps
     line = (
         f"training {planned.name} ({planned.profile}, {planned.dataset}): {n:,} "

@@ -358,32 +358,6 @@ def is_trained(path: Path) -> bool:
         return False  # load_or_train names the file and the fix
 
 
-def seconds_per_step(
-    recipe: Recipe, data: ImageData, device: torch.device, steps: int = 3
-) -> float:
-    """A measured warm-up: the time of ``steps`` optimiser steps of ``recipe`` here.
-
-    The real loop on the recipe's network, batch and data, with nothing saved; the
-    first step's set-up is included, so the estimate errs long.
-    """
-    cfg = replace(
-        recipe.train,
-        steps=steps,
-        log_every=steps,
-        checkpoint_every=steps,
-        ema_decay=0.0,
-    )
-    result = train(
-        init_net(recipe, device),
-        data.images,
-        make_schedule(recipe.schedule, recipe.T),
-        cfg,
-        cond={"y": data.labels} if recipe.conditional else None,
-        progress=False,
-    )
-    return result.seconds / steps
-
-
 def load_or_train(
     recipe: Recipe | str,
     *,
