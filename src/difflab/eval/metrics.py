@@ -72,7 +72,12 @@ def train_classifier(
     def build(path) -> dict:
         from difflab.core.progress import tqdm
 
-        net = Classifier(recipe.config).to(device)
+        # Initial weights from the recipe's seed, not from the caller's global
+        # random state: whichever page (or process) trains it first, the same
+        # classifier comes out (pages build in parallel, in no fixed order).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(recipe.seed)
+            net = Classifier(recipe.config).to(device)
         data = load_images(recipe.dataset, split="train")
         images, labels = data.images.to(device), data.labels.to(device)
         gen = torch.Generator(device).manual_seed(recipe.seed)
@@ -98,7 +103,8 @@ def train_classifier(
         return {"net": net.state_dict()}
 
     def load(state: dict) -> Classifier:
-        net = Classifier(recipe.config).to(device)
+        with torch.random.fork_rng(devices=[]):  # the weights are overwritten below
+            net = Classifier(recipe.config).to(device)
         net.load_state_dict(state["net"])
         return net.eval()
 

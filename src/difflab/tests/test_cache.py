@@ -330,3 +330,29 @@ def test_kept_files_follow_the_umask(tmp_path, umask, mode):
         os.umask(old)
     assert png.stat().st_mode & 0o777 == mode
     assert (tmp_path / "c.pt").stat().st_mode & 0o777 == mode
+
+
+def test_the_metric_classifier_does_not_depend_on_the_callers_random_state(store):
+    """Pages build in parallel, in no fixed order: whichever trains the shared
+    classifier first (with whatever it drew before) must get the same weights."""
+    from dataclasses import replace
+
+    from difflab.eval.metrics import classifier_recipe, train_classifier
+
+    recipe = replace(classifier_recipe("digits"), steps=2)
+    weights = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)  # the caller's state differs between the two calls
+        net = train_classifier(recipe)
+        weights.append({k: v.clone() for k, v in net.state_dict().items()})
+        prune(store)
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    torch.manual_seed(3)
+    after = torch.rand(1)
+    torch.manual_seed(3)
+    train_classifier(replace(recipe, seed=5))
+    assert torch.equal(torch.rand(1), after), "the caller's random state was moved"
+
+
+def prune(store):
+    cache.prune(store, everything=True)
