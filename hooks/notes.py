@@ -197,7 +197,7 @@ def on_files(files, config):
     for file in list(files):
         if not _is_note(file):
             continue
-        job = _job(Path(file.abs_src_path), f"docs/{file.src_uri}")
+        job = _Job(Path(file.abs_src_path), f"docs/{file.src_uri}")
         notes.append((file, job))
         _state["used"].add(job.digest)
         if not job.cached():
@@ -561,10 +561,6 @@ def _read_note(path: Path):
     for i, cell in enumerate(nb.cells):
         cell["id"] = f"cell-{i}"
     return nb
-
-
-def _job(path: Path, rel: str) -> _Job:
-    return _Job(path, rel)
 
 
 def _write_atomic_nb(nb, out: Path) -> None:

@@ -249,18 +249,10 @@ def test_two_builds_at_once_train_a_model_once(tmp_path):
             DEMO_COUNT=str(count),
         )
         procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "mkdocs",
-                    "build",
-                    "--strict",
-                    "-d",
-                    str(tmp_path / f"site-{k}"),
-                ],
-                cwd=root,
-                env=env,
+            _build(
+                root,
+                tmp_path / f"site-{k}",
+                env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -312,18 +304,10 @@ def test_ctrl_c_during_a_build_says_interrupted_and_blames_no_note(tmp_path):
     folder.mkdir(exist_ok=True)
     (folder / "b-slow-note.py").write_text(SLOW.format(seconds=120))
     cache = tmp_path / "cache"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mkdocs",
-            "build",
-            "--strict",
-            "-d",
-            str(tmp_path / "s"),
-        ],
-        cwd=root,
-        env=mkdocs_env(DIFFLAB_NOTES_CACHE=str(cache)),
+    proc = _build(
+        root,
+        tmp_path / "s",
+        mkdocs_env(DIFFLAB_NOTES_CACHE=str(cache)),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -339,3 +323,13 @@ def test_ctrl_c_during_a_build_says_interrupted_and_blames_no_note(tmp_path):
     assert "raised" not in out and "could not be executed" not in out, out[-3000:]
     assert "Traceback" not in out, out[-3000:]  # nor the kernel's, on its way out
     assert not list(cache.glob("*.ipynb")), "an interrupted note was cached"
+
+
+def _build(root: Path, site: Path, env: dict, **popen) -> subprocess.Popen:
+    """``mkdocs build --strict`` of ``root`` into ``site``, started, not waited for."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
+        cwd=root,
+        env=env,
+        **popen,
+    )
