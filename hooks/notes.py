@@ -83,7 +83,6 @@ import json
 import logging
 import os
 import posixpath
-import queue
 import re
 import shutil
 import sys
@@ -329,7 +328,7 @@ def _add_notice(html: str, job: _Job) -> str:
     with runner.lock:
         running = {d: (j.rel, t0) for d, (j, t0) in runner.running.items()}
         running_jobs = list(runner.running.values())
-        queued = [j for _, _, j in sorted(list(runner.queue.queue)) if j is not None]
+        queued = runner.queued_jobs()
         error = runner.finished.get(job.digest)
     now = time.perf_counter()
     if error:
@@ -477,6 +476,18 @@ def note_modules_hash(text: str, root: Path | None = None) -> str:
 
 
 _COLD_SECONDS = re.compile(r"^#\s+cold_seconds:\s*([0-9]+(?:\.[0-9]*)?)\s*$", re.M)
+# The trained models a note asks for by name or by trainer (what it may have to
+# train, or wait for while another note trains it: the model cache's entry lock).
+_MODEL_CALLS = re.compile(
+    r"""\b(?:load_or_train|cached_net)\(\s*["']([\w.-]+)["']"""
+    r"|\b(train_stable_diffusion|load_or_train_audio|train_latent_ddpm"
+    r"|train_autoencoder|train_noisy_classifier)\("
+)
+
+
+def note_models(text: str) -> frozenset[str]:
+    """The names of the trained models a note's code asks for (see _MODEL_CALLS)."""
+    return frozenset(a or b for a, b in _MODEL_CALLS.findall(text))
 
 
 class _Job:
@@ -498,6 +509,7 @@ class _Job:
         # header), for the order and the notice when no build here has timed it.
         hint = _COLD_SECONDS.search(text[:4000].decode("utf-8", "replace"))
         self.hint = float(hint[1]) if hint else None
+        self.models = note_models(text.decode("utf-8", "replace")) if self.run else frozenset()
         cache = _state["cache"]
         self.ipynb, self.meta = (
             cache / f"{self.digest}.ipynb",
@@ -637,8 +649,9 @@ class _Runner:
 
     def __init__(self, jobs: int, threads: int, on_done=None):
         self.jobs, self.threads, self.on_done = jobs, threads, on_done
-        self.queue: queue.PriorityQueue = queue.PriorityQueue()
         self.lock = threading.Lock()
+        self.ready = threading.Condition(self.lock)
+        self.pending: list[tuple[float, int, _Job]] = []  # (priority, seq, job)
         self.queued: dict[str, _Job] = {}
         self.running: dict[str, tuple[_Job, float]] = {}
         self.finished: dict[str, str | None] = {}  # digest -> error text or None
@@ -661,7 +674,9 @@ class _Runner:
                 return
             self.queued[job.digest] = job
             self._seq += 1
-            self.queue.put((priority, self._seq, job))
+            self.pending.append((priority, self._seq, job))
+            self.pending.sort(key=lambda e: e[:2])
+            self.ready.notify()
 
     def submit_all(self, jobs: list[_Job]) -> None:
         """Quickest first (by the last timings) in the background: pages appear soon."""
@@ -675,15 +690,29 @@ class _Runner:
         for job in sorted(jobs, key=rank):
             self.submit(job, rank(job) if first else -1.0)
 
+    def queued_jobs(self) -> list[_Job]:
+        """The queued notes in the order they would start (call with the lock held)."""
+        return [j for _, _, j in self.pending]
+
+    def _next(self) -> _Job | None:
+        """The first queued note (by priority) that asks for none of the models of
+        a running note, else the first: a worker starts other work instead of
+        waiting on the lock of a model that another note is training."""
+        busy = set().union(*(j.models for j, _ in self.running.values()))
+        for i, (_, _, job) in enumerate(self.pending):
+            if not job.models & busy:
+                return self.pending.pop(i)[2]
+        return self.pending.pop(0)[2]
+
     def _work(self) -> None:
         while True:
-            _, _, job = self.queue.get()
-            if job is None:
-                return
             with self.lock:
-                self.queued.pop(job.digest, None)
+                while not self.pending and not self.stopped:
+                    self.ready.wait()
                 if self.stopped:
-                    continue
+                    return
+                job = self._next()
+                self.queued.pop(job.digest, None)
                 self.running[job.digest] = (job, time.perf_counter())
             error = None
             try:
@@ -705,8 +734,7 @@ class _Runner:
         """Start no more notes (the running ones finish); end the workers."""
         with self.lock:
             self.stopped = True
-        for _ in self.workers:
-            self.queue.put((float("inf"), 10**12, None))
+            self.ready.notify_all()
 
 
 def _run_now(jobs: list[_Job], results: dict, keep_going: bool) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,54 @@ def test_import_only_cells_are_plumbing():
     assert not hook._import_only("import torch\nx = torch.zeros(3)")
     assert not hook._import_only("%matplotlib inline")
     assert not hook._import_only("# only a comment")
+
+
+def test_a_worker_starts_other_work_rather_than_wait_for_a_model_being_trained():
+    """Two workers, longest first: the second does not start the next-longest note
+    if it asks for a model the first is training (it would wait on the model's
+    lock); it takes the longest one that asks for none. With nothing else left it
+    takes the conflicting one."""
+    import threading
+
+    hook = _notes_hook()
+    assert hook.note_models(
+        'a = load_or_train("ddpm", progress=False)\nb = cached_net(\n  "digits-fm", x)\n'
+        "c = train_stable_diffusion(recipe)\nfrom x import load_or_train_audio\n"
+    ) == {"ddpm", "digits-fm", "train_stable_diffusion"}
+
+    started: list[str] = []
+    release = threading.Event()
+
+    class Job:
+        run = True
+
+        def __init__(self, rel, models):
+            self.rel, self.digest, self.models = rel, rel, frozenset(models)
+
+        def execute(self, threads):
+            started.append(self.rel)
+            release.wait(10)
+            return 0.0
+
+    jobs = [
+        Job("fast-sampling", {"ddpm"}),
+        Job("ddim", {"ddpm"}),
+        Job("better-networks", set()),
+        Job("flow", {"ddpm", "digits-fm"}),
+    ]
+    done = threading.Semaphore(0)
+    runner = hook._Runner(2, 1, on_done=lambda job, err: done.release())
+    with runner.lock:  # queue all before a worker looks
+        for i, job in enumerate(jobs):
+            runner.queued[job.digest] = job
+            runner.pending.append((float(i), i, job))
+        runner.ready.notify_all()
+    deadline = time.monotonic() + 10
+    while len(started) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert started[:2] == ["fast-sampling", "better-networks"], started
+    release.set()
+    for _ in jobs:
+        assert done.acquire(timeout=10)
+    assert sorted(started) == sorted(j.rel for j in jobs)
+    runner.stop()
