@@ -509,7 +509,9 @@ class _Job:
         # header), for the order and the notice when no build here has timed it.
         hint = _COLD_SECONDS.search(text[:4000].decode("utf-8", "replace"))
         self.hint = float(hint[1]) if hint else None
-        self.models = note_models(text.decode("utf-8", "replace")) if self.run else frozenset()
+        self.models = (
+            note_models(text.decode("utf-8", "replace")) if self.run else frozenset()
+        )
         cache = _state["cache"]
         self.ipynb, self.meta = (
             cache / f"{self.digest}.ipynb",
