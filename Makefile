@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv serve build publish test test-core test-site lint bench-build clean clean-cache
+.PHONY: venv data serve build publish test test-core test-site lint bench-build clean clean-cache
 
 # Create the virtual environment once; reinstall only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -19,17 +19,28 @@ venv: $(STAMP)
 export NO_MKDOCS_2_WARNING := 1
 HOST ?= 127.0.0.1:8000
 
+# The datasets the pages use (MNIST, the CIFAR-10 subset or archive, the spoken
+# digits), fetched and verified once by download-datasets.sh into data/ (or
+# $DIFFLAB_DATA; DATASETS_MIRROR=DIR copies them from a local folder). When they
+# cannot be fetched (offline), the site builds on the embedded stand-ins and each
+# page that wanted a dataset says so at its top. FETCH=0 skips this step.
+FETCH ?= 1
+data:
+ifeq ($(FETCH),1)
+	@bash download-datasets.sh --if-missing || echo "make: the datasets above could not be fetched; the pages that use them build on the embedded stand-ins and say so at their top."
+endif
+
 # The main command: serve the site with live reload (pages, notes, hooks and
 # src/difflab are watched, see `watch:` in mkdocs.yml). It answers at once: notes
 # not yet in .cache/notes/ are shown unexecuted under a notice and run in the
 # background, one worker per core; each page updates when its note is done.
-serve: $(STAMP)
+serve: $(STAMP) data
 	$(BIN)/mkdocs serve -a $(HOST)
 
 # The static site in site/ (plain .html links: open site/index.html from disk, or
 # `python3 -m http.server -d site` for search). The GitHub Pages workflow
 # (.github/workflows/pages.yml) runs exactly this, with DIFFLAB_PROFILE=quick.
-build: $(STAMP)
+build: $(STAMP) data
 	$(BIN)/mkdocs build --strict
 
 # Publish without GitHub Actions: the same build as `make build` (quick profile),

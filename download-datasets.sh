@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fetch the datasets difflab can use, verify them, and unpack them into data/.
 #
-#   bash download-datasets.sh [--force] [mnist] [cifar10] [fsdd] [all]   (default: all)
+#   bash download-datasets.sh [--force|--if-missing] [mnist] [cifar10] [fsdd] [all]
+#                                                                    (default: all)
 #
 # Where the files land (what difflab.data.images reads):
 #   data/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte   uncompressed IDX
@@ -20,6 +21,9 @@
 # DIFFLAB_DATA=DIR puts the data somewhere else than data/ beside this script.
 # DATASETS_DOWNLOADER=wget|curl picks the download tool (default: wget if found).
 # --force fetches and unpacks the named datasets again even if they verify.
+# --if-missing fetches only the datasets of which no form that difflab reads is
+# present and verified (the CIFAR-10 PNG subset counts, with or without a mirror):
+# what `make serve` and `make build` run before building.
 #
 # Guarantees: a second run downloads nothing; an interrupted download resumes
 # (wget -c / curl -C -); files are fetched to *.part, verified, then renamed, and
@@ -93,6 +97,7 @@ FSDD_MANIFEST_MD5="bdbabe32fa657162edfdcdbd292aecd5"
 FAILED=()
 FETCHED=0
 FORCE=0
+IF_MISSING=0
 TMP_NOW=() # this run's temporary files and folders, removed if it is stopped
 
 log() { printf '%s\n' "$*"; }
@@ -102,7 +107,7 @@ fail() {
 }
 
 usage() {
-    sed -n '2,4p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,5p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     log "Environment: DATASETS_MIRROR=DIR, DATASETS_BASE_URL=URL, DIFFLAB_DATA=DIR"
 }
 
@@ -454,8 +459,8 @@ do_cifar10() {
             return 0
         fi
         log "  cifar-10-batches-py: ${CHECK_MSG:-incomplete}; fetching it again"
-    elif [ $FORCE -eq 0 ] && { [ -n "$MIRROR" ] || [ -n "$BASE_URL" ]; } \
-        && [ -d "$DATA/CIFAR10" ]; then
+    elif [ $FORCE -eq 0 ] && [ -d "$DATA/CIFAR10" ] \
+        && { [ -n "$MIRROR" ] || [ -n "$BASE_URL" ] || [ $IF_MISSING -eq 1 ]; }; then
         if cifar_png_ok; then
             log "  CIFAR10 (PNG subset): already present, md5 ok"
             return 0
@@ -598,6 +603,7 @@ main() {
         case $arg in
         mnist | cifar10 | fsdd) want+=("$arg") ;;
         -f | --force) FORCE=1 ;;
+        --if-missing) IF_MISSING=1 ;;
         cifar | cifar-10) want+=(cifar10) ;;
         all) want+=(mnist cifar10 fsdd) ;;
         -h | --help)
@@ -605,7 +611,7 @@ main() {
             return 0
             ;;
         *)
-            echo "error: unknown dataset '$arg' (choose from mnist, cifar10, fsdd, all; option: --force)" >&2
+            echo "error: unknown dataset '$arg' (choose from mnist, cifar10, fsdd, all; options: --force, --if-missing)" >&2
             return 2
             ;;
         esac

@@ -312,9 +312,24 @@ def on_page_content(html, page, config, files):
     html = _extract_images(html, note, page)
     html = _share_styles(html, note, page)
     html = _add_downloads(html, page)
+    html = _move_data_notices(html)
     if note["pending"] is not None:
         html = _add_notice(html, note["pending"])
     return html
+
+
+_DATA_NOTICE = re.compile(r'<div class="admonition warning difflab-data-notice">')
+
+
+def _move_data_notices(html: str) -> str:
+    """Move the notes' stand-in data notices (``PageRun.data_notice``) from the
+    output cell that made them to the top of the page, under the title."""
+    blocks = []
+    while (m := _DATA_NOTICE.search(html)) is not None:
+        end = _div_end(html, m.start())
+        blocks.append(html[m.start() : end])
+        html = html[: m.start()] + html[end:]
+    return _after_title(html, "".join(blocks)) if blocks else html
 
 
 def _add_notice(html: str, job: _Job) -> str:

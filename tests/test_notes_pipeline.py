@@ -4,7 +4,7 @@ The note exercises every rule at once: a set-up cell of imports and a cell tagge
 ``fold`` (both folded, with their one-line summaries), a figure (a lazy file beside
 the page, not base64 in the HTML), output naming the build machine's paths (scrubbed),
 stderr and a warning (never published), links to another page, no prompts, and the
-downloads under the title.
+downloads under the title, and a stand-in data notice moved from its cell to the top.
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ print("to stderr", file=sys.stderr)
 warnings.warn("a warning the reader must not see", stacklevel=1)
 answer = 41 + 1
 print("the answer is", answer)
+
+# %%
+from difflab.notes import page
+
+page.PageRun("quick", "cpu").data_notice("MNIST", "the 8x8 digits", "bash get mnist")
 """
 
 INDEX = """# Home
@@ -144,3 +149,14 @@ def test_links_between_pages_resolve(mini):
     assert 'href="../index.html"' in html
     home = (mini["site"] / "index.html").read_text(encoding="utf-8")
     assert 'href="diffusion/plumbing-demo.html"' in home
+
+
+def test_a_stand_in_data_notice_moves_from_its_cell_to_under_the_title(mini):
+    html = mini["html"]
+    assert html.count("difflab-data-notice") == 1
+    after = html[re.search(r"</h1\s*>", html).end() :]
+    at = after.index('<div class="admonition warning difflab-data-notice">')
+    # only the page's one-line paragraphs (orientation, downloads) before it
+    assert "<div" not in after[:at] and "<h2" not in after[:at], after[:at]
+    notice = after[at : after.index("</div>", at) + 6]
+    assert "built without MNIST" in notice and "<code>bash get mnist</code>" in notice

@@ -153,3 +153,33 @@ def test_no_built_page_carries_the_serve_notice(site_dir):
         if "difflab-pending" in html.read_text(encoding="utf-8")
     ]
     assert not offenders, offenders
+
+
+STAND_IN_PAGES = {  # page: (the stand-in's name in the provenance box, fetch command)
+    "practice/mnist.py": ("digits", "bash download-datasets.sh mnist"),
+    "practice/cifar10.py": ("digits", "bash download-datasets.sh cifar10"),
+    "applications/audio.py": ("tones", "bash download-datasets.sh fsdd"),
+}
+
+
+@pytest.mark.parametrize("page", sorted(STAND_IN_PAGES))
+def test_a_page_built_on_stand_in_data_says_so_under_its_title(site_dir, page):
+    """A page built on its stand-in (as its provenance box says) carries one
+    notice right under its title, with the command that fetches the data; a
+    page built on the real data carries none."""
+    stand_in, command = STAND_IN_PAGES[page]
+    text = (site_dir / html_of(page)).read_text(encoding="utf-8")
+    used = re.search(r"dataset <b>([^<]+)</b>", text)
+    assert used is not None, f"{page}: no dataset in the provenance box"
+    notices = text.count("difflab-data-notice")
+    if used[1] != stand_in:
+        assert notices == 0, (page, used[1])
+        return
+    assert notices == 1, (page, notices)
+    title = re.search(r"</h1\s*>", text)
+    assert title is not None
+    after = text[title.end() :]
+    at = after.index('<div class="admonition warning difflab-data-notice">')
+    # only the page's one-line paragraphs (orientation, downloads) before it
+    assert "<div" not in after[:at] and "<h2" not in after[:at], after[:at]
+    assert command in after[at : at + 2000]

@@ -17,18 +17,18 @@
 # ---
 
 # %% [markdown]
-# # Audio diffusion: spoken digits you can listen to
+# # Audio diffusion: digits you can listen to
 #
-# Sound is a one-dimensional signal: a few thousand numbers per second of
-# speech. A diffusion model can learn it in two ways. It can model the
+# Sound is a one-dimensional signal: a few thousand numbers per second. A diffusion model can learn it in two ways. It can model the
 # *waveform* directly, as audio-diffusion-pytorch (Schneider et al. 2023) does
 # with a 1D UNet, or it can model a *spectrogram*, a picture of how much energy
 # each frequency has over time, with the image UNet of the earlier chapters, and
 # then turn the picture back into sound. The second route throws away the phase
 # of the signal and has to guess it back. This chapter builds both on the Free
-# Spoken Digit Dataset, conditions them on the digit with classifier-free
-# guidance, lets you listen to what they make, and measures them with a
-# spoken-digit classifier trained here.
+# Spoken Digit Dataset when it is downloaded (offline, on synthetic tone digits,
+# and the page then says so at its top), conditions them on the digit with
+# classifier-free guidance, lets you listen to what they make, and measures them
+# with a digit classifier for sound trained here.
 #
 # **What you will learn**
 #
@@ -87,7 +87,7 @@ quick = run.profile == "quick"
 F64 = torch.float64
 
 # %% [markdown]
-# ## 1. The data: spoken digits at 4 kHz
+# ## 1. The data: digits as sound, at 4 kHz
 #
 # The Free Spoken Digit Dataset (FSDD; Jackson et al.) has 3,000 recordings of
 # the digits 0-9, 50 by each of six speakers, at 8 kHz. Its own convention
@@ -95,14 +95,14 @@ F64 = torch.float64
 # the rest the training set (2,700). When FSDD is not downloaded
 # (`bash download-datasets.sh fsdd`), the page falls back to synthetic
 # "tone digits" (`difflab.data.audio.load_tones`: ten classes of harmonic
-# chirps with one to three syllables) and says so in the next cell's output.
+# chirps with one to three syllables) and says so in a notice at the top.
 #
 # To keep the CPU build short, every clip is halved to 4 kHz (an ideal
 # low-pass: the DFT bins above 2 kHz are dropped) and cut or zero-padded to
 # 2,048 samples, 0.512 s; at 8 kHz that crop keeps the whole of about three
 # recordings in four. Each clip is scaled to a peak of 0.95, so loudness, which
-# differs a lot between speakers, is not part of the task. Speech at 4 kHz
-# sounds like a telephone line: the digits stay clear.
+# differs a lot between speakers, is not part of the task. A 4 kHz rate is
+# telephone bandwidth, at which spoken digits stay intelligible.
 
 # %%
 x_train, train_data = clips("auto", "train", 4000, 2048)
@@ -110,6 +110,12 @@ x_test, test_data = clips("auto", "test", 4000, 2048)
 dataset = train_data.name
 RATE, LENGTH = 4000, 2048
 print(train_data.note)
+if dataset != "fsdd":
+    run.data_notice(
+        "the Free Spoken Digit Dataset (speech)",
+        "synthetic tone digits, not speech",
+        "bash download-datasets.sh fsdd",
+    )
 print(
     f"train {tuple(x_train.shape)}, test {tuple(x_test.shape)} at {RATE} Hz; "
     f"whole recording kept in {(train_data.lengths < 2 * LENGTH).double().mean():.0%}"

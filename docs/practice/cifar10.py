@@ -88,16 +88,20 @@ quick = run.profile == "quick"
 # which is how a subset is shipped for offline machines. Unlike MNIST, CIFAR-10
 # has no embedded stand-in. So that the page still runs, and still shows every
 # step, a build without CIFAR-10 runs the same project, same recipe and same
-# commands, on scikit-learn's 8x8 digits, and says so in the cell below:
-# everything on the page, figures and numbers, comes from the data it names.
+# commands, on scikit-learn's 8x8 digits, and says so in a notice at the top of
+# the page: everything on the page, figures and numbers, comes from the data the
+# cell below names.
 
 # %%
 try:
     data = load_images("cifar10")  # from data/, as download-datasets.sh leaves it
-except DatasetMissingError as missing:
-    print(f"CIFAR-10 not found ({missing}).")
-    print("This build runs the same project on the 8x8 digits instead.")
+except DatasetMissingError:
     data = load_images("digits")
+    run.data_notice(
+        "CIFAR-10",
+        "scikit-learn's 8x8 digits (the same project, recipe and commands)",
+        "bash download-datasets.sh cifar10",
+    )
 test = load_images(data.name, split="test")
 CIFAR = data.name == "cifar10"
 print(data.note)

@@ -91,6 +91,10 @@ data = load_images("auto")  # MNIST from data/ if downloaded, else the 8x8 digit
 test = load_images(data.name, split="test")
 MNIST = data.name == "mnist"
 print(data.note)
+if not MNIST:
+    run.data_notice(
+        "MNIST", "scikit-learn's 8x8 digits", "bash download-datasets.sh mnist"
+    )
 print(
     f"train {len(data):,} images, test {len(test):,}; each "
     f"{data.channels}x{data.image_size}x{data.image_size} in [-1, 1]"

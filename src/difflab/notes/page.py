@@ -114,6 +114,33 @@ class PageRun:
         else:
             print(f"Profile: {self.profile} | device: {self.device}")
 
+    def data_notice(self, wanted: str, used: str, command: str) -> None:
+        """Say at the top of the page that it was built without ``wanted``.
+
+        ``used``: what the page ran on instead; ``command``: what fetches the
+        data. In a kernel this is a warning box that the site's hook moves under
+        the page title (class ``difflab-data-notice``); elsewhere one line.
+        """
+        esc = html.escape
+        text = (
+            f"This page was built without {esc(wanted)}, which was not found, so "
+            f"everything below, figures and numbers, comes from {esc(used)}. To build "
+            f"it on {esc(wanted)}, run <code>{esc(command)}</code> in the project "
+            "folder and build again."
+        )
+        if _in_kernel():
+            from IPython.display import HTML, display
+
+            display(
+                HTML(
+                    '<div class="admonition warning difflab-data-notice">'
+                    f'<p class="admonition-title">Built on stand-in data</p>'
+                    f"<p>{text}</p></div>"
+                )
+            )
+        else:
+            print(html.unescape(text.replace("<code>", "`").replace("</code>", "`")))
+
     def finish(self, dataset: str | None = None) -> None:
         """Complete the provenance box at the top with the dataset and the time taken.
 
