@@ -52,6 +52,9 @@ class AutoencoderRecipe:
         steps, batch_size, lr: Adam with a cosine decay.
         kl_weight: beta in  sum_pixels (x - x_hat)^2 + beta KL(q(z|x) || N(0, I)).
         seed: of the initial weights and of every draw.
+        fit: how smaller images reach ``net.image_size``: "resize" (bilinear) or
+            "pad" (a background border of -1, cut off again after decoding:
+            MNIST's 28x28 in a 32x32 frame, every pixel kept as it is).
     """
 
     dataset: str
@@ -61,21 +64,56 @@ class AutoencoderRecipe:
     lr: float = 2e-3
     kl_weight: float = 1e-6
     seed: int = 0
+    fit: str = "resize"
+
+    def __post_init__(self) -> None:
+        if self.fit not in ("resize", "pad"):
+            raise ValueError(f"fit must be 'resize' or 'pad', not {self.fit!r}")
 
 
-def resized_images(dataset: str, size: int, split: str = "train") -> ImageData:
-    """``dataset`` with its images resized to ``size`` x ``size`` (bilinear).
+def resized_images(
+    dataset: str, size: int, split: str = "train", fit: str = "resize"
+) -> ImageData:
+    """``dataset`` with its images brought to ``size`` x ``size``.
 
-    The embedded 8x8 digits have no room for a factor-4 autoencoder (a 2x2
-    latent), so they are upsampled to 16x16; MNIST 28x28 goes to 32x32.
+    ``fit="resize"``: bilinear. The embedded 8x8 digits have no room for a
+    factor-4 autoencoder (a 2x2 latent), so they are upsampled to 16x16; MNIST
+    28x28 goes to 32x32. ``fit="pad"``: a border of background (-1) around the
+    image, centred (:func:`unfit_images` cuts it off again).
     """
     data = load_images(dataset, split=split)
     if data.image_size == size:
         return data
-    x = F.interpolate(data.images, size=(size, size), mode="bilinear")
-    x = x.clamp(-1.0, 1.0)
-    note = f"{data.note[:-1]}, resized from {data.image_size} to {size} (bilinear)."
+    x = fit_images(data.images, size, fit)
+    how = "padded" if fit == "pad" else "resized"
+    note = f"{data.note[:-1]}, {how} from {data.image_size} to {size}."
     return replace(data, images=x.contiguous(), note=note)
+
+
+def fit_images(x: Tensor, size: int, fit: str = "resize") -> Tensor:
+    """Images (N, C, s, s) brought to ``size`` x ``size`` (see :func:`resized_images`)."""
+    s = x.shape[-1]
+    if s == size:
+        return x
+    if fit == "pad":
+        if size < s or (size - s) % 2:
+            raise ValueError(f"cannot pad {s}x{s} images to {size}x{size} evenly")
+        return F.pad(x, ((size - s) // 2,) * 4, value=-1.0)
+    return F.interpolate(x, size=(size, size), mode="bilinear").clamp(-1.0, 1.0)
+
+
+def unfit_images(x: Tensor, size: int, fit: str = "resize") -> Tensor:
+    """The inverse of :func:`fit_images`: images back at ``size`` x ``size``
+    (the border cut off, or an antialiased bilinear resize)."""
+    s = x.shape[-1]
+    if s == size:
+        return x
+    if fit == "pad":
+        b = (s - size) // 2
+        return x[..., b : b + size, b : b + size].contiguous()
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True).clamp(
+        -1.0, 1.0
+    )
 
 
 def _seeded(make, seed: int):
@@ -223,7 +261,7 @@ def train_autoencoder(
     def build(path: Path) -> dict:
         from difflab.core.progress import tqdm
 
-        data = resized_images(recipe.dataset, recipe.net.image_size)
+        data = resized_images(recipe.dataset, recipe.net.image_size, fit=recipe.fit)
         images = data.images.to(device)
         net = _seeded(lambda: Autoencoder(recipe.net), recipe.seed).to(device)
         gen = torch.Generator(device).manual_seed(recipe.seed)

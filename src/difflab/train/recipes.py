@@ -31,7 +31,15 @@ from difflab.diffusion.guidance import guided
 from difflab.diffusion.parameterization import EpsModel, as_eps_model
 from difflab.diffusion.samplers import ddim_sample, ddim_timesteps, ddpm_sample
 from difflab.diffusion.schedules import Schedule, make_schedule
+from difflab.nets.autoencoder import AutoencoderConfig
 from difflab.nets.unet import UNet, UNetConfig, ddpm_cifar10_config
+from difflab.train.autoencoder import (
+    AutoencoderRecipe,
+    TrainedAutoencoder,
+    fit_images,
+    train_autoencoder,
+    unfit_images,
+)
 from difflab.train.cache import cached, entry
 from difflab.train.checkpoint import (
     CheckpointError,
@@ -52,6 +60,9 @@ class Recipe:
     condition are ``train.cond_drop`` and ``train.null_cond``. ``world_size``: the
     number of training processes (``torchrun``), each drawing
     ``train.batch_size // world_size`` images a step; :func:`load_or_train` sets it.
+    ``autoencoder``: latent diffusion (Rombach et al. 2022): the UNet models the
+    scaled latents of this autoencoder (trained first, cached on its own), and
+    :meth:`Trained.sample` decodes them; None: the UNet models the pixels.
     """
 
     name: str
@@ -64,6 +75,7 @@ class Recipe:
     conditional: bool = False
     description: str = ""
     world_size: int = 1
+    autoencoder: AutoencoderRecipe | None = None
 
 
 def _ddpm(profile: str) -> Recipe:
@@ -162,10 +174,71 @@ def _ddpm_cifar10(profile: str) -> Recipe:
     )
 
 
+def _mnist(profile: str) -> Recipe:
+    """The MNIST project's recipe: class-conditional, with guidance at sampling.
+
+    quick (a laptop): latent diffusion. A factor-4 autoencoder (MNIST padded to
+    32x32, 4x8x8 latents, 64k parameters, 1,500 steps) and a 0.65M-parameter
+    UNet on its latents with v-prediction on the cosine schedule, 2,000 steps of
+    batch 128: about 9 minutes on one CPU core in all. Chosen by measurement on
+    real MNIST (one CPU thread, five minutes of UNet training each, 1,000 DDIM
+    samples, the confident fraction of the metric classifier): pixel-space
+    training gets about 200 steps in that time (the MNIST page's old recipe,
+    blobs); on these latents eps-prediction on the linear schedule gave 18%
+    confident, v on cosine 56% (EMA 0.999) and 69% (EMA 0.995), and the same
+    conditioned on the label 83% at w = 1 and 99% at w = 2.
+    full (a GPU): the conditional pixel DDPM at 28x28 of ``ddpm-cond``.
+    """
+    if profile != "quick":
+        return replace(
+            _ddpm_cond(profile),
+            name="mnist",
+            dataset="mnist",
+            description="Class-conditional DDPM on MNIST at 28x28 (pixels).",
+        )
+    ae = AutoencoderRecipe(
+        "mnist",
+        AutoencoderConfig(1, 32, 4, 4, channels=8),
+        steps=1500,
+        batch_size=64,
+        lr=2e-3,
+        fit="pad",
+    )
+    return Recipe(
+        "mnist",
+        profile,
+        "mnist",
+        UNetConfig(
+            in_channels=4,
+            image_size=8,
+            channels=32,
+            channel_mult=(1, 2),
+            num_res_blocks=1,
+            num_classes=10,
+        ),
+        TrainConfig(
+            steps=2000,
+            batch_size=128,
+            lr=2e-3,
+            warmup=100,
+            ema_decay=0.995,
+            prediction="v",
+            cond_drop=0.1,
+            null_cond=NullCond((("y", 10),)),
+            checkpoint_every=500,
+        ),
+        schedule="cosine",
+        conditional=True,
+        autoencoder=ae,
+        description="Class-conditional latent DDPM on MNIST (a CPU laptop's recipe).",
+    )
+
+
 RECIPES: dict[str, Callable[[str], Recipe]] = {
     "ddpm": _ddpm,
     "ddpm-cond": _ddpm_cond,
     "ddpm-cifar10": _ddpm_cifar10,
+    "mnist": _mnist,
 }
 
 
@@ -226,8 +299,19 @@ def with_world_size(recipe: Recipe, world: int) -> Recipe:
 
 
 def resolve_data(recipe: Recipe, split: str = "train") -> tuple[Recipe, ImageData]:
-    """Load the recipe's data and fit the network's input size to it."""
+    """Load the recipe's data and fit the network's input size to it (to the
+    autoencoder's latent, for a latent recipe)."""
     data = load_images(recipe.dataset, split=split)
+    if recipe.autoencoder is not None:
+        ae = recipe.autoencoder
+        if ae.dataset != data.name:
+            raise ValueError(
+                f"{recipe.name}: its autoencoder is trained on {ae.dataset}, "
+                f"the recipe's data is {data.name}."
+            )
+        size = ae.net.latent_size
+        unet = replace(recipe.unet, in_channels=ae.net.latent_channels, image_size=size)
+        return replace(recipe, dataset=data.name, unet=unet), data
     unet = replace(recipe.unet, in_channels=data.channels, image_size=data.image_size)
     if data.image_size != recipe.unet.image_size and data.image_size == 8:
         unet = replace(unet, channel_mult=unet.channel_mult[:2], attn_resolutions=())
@@ -245,6 +329,8 @@ class Trained:
     train_seconds: float
     from_cache: bool
     data_note: str = ""
+    autoencoder: TrainedAutoencoder | None = None
+    image_size: int | None = None  # of the data (a latent recipe's decoded images)
 
     def eps_model(self) -> EpsModel:
         """The network as ``eps_model(x_t, t, cond=None)`` (see :func:`as_eps_model`)."""
@@ -278,6 +364,9 @@ class Trained:
     ) -> Tensor:
         """``n`` samples in [-1, 1] with DDIM (``steps``, ``eta``) or DDPM (all T steps).
 
+        A latent recipe draws latents (its x0 estimate is not clipped: scaled
+        latents are not bounded) and returns them decoded, at the data's size.
+
         Args:
             cond: the condition of each sample, (n, ...) tensors (``{"y": labels}``).
             guidance_scale: classifier-free guidance weight w (w = 1: conditional),
@@ -293,14 +382,25 @@ class Trained:
             b = min(batch_size, n - start)
             cb = conds.select(cond, slice(start, start + b))
             x_T = self.noise(b, generator)
-            kw = dict(clip_x0=1.0, cond=cb, generator=generator, progress=progress)
+            clip = None if self.autoencoder is not None else 1.0
+            kw = dict(clip_x0=clip, cond=cb, generator=generator, progress=progress)
             if sampler == "ddpm":
                 x = ddpm_sample(eps, x_T, self.schedule, **kw)
             else:
                 taus = ddim_timesteps(self.schedule.T, steps)
                 x = ddim_sample(eps, x_T, self.schedule, taus, eta=eta, **kw)
+            if self.autoencoder is not None:
+                x = self.decode(x)
             out.append(x.clamp(-1, 1).float().cpu())
         return torch.cat(out)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Images at the data's size from scaled latents (a latent recipe only)."""
+        ae = self.autoencoder
+        if ae is None:
+            raise ValueError(f"{self.recipe.name} is not a latent recipe.")
+        size = self.image_size or ae.recipe.net.image_size
+        return unfit_images(ae.decode(z), size, ae.recipe.fit)
 
 
 def with_steps(cfg: TrainConfig, steps: int) -> TrainConfig:
@@ -328,6 +428,14 @@ def with_steps(cfg: TrainConfig, steps: int) -> TrainConfig:
 DEPS = ("difflab.train.loop", "difflab.nets.unet", "difflab.data.images")
 
 
+def recipe_deps(recipe: Recipe) -> tuple[str, ...]:
+    """:data:`DEPS`, and for a latent recipe the autoencoder's training code (a
+    changed autoencoder gives other latents, so the UNet trains again too)."""
+    if recipe.autoencoder is None:
+        return DEPS
+    return (*DEPS, "difflab.train.autoencoder")
+
+
 def plan(
     recipe: Recipe | str, *, device: torch.device, steps: int | None = None
 ) -> tuple[Recipe, ImageData, Path]:
@@ -345,7 +453,7 @@ def plan(
     recipe, data = resolve_data(recipe)
     if device.type != "cuda":
         recipe = replace(recipe, train=replace(recipe.train, compile=False))
-    return recipe, data, entry("ddpm", recipe, deps=DEPS).path
+    return recipe, data, entry("ddpm", recipe, deps=recipe_deps(recipe)).path
 
 
 def is_trained(path: Path) -> bool:
@@ -383,11 +491,17 @@ def load_or_train(
     device = device or default_device()
     recipe, data, path = plan(recipe, device=device, steps=steps)
     schedule = make_schedule(recipe.schedule, recipe.T)
+    ae = None
+    if recipe.autoencoder is not None:
+        ae = train_autoencoder(recipe.autoencoder, device, progress=progress)
 
     def build(path):
+        x = data.images
+        if ae is not None:  # the scaled latents of the (fitted) images
+            x = ae.encode(fit_images(x, ae.recipe.net.image_size, ae.recipe.fit))
         result = train(
             init_net(recipe, device),
-            data.images,
+            x,
             schedule,
             recipe.train,
             cond={"y": data.labels} if recipe.conditional else None,
@@ -419,6 +533,13 @@ def load_or_train(
         net, losses, seconds = load(state if hit else build(path))
     else:
         (net, losses, seconds), hit = cached(
-            "ddpm", recipe, deps=DEPS, build=build, load=load, device=device
+            "ddpm",
+            recipe,
+            deps=recipe_deps(recipe),
+            build=build,
+            load=load,
+            device=device,
         )
-    return Trained(recipe, net, schedule, losses, seconds, hit, data.note)
+    return Trained(
+        recipe, net, schedule, losses, seconds, hit, data.note, ae, data.image_size
+    )
