@@ -28,6 +28,8 @@ FETCH ?= 1
 data:
 ifeq ($(FETCH),1)
 	@bash download-datasets.sh --if-missing || echo "make: the datasets above could not be fetched; the pages that use them build on the embedded stand-ins and say so at their top."
+else
+	@echo "make: FETCH=$(FETCH): datasets not fetched; the pages use what is in data/ (or the stand-ins)."
 endif
 
 # The main command: serve the site with live reload (pages, notes, hooks and

@@ -151,6 +151,50 @@ def test_mirror_fills_data_then_second_run_is_a_no_op(work: Path):
     assert {p: p.stat().st_mtime_ns for p in data.rglob("*") if p.is_file()} == stamps
 
 
+def make_data(work: Path, **env: str) -> subprocess.CompletedProcess:
+    """The main job's data step: ``make data`` with the project's Makefile."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DATASETS_")}
+    full_env.pop("DIFFLAB_DATA", None)
+    full_env.update(env)
+    shutil.copy(REPO / "Makefile", work / "Makefile")
+    return subprocess.run(
+        ["make", "--no-print-directory", "-C", str(work), "data"],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_the_main_jobs_data_step_fetches_once_and_goes_on_offline(work: Path):
+    """``make serve``/``make build`` first run ``make data``: with the mirror it
+    fills data/; later, offline and without the mirror, it fetches nothing,
+    touches nothing (the CIFAR-10 PNG subset counts as present) and succeeds;
+    with nothing present and no host reachable it still succeeds, saying the
+    pages build on the stand-ins."""
+    first = make_data(work, DATASETS_MIRROR=str(SHARED))
+    assert first.returncode == 0, first.stderr
+    data = work / "data"
+    assert_mnist_good(data)
+    stamps = {p: p.stat().st_mtime_ns for p in data.rglob("*") if p.is_file()}
+    unreachable = "http://127.0.0.1:9/"  # the discard port: nothing listens
+    again = make_data(work, DATASETS_BASE_URL=unreachable)
+    assert again.returncode == 0, again.stderr
+    assert "Nothing to download" in again.stdout, again.stdout
+    assert {p: p.stat().st_mtime_ns for p in data.rglob("*") if p.is_file()} == stamps
+
+    shutil.rmtree(data)
+    offline = make_data(work, DATASETS_BASE_URL=unreachable)
+    assert offline.returncode == 0, offline.stderr
+    assert "could not be fetched" in offline.stdout
+    assert "stand-ins" in offline.stdout
+    assert not (data / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
+    skipped = make_data(work, FETCH="0", DATASETS_BASE_URL=unreachable)
+    assert skipped.returncode == 0, skipped.stderr
+    assert "datasets not fetched" in skipped.stdout
+    assert "download" not in skipped.stdout.replace("datasets not fetched", "")
+
+
 def test_unknown_dataset_and_missing_mirror_fail_clearly(work: Path):
     bad = run(work, "imagenet")
     assert bad.returncode == 2 and "unknown dataset 'imagenet'" in bad.stderr
