@@ -4,8 +4,8 @@ Every solver integrates the probability-flow ODE of a model
 x_t = alpha(t) x_0 + sigma(t) eps (Song et al. 2021b, Eq. 13) from ``grid[0]`` down
 to ``grid[-1]``, with the signature
 
-    solver(eps_model, x_T, grid, *, noise, cond=None, callback=None,
-           progress=True) -> x
+    solver(eps_model, x_T, grid, *, noise, cond=None, x0_threshold=None,
+           callback=None, progress=True) -> x
 
 ``eps_model(x, t)`` takes continuous t (B,) (wrap an index-based network with
 :meth:`~difflab.diffusion.noise.DiscreteNoise.continuous`); ``noise`` is any
@@ -14,6 +14,15 @@ of times chosen by the caller (``uniform_grid``, ``half_log_snr_grid``,
 ``karras_grid``, ``DiscreteNoise.grid``). The grid may end at a time with
 sigma = 0 (the clean data, t = 0 of ``DiscreteNoise``): no solver evaluates the
 model there. ``callback`` gets ``{"i", "t", "x", "x0_hat", "nfe"}`` after each step.
+
+``x0_threshold`` (off by default, as in diffusers) bounds the data prediction
+x0_hat = (x - sigma eps) / alpha at every evaluation: a number c clamps it to
+[-c, c] (images in [-1, 1]: 1.0), :func:`dynamic_threshold` is the thresholding of
+Saharia et al. (2022), and any function of x0_hat (B, ...) works. The solver then
+steps with the thresholded x0_hat and the eps consistent with it,
+eps = (x - alpha x0_hat) / sigma, so DPM-Solver++ thresholds its data prediction
+directly (Lu et al. 2022b, Sec. 3-4) and DDIM with a clamp is the classic
+``clip_x0`` of :func:`~difflab.diffusion.samplers.ddim_sample`.
 
 Notation (Lu et al. 2022a, Sec. 3): lambda = log(alpha / sigma), decreasing in t;
 on a step from t_{i-1} to t_i, h_i = lambda(t_i) - lambda(t_{i-1}) > 0. The
@@ -41,6 +50,42 @@ from difflab.diffusion.noise import NoiseLevels
 
 Model = Callable[..., Tensor]
 Callback = Callable[[dict], None] | None
+Threshold = float | Callable[[Tensor], Tensor] | None
+
+
+def dynamic_threshold(
+    ratio: float = 0.995, max_value: float | None = None
+) -> Callable[[Tensor], Tensor]:
+    """Dynamic thresholding of x0_hat (Saharia et al. 2022, Sec. 2.3).
+
+    Per sample, s is the ``ratio`` quantile of |x0_hat| over its pixels, at least 1
+    (and at most ``max_value`` if given); x0_hat is clamped to [-s, s] and divided
+    by s. Where every |x0_hat| <= 1 it changes nothing; where pixels saturate it
+    pulls them inside [-1, 1] instead of flattening them at the edge.
+    """
+
+    def threshold(x0_hat: Tensor) -> Tensor:
+        work = torch.promote_types(x0_hat.dtype, torch.float32)  # quantile's dtypes
+        flat = x0_hat.abs().flatten(1).to(work)
+        s = torch.quantile(flat, ratio, dim=1).clamp(min=1.0)
+        if max_value is not None:
+            s = s.clamp(max=max_value)
+        s = s.to(x0_hat.dtype).view(-1, *([1] * (x0_hat.ndim - 1)))
+        return torch.maximum(torch.minimum(x0_hat, s), -s) / s
+
+    return threshold
+
+
+def _predict(x: Tensor, eps: Tensor, alpha: float, sigma: float, threshold: Threshold):
+    """x0_hat from eps, thresholded if asked, and the eps consistent with it."""
+    x0_hat = (x - sigma * eps) / alpha
+    if threshold is None:
+        return x0_hat, eps
+    if callable(threshold):
+        x0_hat = threshold(x0_hat)
+    else:
+        x0_hat = x0_hat.clamp(-float(threshold), float(threshold))
+    return x0_hat, (x - alpha * x0_hat) / sigma
 
 
 def _call(model: Model, x: Tensor, t: Tensor, cond) -> Tensor:
@@ -96,6 +141,7 @@ def euler(
     *,
     noise: NoiseLevels,
     cond: Cond | None = None,
+    x0_threshold: Threshold = None,
     callback: Callback = None,
     progress: bool = True,
 ) -> Tensor:
@@ -113,8 +159,10 @@ def euler(
         t_b = _vec(float(t), x)
         eps = _call(eps_model, x, t_b, cond)
         f, g, sigma = noise.f(t), noise.g(t), noise.sigma(t)
+        x0_hat, eps = _predict(
+            x, eps, float(noise.alpha(t)), float(sigma), x0_threshold
+        )
         drift = float(f) * x + float(g**2 / (2 * sigma)) * eps
-        x0_hat = (x - float(sigma) * eps) / float(noise.alpha(t))
         x = x + float(ts[i] - ts[i - 1]) * drift  # Euler step, dt < 0.
         _report(callback, i - 1, ts[i], x, x0_hat, i)
     return x
@@ -128,6 +176,7 @@ def dpm_solver_1(
     *,
     noise: NoiseLevels,
     cond: Cond | None = None,
+    x0_threshold: Threshold = None,
     callback: Callback = None,
     progress: bool = True,
 ) -> Tensor:
@@ -146,12 +195,14 @@ def dpm_solver_1(
     alpha, sigma, lam = _levels(noise, ts)
     for i in tqdm(range(1, len(ts)), disable=not progress, desc="DPM-Solver-1"):
         eps = _call(eps_model, x, _vec(float(ts[i - 1]), x), cond)
+        x0_hat, eps = _predict(
+            x, eps, float(alpha[i - 1]), float(sigma[i - 1]), x0_threshold
+        )
         h = lam[i] - lam[i - 1]
         if sigma[i] > 0:
             c_eps = sigma[i] * torch.expm1(h)
         else:
             c_eps = alpha[i] * torch.exp(-lam[i - 1])
-        x0_hat = (x - float(sigma[i - 1]) * eps) / float(alpha[i - 1])
         x = float(alpha[i] / alpha[i - 1]) * x - float(c_eps) * eps
         _report(callback, i - 1, ts[i], x, x0_hat, i)
     return x
@@ -165,6 +216,7 @@ def dpm_solver_pp_2m(
     *,
     noise: NoiseLevels,
     cond: Cond | None = None,
+    x0_threshold: Threshold = None,
     callback: Callback = None,
     progress: bool = True,
 ) -> Tensor:
@@ -180,14 +232,17 @@ def dpm_solver_pp_2m(
     r_i = h_{i-1} / h_i, a backward difference that reuses the previous
     evaluation, so the method is second order at one evaluation a step. A last
     step to sigma = 0 (h = inf, r = 0) is taken first-order: there the update is
-    x = alpha x0_hat_{i-1} whatever D is, and D's weights diverge.
+    x = alpha D, and D's weight 1 / (2 r) diverges, so D is set to the last
+    prediction x0_hat_{i-1} and the step returns x = alpha x0_hat_{i-1}.
     """
     x, ts = x_T, _times(grid)
     alpha, sigma, lam = _levels(noise, ts)
     x0_prev = None
     for i in tqdm(range(1, len(ts)), disable=not progress, desc="DPM-Solver++(2M)"):
         eps = _call(eps_model, x, _vec(float(ts[i - 1]), x), cond)
-        x0_hat = (x - float(sigma[i - 1]) * eps) / float(alpha[i - 1])
+        x0_hat, _ = _predict(
+            x, eps, float(alpha[i - 1]), float(sigma[i - 1]), x0_threshold
+        )
         h = lam[i] - lam[i - 1]
         if x0_prev is None or sigma[i] == 0:
             d = x0_hat  # first-order step
@@ -208,6 +263,7 @@ def heun(
     *,
     noise: NoiseLevels,
     cond: Cond | None = None,
+    x0_threshold: Threshold = None,
     callback: Callback = None,
     progress: bool = True,
 ) -> Tensor:
@@ -227,13 +283,17 @@ def heun(
     y, nfe = x_T / float(alpha[0]), 0
     for i in tqdm(range(1, len(ts)), disable=not progress, desc="Heun"):
         ds = float(s[i] - s[i - 1])
-        d = _call(eps_model, float(alpha[i - 1]) * y, _vec(float(ts[i - 1]), y), cond)
+        x = float(alpha[i - 1]) * y
+        d = _call(eps_model, x, _vec(float(ts[i - 1]), y), cond)
+        x0_hat, d = _predict(
+            x, d, float(alpha[i - 1]), float(sigma[i - 1]), x0_threshold
+        )
         nfe += 1
-        x0_hat = y - float(s[i - 1]) * d
         y_next = y + ds * d  # Euler step.
         if s[i] > 0:  # 2nd order correction.
             x_next = float(alpha[i]) * y_next
             d2 = _call(eps_model, x_next, _vec(float(ts[i]), y), cond)
+            _, d2 = _predict(x_next, d2, float(alpha[i]), float(sigma[i]), x0_threshold)
             nfe += 1
             y_next = y + ds * 0.5 * (d + d2)
         y = y_next

@@ -208,10 +208,14 @@ def _diffusers_tables(sched, timesteps):
 
 
 @pytest.mark.parametrize("steps", [10, 25])
-def test_dpm_solver_pp_2m_matches_diffusers(steps):
+@pytest.mark.parametrize("thresholding", [False, True])
+def test_dpm_solver_pp_2m_matches_diffusers(steps, thresholding):
     """difflab's DPM-Solver++(2M) against diffusers' DPMSolverMultistepScheduler
     (dpmsolver++, order 2, last step to sigma = 0 first-order) on one eps function,
-    one float64 alpha_bar table and the same timesteps: equal to 1e-8.
+    one float64 alpha_bar table and the same timesteps: equal to 1e-8. With
+    ``thresholding``: our dynamic_threshold(0.995, max_value=1.5) against
+    diffusers' dynamic thresholding with the same ratio and sample_max_value (it
+    acts here: the result moves by more than 1e-2).
 
     diffusers' ``step`` rounds the sample to float32 before every update, so the
     float64 comparison drives its two update methods (which carry the maths) in
@@ -222,9 +226,24 @@ def test_dpm_solver_pp_2m_matches_diffusers(steps):
     )
     taus = ddim_timesteps(SCHEDULE.T, steps)
     x_T = _x()
+    thr = solvers.dynamic_threshold(0.995, max_value=1.5) if thresholding else None
     ours = solvers.dpm_solver_pp_2m(
-        NOISE.continuous(fixed_eps), x_T, NOISE.grid(taus), noise=NOISE, progress=False
+        NOISE.continuous(fixed_eps),
+        x_T,
+        NOISE.grid(taus),
+        noise=NOISE,
+        x0_threshold=thr,
+        progress=False,
     )
+    if thresholding:
+        plain = solvers.dpm_solver_pp_2m(
+            NOISE.continuous(fixed_eps),
+            x_T,
+            NOISE.grid(taus),
+            noise=NOISE,
+            progress=False,
+        )
+        assert float((ours - plain).abs().max()) > 1e-2
 
     def scheduler():
         sched = diffusers.DPMSolverMultistepScheduler(
@@ -234,6 +253,9 @@ def test_dpm_solver_pp_2m_matches_diffusers(steps):
             solver_order=2,
             prediction_type="epsilon",
             final_sigmas_type="zero",
+            thresholding=thresholding,
+            dynamic_thresholding_ratio=0.995,
+            sample_max_value=1.5,
         )
         sched.set_timesteps(timesteps=taus.flip(0).tolist())
         assert sched.timesteps.tolist() == taus.flip(0).tolist()
@@ -290,3 +312,141 @@ def test_ddim_matches_diffusers(steps):
     assert_close(ours, x, rtol=0, atol=1e-8)
     ddim = ddim_sample(fixed_eps, x_T, SCHEDULE, taus, progress=False)
     assert_close(ddim, x, rtol=0, atol=1e-8)
+
+
+# -- x0 thresholding (clipping and dynamic thresholding) -------------------------------
+
+# Five points inside [-1, 1]^2: the exact denoiser E[x0 | x_t] is a convex combination
+# of them, so it never leaves the square and a clamp to [-1, 1] never acts.
+INSIDE = torch.tensor(
+    [[0.9, -0.2], [-0.7, 0.8], [0.1, 0.1], [-0.95, -0.9], [0.5, 0.95]],
+    dtype=torch.float64,
+)
+
+
+def _finite_data_eps(points):
+    """The exact eps of data uniform on ``points`` (K, 2) under NOISE, in continuous t."""
+
+    def eps(x, t):
+        alpha, sigma = NOISE.marginal_coefs(t)
+        a, s = alpha[:, None, None], sigma[:, None, None]
+        logw = -((x[:, None, :] - a * points[None]) ** 2).sum(-1) / (2 * s[..., 0] ** 2)
+        x0 = (logw.softmax(dim=1)[..., None] * points[None]).sum(1)
+        return (x - alpha[:, None] * x0) / sigma[:, None]
+
+    return eps
+
+
+@pytest.mark.parametrize("name", list(solvers.SOLVERS))
+@pytest.mark.parametrize("threshold", [1.0, "dynamic"])
+def test_threshold_changes_nothing_for_an_exact_denoiser_inside_the_box(
+    name, threshold
+):
+    """Every solver, clamp or dynamic thresholding: with data inside [-1, 1] the
+    exact x0_hat is inside too, and the thresholded solve equals the plain one to
+    float64 rounding. The same check on data reaching 1.5 fails (the threshold
+    acts), so it can tell a threshold that acts from one that does not."""
+    thr = solvers.dynamic_threshold() if threshold == "dynamic" else threshold
+    grid = torch.cat([uniform_grid(NOISE, 12), torch.zeros(1, dtype=torch.float64)])
+    x_T = _x((64, 2), seed=3)
+    for points, same in ((INSIDE, True), (1.5 * INSIDE, False)):
+        eps = _finite_data_eps(points)
+        solve = solvers.SOLVERS[name]
+        plain = solve(eps, x_T, grid, noise=NOISE, progress=False)
+        seen = []
+        clipped = solve(
+            eps,
+            x_T,
+            grid,
+            noise=NOISE,
+            x0_threshold=thr,
+            progress=False,
+            callback=lambda d: seen.append(float(d["x0_hat"].abs().max())),
+        )
+        gap = float((clipped - plain).abs().max())
+        if same:
+            assert gap < 1e-10, (name, gap)
+        else:
+            assert gap > 1e-2, (name, gap)
+            assert max(seen) <= 1 + 1e-12  # what the solver stepped with was bounded
+
+
+def test_clipped_dpm_solver_1_is_ddim_with_clip_x0():
+    """Thresholding in the solvers is the classic ``clip_x0`` of DDIM, step for step."""
+    taus = ddim_timesteps(SCHEDULE.T, 20)
+    x_T = 2 * _x()  # fixed_eps overshoots [-1, 1] on these, so the clamp acts
+    a = ddim_sample(fixed_eps, x_T, SCHEDULE, taus, clip_x0=1.0, progress=False)
+    b = solvers.dpm_solver_1(
+        NOISE.continuous(fixed_eps),
+        x_T,
+        NOISE.grid(taus),
+        noise=NOISE,
+        x0_threshold=1.0,
+        progress=False,
+    )
+    assert (
+        float(
+            (a - ddim_sample(fixed_eps, x_T, SCHEDULE, taus, progress=False))
+            .abs()
+            .max()
+        )
+        > 1e-3
+    )
+    assert_close(b, a, rtol=0, atol=1e-12)
+
+
+def test_dynamic_threshold_is_saharia_et_al():
+    """s = the 0.995 quantile of |x0| per sample, at least 1: a sample inside [-1, 1]
+    is unchanged, one that overshoots is clamped at s and divided by s (so its
+    largest pixels land on +-1 and the rest shrink by the same factor)."""
+    thr = solvers.dynamic_threshold(0.995)
+    inside = torch.linspace(-1, 1, 1000, dtype=torch.float64).view(1, 1000)
+    out = 3 * inside
+    x = torch.cat([inside, out])
+    y = thr(x)
+    assert_close(y[0], inside[0], rtol=0, atol=0)
+    s = torch.quantile(out.abs(), 0.995)
+    assert 2.9 < float(s) < 3.0
+    assert_close(y[1], out[0].clamp(-s, s) / s)
+    assert float(y.abs().max()) == 1.0
+    capped = solvers.dynamic_threshold(0.995, max_value=2.0)(x)
+    assert_close(capped[1], out[0].clamp(-2, 2) / 2)
+
+
+def _pp_2m_clip_forgets(eps_model, x_T, grid, *, noise, x0_threshold, progress=False):
+    """A plausible wrong thresholded ++(2M): when a threshold is set it drops the
+    previous evaluation (every step first order), as if clipping broke the memory."""
+    return solvers.dpm_solver_1(
+        eps_model, x_T, grid, noise=noise, x0_threshold=x0_threshold, progress=False
+    )
+
+
+def test_clipped_pp_2m_is_still_second_order_where_clipping_is_inactive(sandbox):
+    """With the clamp set just above the largest |x0_hat| the solve meets (so the
+    clipped branch runs but never bites), ++(2M) keeps its measured order 2 within
+    the band of the order tests; the variant whose clipped branch forgets the
+    previous evaluation measures order 1 and fails this check."""
+    eps, x_T, _ = sandbox
+    seen = []
+    for nfe in ORDER_NFES:
+        solvers.dpm_solver_pp_2m(
+            eps,
+            x_T,
+            half_log_snr_grid(SDE, nfe),
+            noise=SDE,
+            progress=False,
+            callback=lambda d: seen.append(float(d["x0_hat"].abs().max())),
+        )
+    c = 1.01 * max(seen)
+
+    def clipped(solver):
+        return lambda e, x, g, *, noise, progress=False: solver(
+            e, x, g, noise=noise, x0_threshold=c, progress=False
+        )
+
+    p = measured_order(clipped(solvers.dpm_solver_pp_2m), half_log_snr_grid, 1, sandbox)
+    assert abs(p - 2) < BAND, p
+    p_wrong = measured_order(
+        clipped(_pp_2m_clip_forgets), half_log_snr_grid, 1, sandbox
+    )
+    assert abs(p_wrong - 2) > BAND, p_wrong
