@@ -20,9 +20,13 @@ overlap it is sin^4 + cos^4, between 1/2 and 1. Near the ends fewer frames
 overlap, but the frame centred there has weight 1, so the sum stays positive.
 
 **Griffin-Lim** (Griffin & Lim 1984, Sec. 3) recovers a signal from a magnitude M
-alone: alternate x_i = ISTFT(M exp(i angle(X_{i-1}))) and X_i = STFT(x_i). Each
-step does not increase the distance between X_i and the set of arrays with
-magnitude M; we report the spectral convergence ||  |X_i| - M ||_F / ||M||_F.
+alone: alternate x_i = ISTFT(M exp(i angle(X_{i-1}))) and X_i = STFT(x_i). They
+prove that no step increases the squared distance sum (|X_i| - M)^2 over every
+frame and the full spectrum of N frequencies (the distance from X_i to the set
+of arrays with magnitude M). We report the spectral convergence
+||  |X_i| - M ||_F / ||M||_F over the N / 2 + 1 one-sided bins, equally weighted;
+the full spectrum counts the bins strictly between 0 and N / 2 twice, so the
+theorem does not cover this norm.
 
 **WAV**: 16-bit PCM mono written and read with the standard library's ``wave``;
 a sample k in -32768..32767 is the float k / 32768, so a write-read round trip of

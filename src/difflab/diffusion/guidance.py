@@ -90,7 +90,12 @@ def classifier_guided(
     """Classifier guidance: ``eps - scale * sigma(t) * grad_x log p(y | x_t, t)``.
 
     Dhariwal & Nichol 2021, Sec. 4.2 and Algorithm 2 (there sigma(t) =
-    sqrt(1 - alpha_bar_t)): the score of p_t(x) p(y | x_t)^scale. The gradient is
+    sqrt(1 - alpha_bar_t)). With ``null`` given, the tilted model is the
+    unconditional one and the result is the score of p_t(x) p(y | x_t)^scale.
+    With ``null=None`` the model sees ``cond`` and is itself conditional, so the
+    result is the score of p_t(x | y) p(y | x_t)^scale, which for an exact
+    classifier is p_t(x) p(y | x_t)^(1 + scale) up to its normaliser: guidance
+    weight w = 1 + scale on the unconditional model. The gradient is
     taken by autograd, also inside the samplers' ``no_grad``; it is the gradient
     of each row's own log-probability as long as ``log_prob_fn`` treats the rows
     independently (no batch norm).

@@ -27,7 +27,10 @@ v_theta = f x + b eps_theta. Hence ||v_theta - u||^2 = b^2 ||eps_theta - eps||^2
 flow matching on this path is eps-prediction training with the weight b(t)^2
 (:func:`velocity_weight`), and by Tweedie E[eps | x] = -sigma grad log p_t, so
 Eq. (2) is the probability-flow ODE's drift f x - 1/2 g^2 grad log p_t (Song et
-al. 2021, Eq. 13). Kingma & Gao (2023, Sec. 4) give the weighting view in general.
+al. 2021, Eq. 13). Kingma & Gao (2023, Sec. 3) give the weighting view in
+general: the common diffusion objectives are one noise-prediction loss under
+different weightings over the noise level (their Sec. 4 then relates monotonic
+weightings to the ELBO).
 """
 
 from __future__ import annotations

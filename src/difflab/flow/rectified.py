@@ -12,8 +12,11 @@ Straightness (Liu et al. 2023): for a path x_t from x_1 = z to x_0,
 zero exactly when every path is a straight line at constant speed, so one Euler
 step is exact. Reflow (Liu et al. 2023, Algorithm 1): sample z, solve the ODE to
 x_0, and train a new velocity field by flow matching on the *coupled* pairs
-(x_0, z) with the straight path; the paper proves that S does not
-increase and no convex transport cost E c(x_0 - z) increases.
+(x_0, z) with the straight path. The paper proves that no convex transport
+cost E c(x_0 - z) of the coupling increases, and, for straightness, only that
+the sum of S over K successive reflows is at most E ||x_1 - x_0||^2 of the
+coupling they start from (so the straightest of the K has S <= that / K); it
+does not prove that S falls at every reflow, which is for a measurement to show.
 """
 
 from __future__ import annotations

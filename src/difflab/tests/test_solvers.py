@@ -361,7 +361,7 @@ def test_threshold_changes_nothing_for_an_exact_denoiser_inside_the_box(
             noise=NOISE,
             x0_threshold=thr,
             progress=False,
-            callback=lambda d: seen.append(float(d["x0_hat"].abs().max())),
+            callback=lambda d, seen=seen: seen.append(float(d["x0_hat"].abs().max())),
         )
         gap = float((clipped - plain).abs().max())
         if same:
