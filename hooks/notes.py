@@ -237,12 +237,14 @@ def on_files(files, config):
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(ipynb, copy)
         files.append(File(uri, str(pages), config.site_dir, config.use_directory_urls))
+        nb = nbformat.read(ipynb, as_version=4)
         _state["notes"][uri] = {
             "py": file.src_uri,
             "source": Path(file.abs_src_path),
             "ipynb": ipynb,
             "pending": pending,
-            "folds": _fold_summaries(nbformat.read(ipynb, as_version=4)),
+            "folds": _fold_summaries(nb),
+            "figures": _figure_notes(nb),
             "files": {},  # site path -> bytes: figures and shared CSS
         }
     if failed:
@@ -1140,18 +1142,60 @@ _DATA_IMG = re.compile(
 )
 
 
+def _figure_notes(nb) -> dict[str, dict]:
+    """What the kernel said of each PNG figure (:mod:`difflab.notes.figures`), by
+    the SHA-256 of its bytes: ``{"alt": ..., "difflab": {measurements}}``."""
+    out = {}
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            png = output.get("data", {}).get("image/png")
+            meta = output.get("metadata", {}).get("image/png", {})
+            if png and ("alt" in meta or "difflab" in meta):
+                digest = hashlib.sha256(base64.b64decode(png)).hexdigest()
+                out[digest] = meta
+    return out
+
+
+def _figure_attrs(meta: dict) -> str:
+    """The ``<img>`` attributes of a figure: its alt text and the measurements that
+    the browser tests check (``data-min-text-px``, ``data-min-cell-px``,
+    ``data-overlaps``, ``data-native-width``)."""
+    from html import escape
+
+    found = meta.get("difflab", {})
+    attrs = f' alt="{escape(meta["alt"])}"' if meta.get("alt") else ""
+    for key, name in (
+        ("min_text_px", "min-text-px"),
+        ("min_cell_px", "min-cell-px"),
+        ("width", "native-width"),
+    ):
+        if found.get(key) is not None:
+            attrs += f' data-{name}="{found[key]}"'
+    if "overlaps" in found:
+        attrs += f' data-overlaps="{escape(json.dumps(found["overlaps"]))}"'
+    return attrs
+
+
+_ALT = re.compile(r'\s+alt="[^"]*"')
+
+
 def _extract_images(html: str, note: dict, page) -> str:
-    """Figures as files beside the page (``<name>_files/``), loaded lazily."""
+    """Figures as files beside the page (``<name>_files/``), loaded lazily, with
+    the alt text and measurements the kernel gave them (:func:`_figure_attrs`)."""
     folder = page.file.src_uri[: -len(".ipynb")] + "_files"
+    figures = note.get("figures", {})
 
     def move(m: re.Match) -> str:
         data = base64.b64decode(m[3])
         ext = "jpg" if m[2] == "jpeg" else m[2]
-        uri = f"{folder}/fig-{hashlib.sha256(data).hexdigest()[:12]}.{ext}"
+        digest = hashlib.sha256(data).hexdigest()
+        uri = f"{folder}/fig-{digest[:12]}.{ext}"
         note["files"][uri] = data
         rel = _href(uri, page)
-        attrs = f"{m[1]}{m[4]}".replace(" loading=", " data-loading=")
-        return f'<img{attrs.rstrip(" /")} src="{rel}" loading="lazy" decoding="async">'
+        attrs = f"{m[1]}{m[4]}".replace(" loading=", " data-loading=").rstrip(" /")
+        if digest in figures:
+            attrs = _ALT.sub("", attrs) + _figure_attrs(figures[digest])
+        return f'<img{attrs} src="{rel}" loading="lazy" decoding="async">'
 
     return _DATA_IMG.sub(move, html)
 

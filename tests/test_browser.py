@@ -212,3 +212,183 @@ def test_note_reading_aids(context, site_url, page_src):
     assert report["open"] == 0 and report["codeShown"] == 0, report
     assert report["summaries"] == report["folds"], report
     assert len(report["downloads"]) == 2 and report["status"] == [200, 200], report
+
+
+# ----------------------------------------------- results a reader can read
+#
+# Issue 20, point 7, checked on every page at a desktop and a phone width:
+#
+# * a table fits the text column, or scrolls inside it with a visible cue (the
+#   "scroll →" hint of docs/javascripts/tables.js) and keeps its first column, the
+#   row's name, in view when scrolled to the end;
+# * on desktop, figure text is at least MIN_TEXT_PX as shown and a sample grid's
+#   digit at least MIN_DIGIT_PX, with no two labels overlapping: the kernel
+#   measured each figure at its native size (difflab.notes.figures, written on the
+#   <img> by hooks/notes.py), and the test scales that by the width it is shown at;
+# * every image says what it shows in its alt text;
+# * plumbing is folded: no code cell left open has more than MAX_OPEN_LINES
+#   non-blank lines (longer code, helpers, sweeps and drawing, is folded behind
+#   its first comment, tag "fold").
+
+DESKTOP, PHONE = {"width": 1366, "height": 900}, {"width": 390, "height": 844}
+MIN_TEXT_PX = 10
+MIN_DIGIT_PX = 28
+MAX_OPEN_LINES = 40
+NO_ALT = "No description has been provided for this image"
+
+READABLE_REPORT = """
+async () => {
+  const article = document.querySelector("article") || document.body;
+  const imgs = Array.from(article.querySelectorAll("img"));
+  imgs.forEach((img) => { img.loading = "eager"; });
+  await Promise.all(imgs.map((img) => img.complete ? null :
+    new Promise((r) => {
+      img.addEventListener("load", r);
+      img.addEventListener("error", r);
+    })));
+  const frame = () => new Promise((r) => requestAnimationFrame(() =>
+    requestAnimationFrame(r)));
+  await frame();
+  const style = getComputedStyle(article);
+  const column = article.clientWidth - parseFloat(style.paddingLeft)
+    - parseFloat(style.paddingRight);
+  const tables = [];
+  for (const table of article.querySelectorAll("table")) {
+    if (table.parentElement.closest("table") || !table.checkVisibility()) continue;
+    const head = Array.from(table.querySelectorAll("tr:first-child > *"))
+      .map((c) => c.textContent.trim()).slice(0, 4).join(" | ");
+    const name = (table.caption ? table.caption.textContent.trim() : "") || head;
+    const width = table.getBoundingClientRect().width;
+    const t = {name: name.slice(0, 70), width: Math.round(width), column: column,
+               fits: width <= column + 1};
+    if (!t.fits) {
+      const box = table.closest(".difflab-table-frame > *");
+      const hint = box && box.parentElement.querySelector(".difflab-scroll-hint");
+      t.boxFits = !!box && box.getBoundingClientRect().width <= column + 1;
+      t.cue = !!hint && hint.checkVisibility()
+        && hint.getBoundingClientRect().width > 0;
+      const first = table.querySelector("tbody tr > :first-child")
+        || table.querySelector("tr > :first-child");
+      t.keyInView = false;
+      if (box && first) {
+        const start = box.scrollLeft;
+        box.scrollLeft = box.scrollWidth;
+        await frame();
+        const b = box.getBoundingClientRect(), f = first.getBoundingClientRect();
+        t.keyInView = box.scrollLeft > 0 && f.left >= b.left - 1
+          && f.right <= b.right + 1;
+        box.scrollLeft = start;
+      }
+    }
+    tables.push(t);
+  }
+  const figures = imgs.filter((img) => img.checkVisibility()).map((img) => {
+    const native = parseFloat(img.dataset.nativeWidth);
+    const scale = native > 0 ? img.getBoundingClientRect().width / native : NaN;
+    const shown = (key) => img.dataset[key] === undefined ? null
+      : Math.round(parseFloat(img.dataset[key]) * scale * 10) / 10;
+    return {
+      src: (img.getAttribute("src") || "").split("/").pop().slice(0, 40),
+      note: !!img.closest(".jp-RenderedImage"),
+      measured: native > 0,
+      alt: img.getAttribute("alt"),
+      text: shown("minTextPx"),
+      digit: shown("minCellPx"),
+      overlaps: JSON.parse(img.dataset.overlaps || "[]"),
+    };
+  });
+  const cells = Array.from(article.querySelectorAll(".jp-CodeCell")).map((c) => {
+    const pre = c.querySelector(".jp-InputArea pre");
+    const lines = pre ? pre.textContent.split("\\n").filter((l) => l.trim()) : [];
+    return {
+      folded: !!c.querySelector("details.difflab-fold"),
+      lines: lines.length,
+      first: (lines[0] || "").trim().slice(0, 60),
+    };
+  });
+  return {tables, figures, cells};
+}
+"""
+
+
+_REPORTS: dict = {}  # (page, width) -> report: one page load serves three tests
+
+
+def _readable_report(browser, site_url, page_src, viewport) -> dict:
+    key = (site_url, page_src, viewport["width"])
+    if key not in _REPORTS:
+        _REPORTS[key] = _load_readable_report(browser, site_url, page_src, viewport)
+    return _REPORTS[key]
+
+
+def _load_readable_report(browser, site_url, page_src, viewport) -> dict:
+    ctx = browser.new_context(viewport=viewport)
+    ctx.route(
+        "**/*",
+        lambda r: (
+            r.continue_()
+            if urlsplit(r.request.url).hostname in LOCAL_HOSTS
+            or urlsplit(r.request.url).scheme not in ("http", "https")
+            else r.abort()
+        ),
+    )
+    page = ctx.new_page()
+    try:
+        page.goto(f"{site_url}/{html_of(page_src)}", wait_until="load")
+        return page.evaluate(READABLE_REPORT)
+    finally:
+        ctx.close()
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1366px", "390px"])
+@pytest.mark.parametrize("page_src", doc_pages())
+def test_tables_fit_the_column_or_scroll_with_a_cue(
+    browser, site_url, page_src, viewport
+):
+    """Issue 20, point 7: no table runs past the column or hides its key column."""
+    report = _readable_report(browser, site_url, page_src, viewport)
+    bad = [
+        t
+        for t in report["tables"]
+        if not t["fits"] and not (t["boxFits"] and t["cue"] and t["keyInView"])
+    ]
+    assert not bad, (
+        f"{len(bad)} table(s) wider than the {bad[0]['column']:.0f} px column with "
+        f"no scroll cue or with the first column scrolled away: {bad}"
+    )
+
+
+@pytest.mark.parametrize("page_src", doc_pages())
+def test_figures_are_legible_and_described(browser, site_url, page_src):
+    """Issue 20, point 7: figure text >= 10 px and digits >= 28 px as shown on a
+    desktop, no overlapping labels, a real alt text on every image."""
+    figures = _readable_report(browser, site_url, page_src, DESKTOP)["figures"]
+    problems = []
+    for f in figures:
+        alt = (f["alt"] or "").strip()
+        if not alt or alt == NO_ALT or len(alt.split()) < 3:
+            problems.append(f"{f['src']}: no alt text saying what it shows ({alt!r})")
+        if f["note"] and not f["measured"]:
+            problems.append(f"{f['src']}: not measured by difflab.notes.figures")
+        if f["text"] is not None and f["text"] < MIN_TEXT_PX:
+            problems.append(f"{f['src']}: text {f['text']} px < {MIN_TEXT_PX}")
+        if f["digit"] is not None and f["digit"] < MIN_DIGIT_PX:
+            problems.append(f"{f['src']}: digit {f['digit']} px < {MIN_DIGIT_PX}")
+        if f["overlaps"]:
+            problems.append(f"{f['src']}: overlapping labels {f['overlaps'][:3]}")
+    assert not problems, f"{len(problems)} problem(s): " + "; ".join(problems)
+
+
+@pytest.mark.parametrize("page_src", [p for p in doc_pages() if p.endswith(".py")])
+def test_long_code_cells_are_folded(browser, site_url, page_src):
+    """Issue 20, point 7: the code a reader sees open is short; plumbing is folded."""
+    cells = _readable_report(browser, site_url, page_src, DESKTOP)["cells"]
+    long_open = [
+        f"{c['lines']} lines from {c['first']!r}"
+        for c in cells
+        if not c["folded"] and c["lines"] > MAX_OPEN_LINES
+    ]
+    assert not long_open, (
+        f"{len(long_open)} open cell(s) over {MAX_OPEN_LINES} lines (tag them "
+        f'"fold", first line a comment that names them): {long_open}'
+    )

@@ -19,8 +19,13 @@ never asks for a wider figure, and lays long strips out as grids
 The provenance (profile, device, dataset, seconds) is one small rendered box at the
 top of the page: :func:`start` shows it with the profile and device, and
 :meth:`PageRun.finish` updates that same box in place (a Jupyter display id) with
-the dataset and the time taken, so the last cell shows nothing. Outside Jupyter the
-two calls print one plain line each.
+the dataset and the time taken, so the last cell shows nothing. Outside Jupyter
+the two calls print one plain line each.
+
+Every figure a note shows gets an alt text built from its titles, labels and
+legends, and the measurements the site's browser tests check (smallest text, one
+digit's size, overlapping labels; :mod:`difflab.notes.figures`);
+``page.describe_figure(fig, "...")`` says better what a figure shows.
 """
 
 from __future__ import annotations
@@ -31,8 +36,12 @@ from dataclasses import dataclass, field
 
 import matplotlib
 
+from difflab.notes import figures
 from difflab.train.device import default_device, describe
 from difflab.train.profiles import current_profile
+
+#: Give a figure the alt text that says what it shows: ``describe_figure(fig, "...")``.
+describe_figure = figures.describe
 
 #: Figure dots per inch: one inch of figure is this many CSS pixels on the page.
 FIGURE_DPI = 100
@@ -158,12 +167,15 @@ class PageRun:
 
 
 def set_house_style() -> None:
-    """Apply :data:`HOUSE_STYLE`, and retina PNG output when run in Jupyter."""
+    """Apply :data:`HOUSE_STYLE`; in Jupyter, retina PNG output that carries each
+    figure's alt text and legibility measurements (:mod:`difflab.notes.figures`)."""
     matplotlib.rcParams.update(HOUSE_STYLE)
     if _in_kernel():
+        from IPython import get_ipython
         from matplotlib_inline.backend_inline import set_matplotlib_formats
 
         set_matplotlib_formats("retina")
+        figures.install(get_ipython())
 
 
 def start() -> PageRun:

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from difflab.notes.figures import mark_grid
+
 
 def to_uint8(images: Tensor) -> np.ndarray:
     """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8, the layout image tools expect."""
@@ -56,9 +58,10 @@ def show_grid(
 ) -> None:
     """Draw an image grid on a matplotlib axis."""
     grid = image_grid(images, nrow)
-    ax.imshow(
+    shown = ax.imshow(
         grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255
     )
+    mark_grid(shown, tuple(images.shape[-2:]), len(images))  # one digit: one tile
     ax.set_axis_off()
     if title:
         ax.set_title(title)
