@@ -200,6 +200,8 @@ for t, s in [(500, 499), (600, 300), (300, 50)]:  # code indices
             var_ratio, torch.ones(3, dtype=F64), atol=5 * math.sqrt(2 / n), rtol=0
         )
 
+# %% tags=["fold"]
+# Table of the Monte Carlo check
 show_table(
     mc_rows,
     headers={
@@ -214,6 +216,7 @@ show_table(
     caption=f"Eq. (3) by Monte Carlo, {n:,} samples",
 )
 
+# %%
 # The check has teeth: forgetting "- sigma^2" under the square root of Eq. (3)
 # would add sigma^2 to the variance, which the same test detects at once.
 t, s = 600, 300
@@ -443,6 +446,7 @@ print("cov ", fmt_all(torch.cov(x.T)), "target", fmt_all(COV))
 assert_close(x.mean(0), MEAN, atol=0.05, rtol=0)  # 4000 samples: s.e. about 0.01
 assert_close(torch.cov(x.T), COV, atol=0.05, rtol=0)
 
+# %%
 step_counts = [2, 5, 10, 20, 50, 100, 200, 1000]
 errors = {}
 for spacing in ["uniform", "quadratic"]:
@@ -469,6 +473,8 @@ print(f"fitted order of convergence (uniform): {order:.2f}")
 assert (err[1:] < err[:-1]).all(), "error must shrink as steps grow"
 assert 0.8 < order < 1.2, "DDIM (eta = 0) is a first-order method"
 
+# %% tags=["fold"]
+# Plotting code for the figure
 fig, ax = plt.subplots(figsize=(5.5, 3.5))
 for spacing, errs in errors.items():
     ax.loglog(step_counts, errs, "o-", label=f"{spacing} spacing")
@@ -486,6 +492,7 @@ ax.set(
 ax.legend()
 plt.show()
 
+# %%
 # eta = 1 over all T steps is DDPM with the posterior variance beta_tilde.
 g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
 a = ddim_sample(exact_eps, x_T[:256], schedule, eta=1.0, generator=g1, progress=False)
@@ -582,6 +589,7 @@ print(
     f"({N_SAMPLES} samples, {sum(ALL)} steps each)"
 )
 
+# %%
 # Features of the samples, of N real train images (the floor) and of the test split
 clf = train_classifier(classifier_recipe(dataset))
 feats = {key: features_and_probs(clf, x)[0] for key, x in samples.items()}
@@ -612,6 +620,8 @@ two_digits = (samples[0.0, T] - samples[0.0, T].roll(1, 0)).flatten(1)
 scale = float(two_digits.pow(2).mean(1).sqrt().mean())
 
 
+# %% tags=["fold"]
+# Table: Frechet distances, and RMS distances to the 1000-step sample
 def dist_row(eta, S):
     if S == T:
         return 0.0, 0.0
@@ -655,6 +665,7 @@ show_table(
     ),
 )
 
+# %%
 # What the table says, each claim with its spread (four of them is the tolerance:
 # a normal error exceeds 4 sd with probability 6e-5).
 log_h = {S: math.log(1 / S - 1 / T) for S in STEPS}  # the step, up to a constant
@@ -688,6 +699,7 @@ for S in STEPS:  # eta = 1 is further from its limit than eta = 0 at every S
 assert abs(p[0.0] - 1) < 0.25 and 4 * p_sd[0.0] < 0.25
 assert p[1.0] < p[0.0] - 4 * math.hypot(p_sd[0.0], p_sd[1.0])
 
+# %%
 comparisons = {
     "η = 1 minus η = 0, S = 10": ((1.0, 10), (0.0, 10)),
     "η = 0: S = 10 minus S = 1000": ((0.0, 10), (0.0, T)),
@@ -757,8 +769,8 @@ axes[1].loglog(
     label="∝ 1/S − 1/T",
 )
 axes[1].set(xlabel="steps S", ylabel="RMS distance", title="to S = 1000, same $x_T$")
-axes[0].legend(fontsize=7)
-axes[1].legend(fontsize=7)
+axes[0].legend()
+axes[1].legend()
 plt.show()
 
 fig, axes = plt.subplots(1, 3, figsize=(6.4, 2.4))
@@ -878,6 +890,7 @@ show_table(
 assert (slerp_norm.mean(1) - 1).abs().max() < 0.02  # stays on the shell
 assert (lerp_norm[5].mean() - math.sqrt(0.5)).abs() < 0.02  # chord midpoint sinks
 
+# %%
 # Decode one pair along both paths with deterministic DDIM (50 steps).
 z0, z1 = trained.noise(2, torch.Generator().manual_seed(7))
 taus50 = ddim_timesteps(trained.schedule.T, 50)
@@ -953,6 +966,8 @@ show_table(
 )
 assert recon_err[-1] < recon_err[0] and recon_err[-1] < 0.1 * spread
 
+# %% tags=["fold"]
+# Plotting code for the figure
 fig, axes = plt.subplots(1, 3, figsize=(6.4, 2.6))
 show_grid(axes[0], digits[:16], nrow=4, title="test digits")
 show_grid(axes[1], (z100[:16] / 3).clamp(-1, 1), nrow=4, title="encoded $x_T$ (/3)")

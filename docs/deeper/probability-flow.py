@@ -118,6 +118,8 @@ ode_sample(
 )
 
 
+# %% tags=["fold"]
+# Helper: z-scores of a sample's mean and variance against the exact law
 def moments_z(x, p_t):
     """z-scores of the sample mean and variance of x (N, 1) against the law p_t."""
     x, n = x[:, 0], len(x)
@@ -128,6 +130,7 @@ def moments_z(x, p_t):
     return float(z_mean), float(z_var)
 
 
+# %%
 fig, ax = plt.subplots(2, 2, figsize=(6.4, 4.4))
 ax = ax.ravel()  # four times in a 2 x 2 grid
 grid = torch.linspace(-3.5, 3, 400, dtype=F64)[:, None]
@@ -320,6 +323,8 @@ assert abs(gap_mean) < 4 * gap_se
 nats_gap = vlb_bpd * math.log(2) - ode_bpd
 assert abs(nats_gap.mean()) > 4 * nats_gap.std() / math.sqrt(n)
 
+# %% tags=["fold"]
+# Plotting code for the figure
 fig, ax = plt.subplots(figsize=(5, 3.2))
 ax.scatter(vlb_bpd, ode_bpd, s=14)
 lim = [min(vlb_bpd.min(), ode_bpd.min()) - 0.2, max(vlb_bpd.max(), ode_bpd.max()) + 0.2]

@@ -90,6 +90,9 @@ n_paths, steps = 20_000, 500
 t_grid = torch.linspace(0, 1, steps + 1, dtype=F64)
 checked = {50: "t = 0.1", 125: "t = 0.25", 250: "t = 0.5", 500: "t = 1"}
 rows = []
+
+# %% tags=["fold"]
+# Simulation: Euler-Maruyama paths of each SDE, checked against Eq. (5), and the figure
 fig, ax = plt.subplots(1, 3, figsize=(6.4, 2.6))
 for k, (name, sde) in enumerate(sdes.items()):
     x = x0.expand(n_paths, 1).clone()
@@ -149,6 +152,9 @@ for k, (name, sde) in enumerate(sdes.items()):
         ax[k].set_yscale("log")
 ax[0].legend()
 plt.show()
+
+# %% tags=["fold"]
+# Table of the checks against Eq. (5)
 show_table(
     rows,
     [
@@ -380,6 +386,8 @@ floors = torch.tensor(
 floor, floor_sd = floors.mean().item(), floors.std().item()
 print(f"true mixture: within-mode spread {truth:.4f} +- {truth_se:.4f}")
 print(f"sliced W2 floor: {floor:.3f}, standard deviation {floor_sd:.3f} over 10 pairs")
+
+# %%
 results = {}
 for nfe in (20, 100):
     for name in ("Euler-Maruyama", "PC (reverse diffusion + Langevin)"):
@@ -417,6 +425,8 @@ assert abs(z_score((em, 100))) < 4  # right spread at 100 evaluations
 assert z_score((em, 20)) < -4 and z_score((pc, 20)) > 4  # too tight / too wide at 20
 assert abs(z_score((pc, 100))) < z_score((pc, 20)) - 4  # PC much better at 100
 
+# %% tags=["fold"]
+# Plotting code for the figure
 fig, ax = plt.subplots(2, 3, figsize=(6.4, 4.6), sharex=True, sharey=True)
 ax[1, 2].set_visible(False)  # five panels in a 2 x 3 grid
 ax = ax.ravel()[:5]

@@ -251,6 +251,8 @@ plt.show()
 
 steps = torch.arange(1, T + 1)
 fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
+
+# %%
 for name, sch in [("linear", schedule), ("cosine", cosine)]:
     axes[0].plot(steps, sch.alpha_bar, label=name)
     axes[1].plot(steps, sch.snr().log(), label=name)
@@ -819,6 +821,7 @@ for i in (99, 599):
         terms[:, i], (lam_i * err / (D * math.log(2))).float(), rtol=2e-3, atol=1e-6
     )
 
+# %%
 first_10 = (terms[:, :10].sum(1).mean() / bpd.mean()).item()  # L_0 .. L_9
 prior = terms[:, -1].mean().item()
 decoder = terms[:, 0].mean().item()
@@ -853,6 +856,8 @@ assert prior < 1e-3  # alpha_bar_T ~ 4e-5: q(x_T | x_0) is almost N(0, I)
 assert (terms[:, :-1] >= 0).all()  # KLs and -log P of a probability <= 1 are >= 0
 
 
+# %% tags=["fold"]
+# Helper: the bound of Eq. (11) per image in nats, computed independently
 @torch.no_grad()
 def bound_in_nats(x0, generator, n_random=32, n_first=10):
     """Eq. (11) per image in nats: L_0, KL terms by Eq. (18), L_T; sigma^2 = beta_tilde."""
@@ -893,6 +898,7 @@ def bound_in_nats(x0, generator, n_random=32, n_first=10):
     return total
 
 
+# %%
 nats = bound_in_nats(x0_bound, torch.Generator().manual_seed(10))
 for label, second in (("bits", nats / (D * math.log(2))), ("nats", nats / D)):
     diff = second - bpd.double()  # per image, (n_bound,)
@@ -983,6 +989,7 @@ for variance in ("beta", "beta_tilde"):
         f"DDPM {n_steps} steps, sigma^2 = {variance:10s}: {metrics.format_scores(scores[variance])}"
     )
 
+# %%
 # The two variances' samples share x_T and z, so their distances are compared pairwise:
 # resample the same indices from both sets (a paired bootstrap), recompute both
 # distances, and take the spread of the difference as its standard error.
@@ -1023,6 +1030,7 @@ print(
     f"({conf_gap.mean() / conf_gap_se:+.1f} s.e.)"
 )
 
+# %%
 # Thresholds, set from runs of this page: in the quick profile the distance was
 # 1.2x-1.5x the floor with 500 samples and 1.6x-1.8x with 1000 (the floor falls
 # faster with n than the samples' distance), with 77-85% of samples confident (and

@@ -114,6 +114,7 @@ d_hand = lp.exp() / (lp.exp() + lq.exp())  # Eq. (2) as written
 d_star = gan.optimal_discriminator(lp, lq)
 torch.testing.assert_close(d_star, d_hand)
 
+# %%
 g = torch.Generator().manual_seed(0)
 x_p = p_mean + p_std * torch.randn(20000, 1, generator=g)
 x_q = q_mean + q_std * torch.randn(20000, 1, generator=g)
@@ -154,6 +155,8 @@ z_slip = ((d_mean - d_slip) / d_se)[bulk].abs().max()
 print(f"against Eq. (2) without the normalising 1/s: largest error {z_slip:.1f} s.e.")
 assert z_slip > 5
 
+# %% tags=["fold"]
+# Plotting code for the figure
 fig, ax = plt.subplots(figsize=(6.4, 3.4))
 ax.plot(
     x_plot,
@@ -306,6 +309,8 @@ print(
 )
 print(f"most modes covered at any check: {max(ring['modes'])} of {len(centers)}")
 
+# %% tags=["fold"]
+# Plotting code for the figure
 shown = [
     1,
     len(ring["step"]) // 4,

@@ -228,6 +228,8 @@ print({k.split(",")[0]: f"{v:.2e}" for k, v in final.items()})
 names = list(final)
 assert final[names[1]] < final[names[0]] and final[names[2]] < final[names[0]]
 
+# %% tags=["fold"]
+# Plotting code for the figure
 fig, axes = plt.subplots(1, 3, figsize=(6.4, 2.6))
 u = torch.linspace(-2.5, 2.5, 300, dtype=F64)
 U, V = torch.meshgrid(u, u, indexing="xy")
@@ -364,6 +366,8 @@ for name, ls in losses.items():
     print(f"{name.split(',')[0]}: loss {ls[0]:.3f} -> {ls[-1]:.5f}")
     assert ls[-1] < 0.1 * ls[0]
 
+# %% tags=["fold"]
+# Plotting code for the figure
 fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
 for i, (name, ls) in enumerate(losses.items()):
     axes[0].semilogy(range(0, n_iter + 1, 10), ls, color=f"C{i}", label=name)

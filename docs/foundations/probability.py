@@ -369,6 +369,7 @@ print(
 )
 assert abs(kl_mc[-1] - kl_exact) < 4 * log_ratio.std() / math.sqrt(ns[-1])
 
+# %%
 # Full covariance: Eq. (13) against Monte Carlo, and against Eq. (12) when diagonal.
 mu_q = torch.tensor([1.0, -1.0, 0.5], dtype=F64)
 Sigma_q = torch.tensor([[2.0, 0.3, 0.0], [0.3, 1.0, -0.2], [0.0, -0.2, 0.5]], dtype=F64)
@@ -401,6 +402,8 @@ assert_close(
     G.gaussian_kl(mu2, d1, mu2 + 1, d2).sum(),
 )
 
+# %% tags=["fold"]
+# Plotting code for the figure
 plt.figure(figsize=(6, 3.5))
 plt.semilogx(ns, kl_mc, "o-", label="Monte Carlo mean of Eq. (11)")
 plt.axhline(kl_exact, color="k", ls="--", label="closed form, Eq. (12)")
@@ -502,6 +505,7 @@ print(
 )
 assert max(z_ok) < 5 and max(z_off) > 5
 
+# %%
 t = 50  # paper index t = 51; any t >= 1 works
 ab_prev, ab_t = alpha_bar[t - 1], alpha_bar[t]
 joint_mu = torch.stack([ab_prev.sqrt() * x0, ab_t.sqrt() * x0])
@@ -520,6 +524,8 @@ print(
     f"posterior at t={t}: mean {post_mean.item():.4f}, variance {post_var.item():.5f} = beta_tilde"
 )
 
+# %% tags=["fold"]
+# Plotting code for the figure
 tt = torch.arange(1, T + 1)
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.plot(tt, means, label="simulated mean")

@@ -335,6 +335,8 @@ print(
 )
 assert (err_m < 5 * se_m + bias_m).all() and (err_v < 5 * se_v + bias_v).all()
 
+# %% tags=["fold"]
+# Plotting code for the figure
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.plot(t_ou, path[:, :20], color="C0", lw=0.4, alpha=0.5)
 ax.plot(t_ou, m_t, "k", label="$m_t$, Eq. (8)")
@@ -395,6 +397,10 @@ t_fp = torch.linspace(0, T, 301, dtype=F64)
 paths_fp = S.euler_maruyama(f_vp, g_vp, x_start, t_fp, g)
 
 xg = torch.linspace(-4, 4, 801, dtype=F64)
+
+# %% tags=["fold"]
+# Plotting code for the figure (each panel also checks the histogram against the
+# exact p_t with a Kolmogorov-Smirnov distance)
 times = [0.0, 0.1, 0.5, 3.0]
 fig, axes = plt.subplots(2, 2, figsize=(6.4, 4.4), sharey=True)
 axes = axes.ravel()
@@ -420,6 +426,7 @@ axes[0].legend()
 plt.tight_layout()
 plt.show()
 
+# %%
 # Eq. (9) by finite differences: d/dt of the analytic density against the right side.
 dt = 1e-5
 for s in [0.05, 0.3, 1.0]:
@@ -500,6 +507,7 @@ kl_lead = 0.5 * (math.exp(-T) * (w * means0).sum().item()) ** 2
 print(f"leading order 0.5 (e^-3 sum_k w_k m_k)^2 = {kl_lead:.1e}")
 assert abs(kl_T / kl_lead - 1) < 0.1
 
+# %%
 g = torch.Generator().manual_seed(8)
 x_T = torch.randn(10_000, generator=g, dtype=F64)
 t_rev = torch.linspace(T, 0, 301, dtype=F64)

@@ -276,6 +276,7 @@ print(
     "a lower bound on the KL of q to the posterior, Eq. (2)"
 )
 
+# %%
 # Eq. (7): L_K increases with K. Each K used fresh samples, so compare per image
 # and allow three standard errors of the paired difference.
 Ks = list(bounds)
@@ -324,7 +325,9 @@ plt.show()
 # $\mathcal L_{1000}$, which is itself random.
 
 
-# %%
+# %% tags=["fold"]
+# Helpers: log p(x, z), the same on a grid of codes around mu(x), and the Monte Carlo
+# estimates that share no code with the grid
 def log_joint(x1, zz):
     """log p(x, z) = log p(x | z) + log p(z) for one image x1 and codes zz (N, 2)."""
     mean, log_s = model.decode(zz)
@@ -371,6 +374,7 @@ def monte_carlo(x1, m=20_000, seed=0):
     )
 
 
+# %%
 rows = []
 with torch.no_grad():
     for i in range(4):
@@ -393,6 +397,9 @@ with torch.no_grad():
                 "area": area.item(),
             }
         )
+
+# %% tags=["fold"]
+# Table: quadrature beside the independent estimates
 show_table(
     rows,
     ["image", "lp", "lp_is", "elbo", "elbo_mc", "kl", "l1000"],
@@ -408,6 +415,8 @@ show_table(
     spread={"lp_is": "lp_se", "elbo_mc": "elbo_se"},
     caption="Log-likelihood and ELBO by quadrature beside independent estimates (nats)",
 )
+
+# %%
 # The grid values must agree with the independent estimates to four standard
 # errors (16 comparisons in all, counting the wrong variant below). A grid that is
 # too coarse or too narrow, or an integral missing its cell area, fails here.
