@@ -48,3 +48,25 @@ def test_every_audio_element_loads_with_its_duration(browser, site_url, site_dir
         assert c["controls"], (k, "no controls")
         assert c["error"] == 0 and c["ready"] >= 1, (k, c)
         assert abs(c["duration"] - c["expected"]) < 1 / 4000, (k, c)
+
+
+@pytest.mark.parametrize("width", [1366, 390])
+def test_players_are_wide_enough_to_scrub(browser, site_url, site_dir, width):
+    """Issue 20, point 4: every player is at least 240 px wide as laid out, on a
+    desktop and on a phone (a grid wider than the column scrolls inside it)."""
+    if not (site_dir / PAGE).is_file():
+        pytest.fail(f"{PAGE} is missing from the built site")
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    try:
+        page.goto(f"{site_url}/{PAGE}", wait_until="load", timeout=120_000)
+        widths = page.evaluate(
+            "() => Array.from(document.querySelectorAll('article audio'))"
+            ".map((a) => a.getBoundingClientRect().width)"
+        )
+    finally:
+        page.close()
+    assert widths, "no audio element"
+    narrow = [round(w) for w in widths if w < 240]
+    assert not narrow, (
+        f"{len(narrow)} of {len(widths)} players under 240 px: {narrow[:5]}"
+    )

@@ -480,8 +480,11 @@ ref = gaussian_stats(feat_train.double())
 n_gen = len(labels)
 floor, floor_sd = real_floor(feat_test, ref, n_gen)
 print(f"classifier test accuracy {acc:.3f} (s.e. {acc_se:.3f}, 300 clips)")
-# Chance is 0.1 with s.e. sqrt(.1 .9 / 300) = 0.017; 4 s.e. above it is 0.17.
-assert acc > 0.1 + 4 * math.sqrt(0.1 * 0.9 / len(x_test))
+# The fractions "heard as asked" below are read by this classifier, so it must
+# be right on real clips far more often than chance (0.1): on at least half of
+# them, by four standard errors. (Four s.e. above chance, 0.17, would let a
+# classifier that is wrong on most real clips judge the models.)
+assert acc - 4 * acc_se > 0.5, (acc, acc_se)
 
 spec_recipe = models["spec"].recipe
 gl_real = decode(

@@ -805,6 +805,28 @@ show_table(
 # %% tags=["fold"]
 # Figures: the trade-off curve, then samples at three weights
 fig, ax = plt.subplots(figsize=(page.FIGURE_WIDTH_IN, 3.2))
+renderer, placed = fig.canvas.get_renderer(), []
+
+
+def label_point(text, xy, first_dy):
+    """Write ``text`` beside the point ``xy``, moved up or down until it overlaps
+    no label written before (the last try stays if none is free)."""
+    for dy in (first_dy, -first_dy - 8, first_dy + 10, -first_dy - 18, 24, -30):
+        note = ax.annotate(
+            text, xy, textcoords="offset points", xytext=(4, dy), fontsize=9
+        )
+        box = note.get_window_extent(renderer)
+        if not any(box.overlaps(other) for other in placed):
+            break
+        note.remove()
+    else:
+        note = ax.annotate(
+            text, xy, textcoords="offset points", xytext=(4, dy), fontsize=9
+        )
+        box = note.get_window_extent(renderer)
+    placed.append(box)
+
+
 for kind, scales, marker, label in [
     ("cfg", W_DIG, "o-", "classifier-free, w"),
     ("cg", S_CG, "s--", "classifier guidance, s"),
@@ -821,15 +843,9 @@ for kind, scales, marker, label in [
         label=label,
     )
     # the weights label their points: classifier-free above, classifier below,
-    # so that two nearby points never print their labels on one spot
+    # each moved until it overlaps no other label
     for v, a, f in zip(scales, accs, fds, strict=True):
-        ax.annotate(
-            f"{v:g}",
-            (a, f),
-            textcoords="offset points",
-            xytext=(4, 4) if kind == "cfg" else (4, -12),
-            fontsize=9,
-        )
+        label_point(f"{v:g}", (a, f), 4 if kind == "cfg" else -12)
 ax.axhline(floor["fd"], color="k", ls=":", lw=1, label="real-data floor")
 ax.set(
     xlabel="fraction read as the requested digit",

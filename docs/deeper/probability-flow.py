@@ -158,6 +158,7 @@ for a, t in zip(ax, snap_times, strict=True):
         else:
             assert abs(z_mean) < 4 and abs(z_var) < 4
 ax[0].legend()
+fig.tight_layout()  # the upper panels' tick labels clear the lower panels' titles
 plt.show()
 
 # %% [markdown]

@@ -251,8 +251,6 @@ plt.show()
 
 steps = torch.arange(1, T + 1)
 fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6))
-
-# %%
 for name, sch in [("linear", schedule), ("cosine", cosine)]:
     axes[0].plot(steps, sch.alpha_bar, label=name)
     axes[1].plot(steps, sch.snr().log(), label=name)
@@ -263,6 +261,7 @@ for ax in axes:
 plt.tight_layout()
 plt.show()
 
+# %%
 for name, sch in [("linear", schedule), ("cosine", cosine)]:
     log_snr = sch.snr().log()
     half = int((sch.alpha_bar < 0.5).nonzero()[0]) + 1

@@ -274,8 +274,9 @@ with torch.no_grad():
 print(f"mean D on real images {d_real:.3f}, on generated {d_fake:.3f}")
 
 fig, axs = plt.subplots(1, 2, figsize=(6.4, 3.2))
-show_grid(axs[0], data.images[:64], nrow=8, title="training images")
-show_grid(axs[1], samples[:64], nrow=8, title="DCGAN samples")
+# 24 images a panel, 6 across: at least 28 px a digit on the page
+show_grid(axs[0], data.images[:24], nrow=6, title="training images")
+show_grid(axs[1], samples[:24], nrow=6, title="DCGAN samples")
 plt.show()
 
 # %% [markdown]

@@ -262,9 +262,11 @@ for i, (name, xs) in enumerate(runs_r.items()):
     axes[2].semilogy(O.rosenbrock(xs) + 1e-16, color=f"C{i}", label=name)
 axes[1].plot([1], [1], "k*", ms=12)
 axes[1].set(title="Rosenbrock", xlabel="$u$", ylabel="$w$")
-axes[1].legend(fontsize=9, loc="lower right")
 axes[2].set(xlabel="iteration", ylabel="loss", title="Rosenbrock loss vs iteration")
-plt.tight_layout()
+# The Rosenbrock runs' legend goes under the panels: inside one it hides a path.
+handles, labels = axes[1].get_legend_handles_labels()
+fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+plt.tight_layout(rect=(0, 0.1, 1, 1))
 plt.show()
 
 # %% [markdown]

@@ -256,7 +256,7 @@ manual = -(z.gather(1, test.labels[:32, None]).squeeze(1) - z.logsumexp(1)).mean
 assert_close(F.cross_entropy(z, test.labels[:32]), manual)  # Eq. (4)
 
 # %%
-fig = plt.figure(figsize=(6.4, 2.6))
+fig = plt.figure(figsize=(6.4, 3.0))
 left, right = fig.subfigures(1, 2, width_ratios=[1, 1.2])
 ax = left.subplots()
 ax.semilogy(losses, lw=0.7)
@@ -273,6 +273,7 @@ for a, i in zip(right.subplots(3, 4).flat, show, strict=True):
     )
     a.axis("off")
 right.suptitle("Test digits with predicted labels (red: mistakes)", fontsize=10)
+right.subplots_adjust(top=0.8, hspace=0.6)  # the top row's labels under the title
 plt.show()
 
 # %% [markdown]

@@ -446,13 +446,13 @@ print("share of the gap that L_1000 - ELBO recovers:", [f"{c:.2f}" for c in clos
 # %%
 with torch.no_grad():
     mu_test = model.encode(test.images)[0]
-n_side = 15
+n_side = 7  # 7 x 7 decoded points: at least 28 px a digit on the page
 u = Normal(0.0, 1.0).icdf(torch.linspace(0.03, 0.97, n_side))
 grid_z = torch.stack(torch.meshgrid(u, -u, indexing="xy"), dim=-1).reshape(-1, 2)
 with torch.no_grad():
     manifold = model.decode(grid_z)[0].clamp(-1, 1)
 
-fig, axs = plt.subplots(1, 2, figsize=(6.4, 2.9))
+fig, axs = plt.subplots(1, 2, figsize=(6.4, 3.4))
 sc = axs[0].scatter(mu_test[:, 0], mu_test[:, 1], c=test.labels, cmap="tab10", s=6)
 axs[0].legend(*sc.legend_elements(), title="digit", fontsize=9, loc="upper right")
 axs[0].set(xlabel="$z_1$", ylabel="$z_2$", title="encoder means of test images")
@@ -495,8 +495,9 @@ print(
 assert fd_mean - 4 * fd_se > 2 * scores["floor"]  # "well above the floor"
 
 fig, axs = plt.subplots(1, 2, figsize=(6.4, 3.2))
-show_grid(axs[0], test.images[:64], nrow=8, title="test images")
-show_grid(axs[1], samples[:64], nrow=8, title="VAE samples (decoder means)")
+# 24 images a panel, 6 across: at least 28 px a digit on the page
+show_grid(axs[0], test.images[:24], nrow=6, title="test images")
+show_grid(axs[1], samples[:24], nrow=6, title="VAE samples (decoder means)")
 plt.show()
 
 # %% [markdown]

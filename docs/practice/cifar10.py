@@ -110,7 +110,7 @@ print(
     f"{data.channels}x{data.image_size}x{data.image_size} in [-1, 1]"
 )
 
-fig, ax = plt.subplots(figsize=(FIGURE_WIDTH_IN / 2, FIGURE_WIDTH_IN / 2))
+fig, ax = plt.subplots(figsize=(3.8, 3.8))  # at least 28 px a digit
 show_grid(ax, data.images[:64], nrow=8, title=f"64 training images ({data.name})")
 plt.show()
 
@@ -335,7 +335,7 @@ assert len(pngs) == n_show and exported.shape == same.shape
 assert np.array_equal(same, exported)
 assert not np.array_equal(other_seed, exported)
 
-fig, ax = plt.subplots(figsize=(FIGURE_WIDTH_IN / 2, FIGURE_WIDTH_IN / 2))
+fig, ax = plt.subplots(figsize=(3.8, 3.8))  # at least 28 px a digit
 show_grid(
     ax,
     torch.from_numpy(exported).permute(0, 3, 1, 2).float() / 127.5 - 1,

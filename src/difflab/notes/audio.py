@@ -46,15 +46,23 @@ def spectrogram_png(
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def clip_html(x: Tensor, rate: int, caption: str = "", n_fft: int = 128) -> str:
-    """One clip: its spectrogram above an ``<audio controls>`` player."""
+def clip_html(
+    x: Tensor, rate: int, caption: str = "", n_fft: int = 128, label: str = ""
+) -> str:
+    """One clip: its spectrogram above an ``<audio controls>`` player.
+
+    ``caption`` is shown under the player; ``label`` (or the caption) names the
+    clip in the spectrogram's alt text.
+    """
     seconds = x.shape[-1] / rate
+    alt = f"log spectrogram of the clip {label or caption}".strip()
+    alt += f", {seconds:.2f} s at {rate} Hz"
     return (
         '<figure class="difflab-clip" style="margin:2px;text-align:center">'
-        f'<img src="{spectrogram_png(x, n_fft, n_fft // 4)}" alt="spectrogram '
-        f'{html.escape(caption)}" style="display:block;margin:auto"/>'
+        f'<img src="{spectrogram_png(x, n_fft, n_fft // 4)}" alt="{html.escape(alt)}" '
+        'style="display:block;margin:auto"/>'
         f'<audio controls preload="auto" data-expected-duration="{seconds:.6f}" '
-        f'src="{wav_data_uri(x, rate)}" style="width:150px;height:28px"></audio>'
+        f'src="{wav_data_uri(x, rate)}" style="width:240px;height:32px"></audio>'
         f'<figcaption style="font-size:0.75em">{html.escape(caption)}</figcaption>'
         "</figure>"
     )
@@ -71,7 +79,10 @@ def clip_grid_html(
     head = "".join(f"<th>{html.escape(c)}</th>" for c in col_labels)
     body = "".join(
         f"<tr><th>{html.escape(label)}</th>"
-        + "".join(f"<td>{clip_html(x, rate)}</td>" for x in row)
+        + "".join(
+            f"<td>{clip_html(x, rate, label=f'{label}, {col}')}</td>"
+            for x, col in zip(row, col_labels, strict=True)
+        )
         + "</tr>"
         for label, row in zip(row_labels, clips, strict=True)
     )
