@@ -805,7 +805,7 @@ show_table(
 # %% tags=["fold"]
 # Figures: the trade-off curve, then samples at three weights
 fig, ax = plt.subplots(figsize=(page.FIGURE_WIDTH_IN, 3.2))
-renderer, placed = fig.canvas.get_renderer(), []
+renderer, placed, to_label = fig.canvas.get_renderer(), [], []
 
 
 def label_point(text, xy, first_dy):
@@ -843,9 +843,9 @@ for kind, scales, marker, label in [
         label=label,
     )
     # the weights label their points: classifier-free above, classifier below,
-    # each moved until it overlaps no other label
+    # each moved until it overlaps no other label (placed once the axes are final)
     for v, a, f in zip(scales, accs, fds, strict=True):
-        label_point(f"{v:g}", (a, f), 4 if kind == "cfg" else -12)
+        to_label.append((f"{v:g}", (a, f), 4 if kind == "cfg" else -12))
 ax.axhline(floor["fd"], color="k", ls=":", lw=1, label="real-data floor")
 ax.set(
     xlabel="fraction read as the requested digit",
@@ -853,6 +853,10 @@ ax.set(
     title="Guidance trades variety for fidelity (bars: 2 s.e.)",
 )
 ax.legend(fontsize=9)
+fig.canvas.draw()  # the limits and the legend are final: now place the labels
+placed += [t.get_window_extent(renderer) for t in ax.get_legend().get_texts()]
+for args in to_label:
+    label_point(*args)
 plt.show()
 # Samples at three weights, one above the other: two rows of the digits 0..9 as
 # requested (one column per digit), at least 28 px a digit on the page.
