@@ -575,10 +575,10 @@ show_table(
 )
 
 # %% [markdown]
-# **What the gap to DDPM follows.** Four paired differences, each with its
-# bootstrap spread and its size in spreads ($z$): what clipping does to DDPM
-# itself and to the converged ODE solvers, and how far the ODE's map is from
-# DDPM with and without clipping on both sides.
+# **What the gap to DDPM follows.** Paired differences, each with its bootstrap
+# spread and its size in spreads ($z$): what clipping does to DDPM itself, to
+# each converged ODE solver (NFE 100) and to ++(2M) at 5 evaluations, and how
+# far the ODE's map is from DDPM, unclipped, and with clipping on both sides.
 
 # %%
 SHORT = {"euler": "Euler", "dpm_solver_1": "DDIM", "dpm_solver_pp_2m": "++(2M)"}
@@ -626,8 +626,7 @@ assert abs(z["++(2M) 100 clipped − DDPM clipped"]) < 2, z
 # larger part of the gap between the ODE solvers and DDPM, and the sampler was
 # not shown to matter beyond it:
 #
-# - Clipping did nothing to DDPM ($-0.00 \pm 0.02$): with its noise added at
-#   every step, its $\hat x_0$ rarely leaves $[-1, 1]$ by much.
+# - Clipping did nothing measurable to DDPM ($-0.00 \pm 0.02$).
 # - Clipping improved every ODE solver at NFE 100 by about 0.2 ($+0.18$ to
 #   $+0.21$, 3.0 to 3.2 paired spreads), and it matters most at few steps:
 #   ++(2M) at 5 evaluations went from 2.87 to 0.93, what Lu et al. (2022b)
@@ -635,11 +634,11 @@ assert abs(z["++(2M) 100 clipped − DDPM clipped"]) < 2, z
 # - The unclipped ODE limit was $+0.44 \pm 0.20$ above 1000-step DDPM (2.2
 #   spreads). Clipped ++(2M) at 100 evaluations was $+0.26 \pm 0.19$ above it:
 #   within the page's two-spread rule of zero, so whether the ODE's map is worse
-#   than DDPM once both clip is *not resolved* here. With 1000 samples the
-#   spread of a distance near the floor is about 0.2; resolving a difference of
-#   0.26 at two spreads needs that spread halved, four times the samples,
-#   more than the 1438 training images the floor is drawn from on the digits
-#   (the full profile, on MNIST, scores 2000).
+#   than DDPM once both clip is *not resolved* here. Resolving a difference of
+#   0.26 at two spreads needs its spread brought from 0.19 to 0.13: about twice
+#   the samples (the spread falls as $1/\sqrt{N}$), more than the 1438 training
+#   images the floor is drawn from on the digits (the full profile, on MNIST,
+#   scores 2000).
 # - So no solver reached within 10% of 1000-step DDPM at any budget, clipped or
 #   not (mostly undecided), while against the ODE's own limit ++(2M) and Heun
 #   reached at about 20 evaluations and DDIM at 100. A check held out from this
