@@ -1163,10 +1163,7 @@ def _figure_attrs(meta: dict) -> str:
     from html import escape
 
     found = meta.get("difflab", {})
-    # Tick and legend labels that matplotlib wrote as mathtext keep the name of
-    # its default-font command once the $ and braces are gone: not words.
-    alt = re.sub(r"\\?mathdefault", "", meta.get("alt") or "").strip()
-    attrs = f' alt="{escape(alt)}"' if alt else ""
+    attrs = f' alt="{escape(meta["alt"])}"' if meta.get("alt") else ""
     for key, name in (
         ("min_text_px", "min-text-px"),
         ("min_cell_px", "min-cell-px"),

@@ -811,19 +811,15 @@ renderer, placed, to_label = fig.canvas.get_renderer(), [], []
 def label_point(text, xy, first_dy):
     """Write ``text`` beside the point ``xy``, moved up or down until it overlaps
     no label written before (the last try stays if none is free)."""
-    for dy in (first_dy, -first_dy - 8, first_dy + 10, -first_dy - 18, 24, -30):
+    tries = (first_dy, -first_dy - 8, first_dy + 10, -first_dy - 18, 24, -30)
+    for k, dy in enumerate(tries):
         note = ax.annotate(
             text, xy, textcoords="offset points", xytext=(4, dy), fontsize=9
         )
         box = note.get_window_extent(renderer)
-        if not any(box.overlaps(other) for other in placed):
+        if k == len(tries) - 1 or not any(box.overlaps(o) for o in placed):
             break
         note.remove()
-    else:
-        note = ax.annotate(
-            text, xy, textcoords="offset points", xytext=(4, dy), fontsize=9
-        )
-        box = note.get_window_extent(renderer)
     placed.append(box)
 
 

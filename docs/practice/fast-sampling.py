@@ -519,6 +519,14 @@ for clip in CLIPS:
 
 # %% tags=["fold"]
 # Helpers: a paired difference of distances, and the reaches/misses verdict
+SHORT = {  # short solver names for table rows
+    "euler": "Euler",
+    "dpm_solver_1": "DDIM",
+    "dpm_solver_pp_2m": "++(2M)",
+    "heun": "Heun",
+}
+
+
 def fd_diff(a, b, scale=1.0):
     """FD(a) - scale FD(b) and its paired bootstrap standard deviation."""
     return fd[a] - scale * fd[b], float((boot[a] - scale * boot[b]).std())
@@ -581,8 +589,6 @@ show_table(
 # far the ODE's map is from DDPM, unclipped, and with clipping on both sides.
 
 # %%
-SHORT = {"euler": "Euler", "dpm_solver_1": "DDIM", "dpm_solver_pp_2m": "++(2M)"}
-SHORT["heun"] = "Heun"  # short row names: the table fits a phone's column
 clip_effect = {
     "DDPM 1000: plain − clipped": fd_diff(DDPM_RAW, DDPM),
     **{

@@ -68,8 +68,11 @@ class _RecordingRenderer(RendererAgg):
 
 
 def _plain(text: str) -> str:
-    """A label as words: mathtext's ``$``, backslashes and braces removed."""
-    text = re.sub(r"\\(mathrm|mathbf|mathcal|operatorname|text)\b", "", text)
+    """A label as words: mathtext's ``$``, font commands, backslashes and braces
+    removed (tick and legend labels come as ``$\\mathdefault{0}$``)."""
+    text = re.sub(
+        r"\\(mathdefault|mathrm|mathbf|mathcal|operatorname|text)\b", "", text
+    )
     text = re.sub(r"[\\${}]", "", text)
     return " ".join(text.split())
 

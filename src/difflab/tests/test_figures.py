@@ -107,3 +107,12 @@ def test_the_kernel_formatter_adds_alt_and_measurements_to_the_png():
     assert "DDPM" in meta["alt"]
     assert meta["difflab"]["width"] == 640
     assert meta["difflab"]["min_text_px"] < 10  # 7 pt = 9.7 px
+
+
+def test_mathtext_labels_read_as_words():
+    """Tick and legend labels that matplotlib writes as mathtext lose their font
+    commands in the alt text (``$\\mathdefault{0}$`` reads "0", not "mathdefault0")."""
+    from difflab.notes.figures import _plain
+
+    assert _plain(r"$\mathdefault{0}$") == "0"
+    assert _plain(r"$\mathrm{SNR}_t$") == "SNR_t"
