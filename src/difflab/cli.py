@@ -9,6 +9,7 @@ Examples::
     python -m difflab sample audio --digit 7 --n 8 --out clips/   # spoken digits
     python -m difflab bench train                   # difflab vs diffusers throughput
     python -m difflab bench quality                 # same wall-clock, both scored
+    python -m difflab bench alloc                   # keeping freed memory, side by side
     python -m difflab cache list                    # what the cache holds
     python -m difflab cache prune --dry-run         # what no current key reaches
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from difflab.core.memory import keep_freed_memory
 from difflab.data.common import data_setting_problem
 from difflab.data.images import IMAGE_NAMES, DatasetMissingError
 from difflab.train import cache
@@ -192,8 +194,8 @@ def parser() -> argparse.ArgumentParser:
     _add_recipe(e)
     _add_sampling(e, n=1000)
 
-    b = sub.add_parser("bench", help="benchmarks against diffusers")
-    b.add_argument("which", choices=["train", "quality"])
+    b = sub.add_parser("bench", help="benchmarks (against diffusers; the allocator)")
+    b.add_argument("which", choices=["train", "quality", "alloc"])
     b.add_argument("--out", type=Path, help="write a JSON report here (.json)")
     b.add_argument(
         "--budget",
@@ -556,6 +558,10 @@ def _bench(args) -> int:
         from difflab.eval.bench import bench_train
 
         bench_train(args.out)
+    elif args.which == "alloc":
+        from difflab.eval.bench_alloc import bench_alloc
+
+        bench_alloc()
     else:
         from difflab.eval.bench_quality import bench_quality
 
@@ -718,6 +724,7 @@ def _main(argv: list[str]) -> int:
     except SystemExit as stop:  # --help (0) or a bad argument (2)
         return stop.code if isinstance(stop.code, int) else 0
     prog = f"python -m difflab {args.command}"
+    keep_freed_memory()  # faster CPU loops, same results (difflab.core.memory)
     try:
         _checks(args)
         return COMMANDS[args.command](args)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import matplotlib
 
+from difflab.core.memory import keep_freed_memory
 from difflab.notes import figures
 from difflab.train.device import default_device, describe
 from difflab.train.profiles import current_profile
@@ -179,7 +180,12 @@ def set_house_style() -> None:
 
 
 def start() -> PageRun:
-    """Start the page clock, set the house figure style and show the provenance box."""
+    """Start the page clock, set the house figure style and show the provenance box.
+
+    It also lets the kernel keep the memory it frees (:mod:`difflab.core.memory`):
+    the page's CPU loops run faster, with the same results.
+    """
+    keep_freed_memory()
     set_house_style()
     run = PageRun(profile=current_profile(), device=describe(default_device()))
     run.show()
