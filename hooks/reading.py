@@ -1,7 +1,6 @@
 """MkDocs hook: what helps a reader find their way (orientation, home path, TOC, search).
 
-Registered in ``mkdocs.yml`` before ``hooks/site_nav.py`` (it reads the nav as
-written, planned pages included, before that hook drops the missing ones).
+Registered in ``mkdocs.yml`` before ``hooks/site_nav.py``.
 
 Orientation. Every page of a stage (a page in a folder: ``foundations/…``) gets a
 line under its title: its reading time and the pages to read first, linked. A
@@ -21,9 +20,8 @@ written: prose words at :data:`WORDS_PER_MINUTE` plus code lines at
 :data:`CODE_LINES_PER_MINUTE`, rounded up to whole minutes.
 
 Home. In ``docs/index.md`` the line ``<!-- difflab-stage: <nav section> -->``
-becomes Material grid cards for the pages of that stage that exist (title linked,
-first sentence, reading time, what it needs first), followed by the planned pages
-of that stage that are still being written, named as such. ``<!-- difflab-home-
+becomes Material grid cards for the pages of that stage (title linked, first
+sentence, reading time, what it needs first). ``<!-- difflab-home-
 figure -->`` becomes a figure made at build time (:func:`home_figure`): a digit
 dissolving into noise under the closed-form forward process, and noise turned back
 into a digit by deterministic DDIM with the exact denoiser of the training digits.
@@ -37,7 +35,6 @@ search index with :func:`detex` (``q(xₜ | x₀)``). Code input cells of notes 
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import logging
@@ -54,7 +51,7 @@ STAGE_MARK = re.compile(r"^<!-- difflab-stage: (.+?) -->$", re.M)
 FIGURE_MARK = "<!-- difflab-home-figure -->"
 FIGURE_URI = "assets/generated/home-noise.png"
 
-_state: dict = {"raw_nav": None, "docs": None, "root": None, "info": {}}
+_state: dict = {"docs": None, "root": None, "info": {}}
 
 
 # ------------------------------------------------------------------ detex
@@ -227,7 +224,6 @@ def page_info(src: str) -> dict | None:
 def on_config(config):
     _state["docs"] = Path(config.docs_dir).resolve()
     _state["root"] = Path(config.config_file_path).resolve().parent
-    _state["raw_nav"] = copy.deepcopy(config.nav)
     _state["info"] = {}
     return config
 
@@ -287,7 +283,6 @@ def on_page_markdown(markdown, page, config, files):
     if page.file.src_uri != "index.md":
         return markdown
     written = _sections(config.nav)
-    planned = _sections(_state["raw_nav"])
 
     def stage(m: re.Match) -> str:
         name = m[1].strip()
@@ -304,17 +299,10 @@ def on_page_markdown(markdown, page, config, files):
                 f"-   [**{info['title']}**]({_page_uri(src)}){summary}\n\n"
                 f"    <small>{info['minutes']} min read · {needs}</small>\n"
             )
-        todo = [p for p in planned.get(name, []) if p not in pages]
         out = []
         if cards:
             out += ['<div class="grid cards" markdown>', "", *cards, "</div>", ""]
-        if todo:
-            names = ", ".join(Path(p).stem.replace("-", " ") for p in todo)
-            lead = (
-                "Still being written" if cards else "This stage is still being written"
-            )
-            out.append(f"*{lead}: {names}.*\n")
-        if not cards and not todo:
+        else:
             log.warning("reading: index.md names stage %r, which the nav lacks", name)
         return "\n".join(out)
 

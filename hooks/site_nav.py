@@ -1,10 +1,10 @@
 """MkDocs hook: a tolerant nav, and the module list of the API page.
 
-Nav. ``nav:`` in mkdocs.yml lists every stage and its pages in reading order,
-including pages not written yet. Before the build this hook
+Nav. ``nav:`` in mkdocs.yml lists every stage and its pages in reading order, and
+only pages that exist. Before the build this hook
 
-* drops entries whose file does not exist (INFO line), so ``--strict`` passes while
-  chapters are still being written, and drops a stage left empty;
+* warns about an entry whose file does not exist, naming it (so ``--strict``
+  fails: the nav says what the site has), and leaves it out of a plain build;
 * appends to a stage the pages (``.md``/``.py``) found in that stage's folder but
   not listed anywhere, so a new page is never hidden (list it to fix its place).
 
@@ -154,7 +154,12 @@ def _prune(item, docs: Path, listed: set):
     if isinstance(item, str):
         if _exists(item, docs):
             return item
-        log.info("nav: %s is listed but not written yet; left out of the nav", item)
+        log.warning(
+            "nav: mkdocs.yml lists %s, but docs/%s does not exist; write the page or "
+            "take the entry out of the nav",
+            item,
+            item,
+        )
         return None
     if not isinstance(item, dict) or len(item) != 1:
         return item

@@ -428,13 +428,15 @@ for r in recon_rows[:-1]:
 # %% [markdown]
 # The two measures disagree, and both are right. PSNR sees every pixel: the
 # factor-4 autoencoder, with 32 numbers per image for digits that hold 64, loses
-# about 8 dB to the factor-2 one (which keeps 128 numbers). The Frechet distance sees the metric classifier's features of the
-# 8x8 digit: for both factors the reconstructions are indistinguishable from
-# real digits within four bootstrap standard errors of the paired difference
-# (the gaps printed above). What $f = 4$ loses is detail below what that
-# metric resolves, which is the kind of loss Rombach et al. (2022, Sec. 3)
-# design the first stage to make: perceptually minor detail, leaving the
-# semantic content to the diffusion model.
+# PSNR to the factor-2 one (which keeps 128 numbers) by more than four paired
+# standard errors (the difference printed above, asserted; about 8 dB in the
+# build we read while writing this). The Frechet distance sees the metric
+# classifier's features of the 8x8 digit: for both factors the reconstructions
+# are indistinguishable from real digits within four bootstrap standard errors
+# of the paired difference (the gaps printed above). What $f = 4$ loses is
+# detail below what that metric resolves, which is the kind of loss Rombach et
+# al. (2022, Sec. 3) design the first stage to make: perceptually minor
+# detail, leaving the semantic content to the diffusion model.
 
 # %% tags=["fold"]
 # Figure: test digits and their reconstructions
@@ -573,8 +575,8 @@ for a, b in pairs:
 # **Reading the result.** At an equal and small training wall-clock, both
 # latent models give better samples than the pixel model: their steps are
 # cheaper, so they train for more steps, and their sampling is faster. None of
-# the three is near the floor: these are models of half a minute (the pixel
-# model's samples are still mostly noise after its couple of hundred steps),
+# the three is near the floor: these models had the small budget of the
+# table's caption (in the figure the pixel model's samples are mostly noise),
 # and the ordering is a statement about this budget, not about converged
 # models. Between $f = 2$ and $f = 4$ the build we read while writing this
 # page had $f = 4$ ahead by 0.97 $\pm$ 0.23 (4.2 s.e.), but the budget is in
@@ -609,7 +611,8 @@ for a, b in pairs:
 # - The diffusion prior assumes unit-scale data: a latent of scale $s$ shifts
 #   the schedule by $2 \log s$ in log-SNR. Dividing by the latents' standard
 #   deviation gives unit variance on held-out digits within the bootstrap error.
-# - Sampling a latent is several times faster per image here, and at equal
+# - Sampling a latent is faster per image here (asserted; by how many times is
+#   printed, not asserted, since it moves with the machine's load), and at equal
 #   training time the latent models reach a lower Frechet distance than the
 #   pixel model; the factor-4 autoencoder loses PSNR but not the features the
 #   metric sees.
