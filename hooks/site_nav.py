@@ -10,9 +10,8 @@ only pages that exist. Before the build this hook
 
 API. When ``docs/api.md`` exists, the API reference is generated from the package:
 one page ``api/<part>.md`` per subpackage of ``src/difflab`` (and one per top-level
-module such as ``cli``), in layer order (``LAYERS`` of
-``src/difflab/tests/test_architecture.py``, the same order the layering test
-enforces), each holding one ``::: difflab.<part>.<module>`` section per public
+module such as ``cli``), in layer order (``LAYERS`` of ``src/difflab/layers.py``,
+the order the layering test enforces), each holding one ``::: difflab.<part>.<module>`` section per public
 module, so every public module appears exactly once and a new one appears without
 editing anything. The nav's ``API: api.md`` becomes a section with ``api.md`` as its
 index and those pages; in ``api.md`` the line ``<!-- difflab-api -->`` becomes the
@@ -37,9 +36,9 @@ def api_parts(src: Path) -> list[tuple[str, list[str]]]:
     """``[(part, [module, ...]), ...]`` of package ``src``, in layer order.
 
     A part is a subpackage (its public modules, sorted) or a top-level module
-    (itself). The order is ``LAYERS`` of the layering test, then the rest by name.
+    (itself). The order is the package's ``LAYERS``, then the rest by name.
     """
-    order = _layers(src / "tests" / "test_architecture.py")
+    order = _layers(src / "layers.py")
     parts = []
     for p in sorted(src.iterdir()):
         if p.name.startswith(("_", ".")) or p.name == "tests":
@@ -57,26 +56,17 @@ def api_parts(src: Path) -> list[tuple[str, list[str]]]:
     return sorted(parts, key=lambda part: (rank.get(part[0], len(rank)), part[0]))
 
 
-def _layers(test: Path) -> list[str]:
-    """Names of ``LAYERS`` in the layering test, in their order (read, not run)."""
-    import ast
+def _layers(path: Path) -> list[str]:
+    """Names of the package's ``LAYERS`` (``difflab/layers.py``, loaded by path so
+    the package itself is not imported), lowest rank first."""
+    import importlib.util
 
-    if not test.is_file():
+    if not path.is_file():
         return []
-    for node in ast.walk(ast.parse(test.read_text())):
-        target = (
-            getattr(node, "target", None)
-            or (getattr(node, "targets", None) or [None])[0]
-        )
-        if getattr(target, "id", None) == "LAYERS" and isinstance(node.value, ast.Dict):
-            pairs = [
-                (k.value, v.value)
-                for k, v in zip(node.value.keys, node.value.values, strict=True)
-            ]
-            return [
-                k for k, _ in sorted(pairs, key=lambda kv: kv[1])
-            ]  # stable: ties keep order
-    return []
+    spec = importlib.util.spec_from_file_location("_difflab_layers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return sorted(module.LAYERS, key=module.LAYERS.get)  # stable: ties keep order
 
 
 def _summary(path: Path) -> str:

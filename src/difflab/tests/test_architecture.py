@@ -2,7 +2,7 @@
 
 A module may import from its own subpackage and from lower layers only, never
 another module's private (``_``) names, and the import graph has no cycles.
-``docs/architecture.md`` draws the same layers.
+The layers are :data:`difflab.layers.LAYERS`; ``docs/architecture.md`` draws them.
 """
 
 from __future__ import annotations
@@ -12,25 +12,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1]
+from difflab.layers import LAYERS  # lowest first; one rank: independent parts
 
-# Lowest first. Subpackages on one rank are independent of each other.
-LAYERS: dict[str, int] = {
-    "core": 0,
-    "foundations": 1,
-    "nets": 1,
-    "data": 1,
-    "diffusion": 2,
-    "score": 3,
-    "flow": 3,
-    "toy": 4,
-    "train": 5,
-    "eval": 6,
-    "notes": 7,
-    "cli": 8,
-    "__main__": 9,
-    "__init__": 0,
-}
+PACKAGE = Path(__file__).resolve().parents[1]
 
 
 def module_name(path: Path) -> str:
