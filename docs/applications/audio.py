@@ -565,6 +565,33 @@ print(f"best fraction {best:.3f} vs chance 0.1 + 4 s.e. = {0.1 + 4 * chance_se:.
 assert best > 0.1 + 4 * chance_se
 
 # %% [markdown]
+# Each model on its own, as the lines below decide it on this build: above
+# chance when its fraction clears 0.1 by more than 4 binomial standard errors of
+# chance (otherwise it fails at this budget, and the line says so); heard as
+# asked on at least half the clips when its fraction minus two of its own
+# standard errors is above 0.5, on fewer than half when its fraction plus two is
+# below, and undecided in between.
+
+
+# %%
+def verdict(name):
+    """One model's line: its fraction against chance (0.1) and against half."""
+    frac, se = scores[name][:2]
+    z = (frac - 0.1) / chance_se
+    above = "above chance" if z > 4 else "not above chance: it fails at this budget"
+    if frac - 2 * se > 0.5:
+        half = "on at least half the clips"
+    elif frac + 2 * se < 0.5:
+        half = "on under half the clips"
+    else:
+        half = "half undecided"
+    return f"{name}: {frac:.3f} +- {se:.3f}, {z:+.1f} s.e. of chance, {above}; {half}"
+
+
+for name in ("spectrogram model", "waveform model"):
+    print(verdict(name))
+
+# %% [markdown]
 # ## What this shows
 #
 # - The inverse STFT of Eq. (2) is exact whenever the windows' squared

@@ -687,6 +687,19 @@ for key, expect in at_chance.items():
     p0, se0 = rate(reads[0.0][key])
     print(f"w = 0: {key} as prompted {p0:.3f} +- {se0:.3f}; chance here {expect:.3f}")
     assert abs(p0 - expect) < 4 * se0, (key, p0, se0, expect)
+# The check has teeth: the same comparison at w = 5, where the model follows the
+# prompt, fails for every measure (its chance computed from the w = 5 reads).
+read5 = features_and_probs(metric, to_metric(samples[5.0]))[1].argmax(1)
+th_read5, sl_read5 = cap.describe(samples[5.0], digit, data.bins)
+for key, read, want, within in (
+    ("digit", read5, digit, torch.zeros_like(digit)),
+    ("thickness", th_read5, want_th, digit),
+    ("slant", sl_read5, want_sl, digit),
+):
+    p5, se5 = rate(reads[5.0][key])
+    z5 = (p5 - chance_rate(read, want, within)) / se5
+    print(f"w = 5: {key} {z5:+.1f} s.e. from its chance level")
+    assert z5 > 4, (key, z5)
 
 # %%
 for key in ("digit", "thickness", "slant"):

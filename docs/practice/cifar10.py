@@ -32,43 +32,27 @@
 # - get CIFAR-10 with `download-datasets.sh`, and see which data the page found;
 # - read the `ddpm-cifar10` recipe of both profiles, every hyper-parameter (the
 #   full profile is the network of Ho et al.);
-# - train it with `python -m difflab train`, and check that the command line and
-#   the page's Python reach the same cached model;
-# - sample and export with `python -m difflab sample`, and check that the
-#   exported images are, bit for bit, the ones the Python API draws;
+# - train it with `python -m difflab train`, and see the command line find the
+#   model the page's Python trained;
+# - sample and export with `python -m difflab sample`: the exported images are,
+#   bit for bit, the ones the Python API draws from the same seed;
 # - score samples against the test split beside the real-data floor, with a
 #   spread over seeds, and measure the cheapest thing to change (sampling steps).
 
 # %% tags=["fold"]
 # Imports and set-up (the page's provenance box starts here)
-import contextlib
 import dataclasses
-import io
-import math
-import os
 import tempfile
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 from difflab import cli
 from difflab.data.images import DatasetMissingError, load_images
-from difflab.diffusion.losses import simple_loss
-from difflab.eval.metrics import evaluate_samples, min_samples, real_data_floor
-from difflab.notes import page
-from difflab.notes.page import FIGURE_WIDTH_IN
-from difflab.notes.plotting import show_grid, smooth, to_uint8
-from difflab.notes.tables import show_table
-from difflab.train.recipes import (
-    get_recipe,
-    init_net,
-    load_or_train,
-    resolve_data,
-    with_steps,
-)
+from difflab.eval.metrics import min_samples, real_data_floor
+from difflab.notes import page, project
+from difflab.train.recipes import get_recipe, load_or_train, resolve_data
 
 run = page.start()
 quick = run.profile == "quick"
@@ -107,13 +91,7 @@ except DatasetMissingError:
 test = load_images(data.name, split="test")
 CIFAR = data.name == "cifar10"
 print(data.note)
-print(
-    f"train {len(data):,} images, test {len(test):,}; each "
-    f"{data.channels}x{data.image_size}x{data.image_size} in [-1, 1]"
-)
-
-fig, ax = plt.subplots(figsize=(3.8, 3.8))  # at least 28 px a digit
-show_grid(ax, data.images[:64], nrow=8, title=f"64 training images ({data.name})")
+project.show_data(data, test)  # the sizes of the splits, 64 training images
 plt.show()
 
 # %% [markdown]
@@ -147,43 +125,8 @@ recipe, _ = resolve_data(
 )
 other = "full" if quick else "quick"
 twin = get_recipe("ddpm-cifar10", other)
-
-# %% tags=["fold"]
-# Table: the recipe field by field, this build's profile beside the other
-rows = []
-for part in ("unet", "train"):
-    ours, theirs = getattr(recipe, part), getattr(twin, part)
-    for f in dataclasses.fields(ours):
-        a, b = getattr(ours, f.name), getattr(theirs, f.name)
-        if part == "train" and steps:  # the reduced budget, and the EMA fitted to it
-            c = getattr(with_steps(ours, steps), f.name)
-            if c != a:
-                a = f"{c:.5g} (recipe: {a})"
-        rows.append(
-            {
-                "part": part,
-                "field": f.name,
-                run.profile: str(a),
-                other: str(b),
-                "differs": "*" if a != b else "",
-            }
-        )
-for f in ("dataset", "schedule", "T"):
-    a, b = getattr(recipe, f), getattr(twin, f)
-    rows.append(
-        {
-            "part": "recipe",
-            "field": f,
-            run.profile: str(a),
-            other: str(b),
-            "differs": "*" if a != b else "",
-        }
-    )
-show_table(
-    rows,
-    columns=["part", "field", run.profile, other, "differs"],
-    caption=f"The ddpm-cifar10 recipe: {run.profile} (this build) and {other}",
-)
+# field by field, this build's profile first (the reduced budget beside the recipe's)
+project.show_recipe(recipe, twin, steps=steps, fields=("dataset", "schedule", "T"))
 
 # %% [markdown]
 # ## 3. Training from the command line
@@ -230,78 +173,20 @@ print("python -m difflab cache list")
 # command line run after it finds the model instead of training again.
 
 # %%
-t0 = time.perf_counter()
 trained = load_or_train(recipe, steps=steps, progress=False)
 r = trained.recipe
-n_params = sum(p.numel() for p in trained.net.parameters())
-print(
-    f"{r.name} ({r.profile}, {r.dataset}): {n_params / 1e6:.2f}M parameters, "
-    f"{r.train.steps} steps of batch {r.train.batch_size}; "
-    f"{'loaded from the cache' if trained.from_cache else 'trained now'}, "
-    f"training took {trained.train_seconds:.0f} s"
-)
-every = r.train.log_every
-print(
-    f"L_simple: first {every} steps {trained.losses[0]:.3f}, "
-    f"last {every} steps {trained.losses[-1]:.3f}"
-)
-
+project.describe_training(trained, loss="L_simple")  # what was trained, its loss
 
 # The command line, run in this kernel: it must find the model the page trained.
-@contextlib.contextmanager
-def dataset_env(name: str):
-    """``DIFFLAB_DATASET=name`` for the commands run inside the block."""
-    old = os.environ.get("DIFFLAB_DATASET")
-    os.environ["DIFFLAB_DATASET"] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["DIFFLAB_DATASET"]
-        else:
-            os.environ["DIFFLAB_DATASET"] = old
-
-
-with dataset_env(data.name):
+with project.dataset_env(data.name):
     status = cli.main(
         ["train", "ddpm-cifar10", *flags.split(), "--no-progress", *train_steps]
     )
 assert status == 0
 
-# %% tags=["fold"]
-# Plotting code for the figure
-fig, ax = plt.subplots(figsize=(FIGURE_WIDTH_IN, 3.0))
-logged = [every * (k + 1) for k in range(len(trained.losses))]
-ax.plot(logged, trained.losses, alpha=0.35, label=f"mean over {every} steps")
-ax.plot(logged, smooth(trained.losses, 9), label="smoothed")
-ax.set(xlabel="step", ylabel=r"$L_\mathrm{simple}$", yscale="log")
-ax.set_title(f"Training loss ({r.profile} profile, {r.dataset})")
-ax.legend()
-plt.tight_layout()
+# %%
+project.loss_figure(trained, ylabel=r"$L_\mathrm{simple}$")  # logged, and smoothed
 plt.show()
-
-# %% tags=["fold"]
-# Helpers: mean and standard error, and a network's loss on fixed training batches
-device = next(trained.net.parameters()).device
-
-
-def mean_se(values) -> tuple[float, float]:
-    v = torch.tensor(list(values), dtype=torch.float64)
-    return v.mean().item(), (v.std() / math.sqrt(len(v))).item()
-
-
-@torch.no_grad()
-def batch_losses(net, n_batches: int = 8) -> list[float]:
-    """L_simple of ``net`` on ``n_batches`` batches of training images, the same
-    images, times and noise at each call."""
-    pick, g = torch.Generator().manual_seed(0), torch.Generator(device).manual_seed(0)
-    out = []
-    for _ in range(n_batches):
-        idx = torch.randint(len(data), (r.train.batch_size,), generator=pick)
-        x0 = data.images[idx].to(device)
-        out.append(simple_loss(net.eval(), trained.schedule, x0, generator=g).item())
-    return out
-
 
 # %% [markdown]
 # Has the network learnt anything? Predicting zero, which is what the untrained
@@ -313,27 +198,12 @@ def batch_losses(net, n_batches: int = 8) -> list[float]:
 # CIFAR-10 logs too few of them for a standard error.)
 
 # %%
-# The batches give 7 degrees of freedom (Student's t: 2.36), so four s.e. is safe.
-K_LOSS = 4.0
-
-
-def learnt(losses) -> bool:
-    """Whether the mean loss is below that of predicting zero, by K_LOSS s.e."""
-    m, se = mean_se(losses)
-    return m + K_LOSS * se < 1.0
-
-
-ema_losses, init_losses = batch_losses(trained.net), batch_losses(init_net(r, device))
-for name, losses in (("trained (EMA)", ema_losses), ("untrained", init_losses)):
-    m, se = mean_se(losses)
-    print(
-        f"{name} network, L_simple on {len(losses)} training batches: "
-        f"{m:.3f} +- {se:.3f} ({(1 - m) / se:.1f} standard errors below 1)"
-    )
+# The loss on the same eight training batches (project.batch_losses), mean and s.e.
+ema, untrained = project.losses_before_and_after(trained, data, loss="L_simple")
 # What this guarantees: the network predicts the noise better than zero does.
 # Not that the samples are good (Section 5 measures them), nor that training has
 # converged, nor anything about images outside the training set.
-assert learnt(ema_losses) and not learnt(init_losses)
+assert project.learnt(ema) and not project.learnt(untrained)
 
 # %% [markdown]
 # ## 4. Sampling and exporting
@@ -342,31 +212,24 @@ assert learnt(ema_losses) and not learnt(init_losses)
 # default; `--sampler ddpm` runs all $T$ ancestral steps) and writes a PNG grid
 # (`--out`), one PNG per sample (`--png-dir`) and a compressed NumPy archive
 # (`--npz`, uint8 images of shape (N, H, W, C) under `images`). The page runs that
-# command and reads back what it wrote; then it draws the same samples through the
-# Python API, `Trained.sample`, with the same seed, and checks that the two agree
-# to the last bit. A different seed must give different images, so the check is
-# not vacuous.
+# command and shows what it wrote. The Python API, `Trained.sample` (the page's
+# `draw` below), gives the same images from the same seed, to the last bit, and
+# other images from another seed; the package's tests check both (`test_cli.py`,
+# on a model trained for a few steps, with and without a reduced budget).
 
 # %%
 out = Path(tempfile.mkdtemp(prefix="difflab-cifar10-"))
 n_show = 64
-args = [
-    "sample", "ddpm-cifar10", *flags.split(), *model_steps,
-    "--n", str(n_show), "--steps", "50", "--seed", "0",
-    "--out", str(out / "samples.png"),
-    "--png-dir", str(out / "png"),
-    "--npz", str(out / "samples.npz"),
-    "--no-progress",
-]  # fmt: skip
-print(env + "python -m difflab " + " ".join(args).replace(str(out) + "/", ""))
-said = io.StringIO()  # the command's own lines, printed without the temporary folder
-with dataset_env(data.name), contextlib.redirect_stdout(said):
+args = ["sample", "ddpm-cifar10", *flags.split(), *model_steps, "--n", str(n_show)]
+args += ["--steps", "50", "--seed", "0", *project.export_flags(out)]
+with project.as_typed(args, env=env, dataset=data.name, folder=out):
     assert cli.main(args) == 0
-print(said.getvalue().replace(str(out) + os.sep, "").rstrip())
+exported, pngs = project.read_back(out)  # what the command wrote
+assert len(pngs) == n_show and exported.shape[0] == n_show
+project.image_figure(exported, 8, f"Samples, DDIM 50 steps ({r.profile}, {r.dataset})")
+plt.show()
 
-exported = np.load(out / "samples.npz")["images"]  # (N, H, W, C) uint8
-pngs = sorted((out / "png").glob("*.png"))
-print(f"read back: {exported.shape} {exported.dtype} array, {len(pngs)} PNG files")
+device = next(trained.net.parameters()).device
 
 
 def draw(n: int, seed: int, ddim_steps: int = 50) -> torch.Tensor:
@@ -374,25 +237,6 @@ def draw(n: int, seed: int, ddim_steps: int = 50) -> torch.Tensor:
     g = torch.Generator(device).manual_seed(seed)
     return trained.sample(n, steps=ddim_steps, generator=g, progress=False)
 
-
-same = to_uint8(draw(n_show, seed=0))
-other_seed = to_uint8(draw(n_show, seed=1))
-print(
-    f"command line vs Python, seed 0: {np.mean(same != exported):.1%} of pixels "
-    f"differ; seed 1 instead: {np.mean(other_seed != exported):.1%}"
-)
-assert len(pngs) == n_show and exported.shape == same.shape
-assert np.array_equal(same, exported)
-assert not np.array_equal(other_seed, exported)
-
-fig, ax = plt.subplots(figsize=(3.8, 3.8))  # at least 28 px a digit
-show_grid(
-    ax,
-    torch.from_numpy(exported).permute(0, 3, 1, 2).float() / 127.5 - 1,
-    nrow=8,
-    title=f"Samples, DDIM 50 steps ({r.profile}, {r.dataset})",
-)
-plt.show()
 
 # %% [markdown]
 # To use the samples elsewhere: `np.load("samples.npz")["images"]` is an
@@ -416,30 +260,16 @@ plt.show()
 # Samples per seed (the metric needs at least min_samples: a full-rank feature
 # covariance) and seeds; fewer at 32x32, where each sample costs more on a CPU.
 N_EVAL, SEEDS = (200, range(3)) if CIFAR else (500, range(4))
-# A mean over n seeds has n - 1 degrees of freedom: four standard errors, or
-# Student's t (two-sided 95%) where that is larger (4.30 for three seeds).
-K_SE = max(4.0, {2: 4.303, 3: 3.182}[len(SEEDS) - 1])
 assert N_EVAL >= min_samples(data.name)
 print(
     f"{env}python -m difflab evaluate ddpm-cifar10 {flags} {' '.join(model_steps)} "
     f"--n {N_EVAL} --steps 50".replace("  ", " ")
 )
 
-
-scores = {}  # (ddim steps, seed) -> Frechet distance
-for ddim_steps in (5, 10, 50):
-    for seed in SEEDS:
-        x = draw(N_EVAL, seed, ddim_steps)
-        scores[ddim_steps, seed] = evaluate_samples(x, data.name)["fd"]
-floors = [real_data_floor(data.name, N_EVAL, seed=s)[0] for s in SEEDS]
-floor, floor_se = mean_se(floors)
-fd50, fd50_se = mean_se(scores[50, s] for s in SEEDS)
-gap, gap_se = fd50 - floor, math.hypot(fd50_se, floor_se)
-print(
-    f"Frechet distance, DDIM 50 steps: {fd50:.3f} +- {fd50_se:.3f}; real-data "
-    f"floor {floor:.3f} +- {floor_se:.3f}; ratio {fd50 / floor:.2f}; gap "
-    f"{gap:.3f} = {gap / gap_se:.1f} standard errors ({len(SEEDS)} seeds of "
-    f"{N_EVAL} images)"
+# Frechet distances of 5, 10 and 50 DDIM steps from the same seeds, and the floor
+scores = project.steps_sweep(draw, data.name, N_EVAL, SEEDS)  # (steps, seed)
+fd50 = project.gap_to_floor(
+    scores, [real_data_floor(data.name, N_EVAL, seed=s)[0] for s in SEEDS], N_EVAL
 )
 
 # %% [markdown]
@@ -451,53 +281,13 @@ print(
 # over seeds is much smaller than that of either score.
 
 # %%
-step_rows = []
-for ddim_steps in (5, 10, 50):
-    fd, fd_se = mean_se(scores[ddim_steps, s] for s in SEEDS)
-    d, d_se = mean_se(scores[ddim_steps, s] - scores[50, s] for s in SEEDS)
-    step_rows.append(
-        {
-            "steps": ddim_steps,
-            "fd": fd,
-            "fd_se": fd_se,
-            "ratio": fd / floor,
-            "diff": d,
-            "diff_se": d_se,
-        }
-    )
-
-# %% tags=["fold"]
-# Table of the sampling-step comparison
-show_table(
-    step_rows,
-    columns=["steps", "fd", "ratio", "diff"],
-    headers={
-        "steps": "DDIM steps",
-        "fd": "Frechet distance",
-        "ratio": "/ floor",
-        "diff": "minus 50 steps (paired)",
-    },
-    spread={"fd": "fd_se", "diff": "diff_se"},
-    caption=f"Sampling steps ({len(SEEDS)} seeds of {N_EVAL} samples, mean ± s.e.)",
-)
-
-# %%
-five = step_rows[0]
-print(
-    f"5 steps are worse than 50 by {five['diff']:.3f} +- {five['diff_se']:.3f} "
-    f"({five['diff'] / five['diff_se']:.1f} standard errors)"
-)
-ten = step_rows[1]
-share = ten["diff"] / gap  # its s.e. to first order, the two errors independent
-share_se = math.hypot(ten["diff_se"], share * gap_se) / gap
-print(
-    f"10 steps minus 50 steps: {ten['diff']:+.3f} +- {ten['diff_se']:.3f}, "
-    f"{share:+.0%} +- {share_se:.0%} of the gap between 50 steps and the floor "
-    f"({gap:.3f} +- {gap_se:.3f}); not checked"
-)
+# The table (paired against 50 steps), then what 5 and 10 steps cost
+step_rows = project.show_steps(scores, fd50, N_EVAL)
 # Five DDIM steps are too coarse a solve of the probability-flow ODE: the paired
-# difference must be positive by more than K_SE standard errors (over seeds).
-assert five["diff"] > K_SE * five["diff_se"], five
+# difference must be positive by more than k_se standard errors (over seeds: four,
+# or Student's t where that is larger).
+five = step_rows[0]
+assert five["diff"] > project.k_se(len(SEEDS)) * five["diff_se"], five
 # No assert on the 10-step difference against the gap: the gap's spread comes
 # mostly from the floor's random subsets, too wide at these sample sizes for a
 # check that holds on every build.
@@ -546,8 +336,8 @@ assert five["diff"] > K_SE * five["diff_se"], five
 # - The same project as MNIST with three input channels and a bigger network:
 #   nothing in the code path changes but the recipe's name.
 # - The command line and the Python API reach the same model and, from the same
-#   seed, the same samples to the bit; scores come with the real-data floor and a
-#   spread over seeds.
+#   seed, the same samples to the bit (the package's `test_cli.py` checks it);
+#   scores come with the real-data floor and a spread over seeds.
 # - On a CPU the quick profile only proves the pipeline; the samples worth
 #   looking at come from the full profile on a GPU.
 #

@@ -30,43 +30,30 @@
 # - get MNIST with `download-datasets.sh`, and see which data the page found;
 # - read the recipe (`mnist` on MNIST, `ddpm` on the 8x8 digits) of both
 #   profiles, every hyper-parameter;
-# - train it with `python -m difflab train`, and check that the command line and
-#   the page's Python reach the same cached model;
-# - sample and export with `python -m difflab sample`, and check that the
-#   exported images are, bit for bit, the ones the Python API draws;
+# - train it with `python -m difflab train`, and see the command line find the
+#   model the page's Python trained;
+# - sample and export with `python -m difflab sample`: the exported images are,
+#   bit for bit, the ones the Python API draws from the same seed;
 # - score samples against the test split beside the real-data floor, with a
 #   spread over seeds, and measure the cheapest thing to change (sampling steps).
 
 # %% tags=["fold"]
 # Imports and set-up (the page's provenance box starts here)
-import contextlib
 import dataclasses
-import io
 import math
-import os
 import tempfile
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 from difflab import cli
 from difflab.data.images import load_images
-from difflab.diffusion.losses import simple_loss
 from difflab.eval.metrics import evaluate_samples, min_samples, real_data_floor
-from difflab.notes import page
-from difflab.notes.page import FIGURE_WIDTH_IN
-from difflab.notes.plotting import show_grid, smooth, to_uint8
+from difflab.notes import page, project
+from difflab.notes.project import mean_se
 from difflab.notes.tables import show_table
-from difflab.train.autoencoder import fit_images
-from difflab.train.recipes import (
-    get_recipe,
-    init_net,
-    load_or_train,
-    resolve_data,
-)
+from difflab.train.recipes import get_recipe, load_or_train, resolve_data
 
 run = page.start()
 quick = run.profile == "quick"
@@ -98,13 +85,7 @@ if not MNIST:
     run.data_notice(
         "MNIST", "scikit-learn's 8x8 digits", "bash download-datasets.sh mnist"
     )
-print(
-    f"train {len(data):,} images, test {len(test):,}; each "
-    f"{data.channels}x{data.image_size}x{data.image_size} in [-1, 1]"
-)
-
-fig, ax = plt.subplots(figsize=(3.8, 3.8))  # at least 28 px a digit
-show_grid(ax, data.images[:64], nrow=8, title=f"64 training images ({data.name})")
+project.show_data(data, test)  # the sizes of the splits, 64 training images
 plt.show()
 
 # %% [markdown]
@@ -148,54 +129,7 @@ NAME = "mnist" if MNIST else "ddpm"
 recipe, _ = resolve_data(dataclasses.replace(get_recipe(NAME), dataset=data.name))
 other = "full" if quick else "quick"
 twin = get_recipe(NAME, other)
-parts = ["unet", "train"] + (["autoencoder"] if recipe.autoencoder else [])
-
-# %% tags=["fold"]
-# Table: the recipe field by field, this build's profile beside the other
-rows = []
-for part in parts:
-    ours, theirs = getattr(recipe, part), getattr(twin, part)
-    names = [f.name for f in dataclasses.fields(ours)]
-    if part == "autoencoder":  # the autoencoder's network, then its training
-        names.remove("net")
-        names = [f"net.{f.name}" for f in dataclasses.fields(ours.net)] + names
-    for name in names:
-        a = (
-            getattr(ours.net, name[4:])
-            if name.startswith("net.")
-            else getattr(ours, name)
-        )
-        if theirs is None:
-            b = "(none)"
-        elif name.startswith("net."):
-            b = getattr(theirs.net, name[4:])
-        else:
-            b = getattr(theirs, name)
-        rows.append(
-            {
-                "part": part,
-                "field": name,
-                run.profile: str(a),
-                other: str(b),
-                "differs": "*" if a != b else "",
-            }
-        )
-for f in ("dataset", "schedule", "T", "conditional"):
-    a, b = getattr(recipe, f), getattr(twin, f)
-    rows.append(
-        {
-            "part": "recipe",
-            "field": f,
-            run.profile: str(a),
-            other: str(b),
-            "differs": "*" if a != b else "",
-        }
-    )
-show_table(
-    rows,
-    columns=["part", "field", run.profile, other, "differs"],
-    caption=f"The {NAME} recipe: {run.profile} (this build) and {other}",
-)
+project.show_recipe(recipe, twin)  # field by field, this build's profile first
 
 # %% [markdown]
 # ## 3. Training from the command line
@@ -238,96 +172,20 @@ print("python -m difflab cache list")
 # command line run after it finds the model instead of training again.
 
 # %%
-t0 = time.perf_counter()
 trained = load_or_train(recipe, progress=False)
 r = trained.recipe
-n_params = sum(p.numel() for p in trained.net.parameters())
-ae = trained.autoencoder
-if ae is not None:
-    print(
-        f"autoencoder: {sum(p.numel() for p in ae.net.parameters()) / 1e3:.0f}k "
-        f"parameters, {ae.recipe.steps} steps of batch {ae.recipe.batch_size}, "
-        f"{'loaded from the cache' if ae.from_cache else 'trained now'}, training "
-        f"took {ae.seconds:.0f} s"
-    )
-print(
-    f"{r.name} ({r.profile}, {r.dataset}): {n_params / 1e6:.2f}M parameters, "
-    f"{r.train.steps} steps of batch {r.train.batch_size}; "
-    f"{'loaded from the cache' if trained.from_cache else 'trained now'}, "
-    f"training took {trained.train_seconds:.0f} s"
-)
-every = r.train.log_every
-LOSS = {"eps": r"$L_\mathrm{simple}$", "v": "v-prediction loss"}[r.train.prediction]
-print(
-    f"{r.train.prediction}-prediction loss: first {every} steps "
-    f"{trained.losses[0]:.3f}, last {every} steps {trained.losses[-1]:.3f}"
-)
-
+loss_name = f"{r.train.prediction}-prediction loss"
+project.describe_training(trained, loss_name)  # what was trained, its loss
 
 # The command line, run in this kernel: it must find the model the page trained.
-@contextlib.contextmanager
-def dataset_env(name: str):
-    """``DIFFLAB_DATASET=name`` for the commands run inside the block."""
-    old = os.environ.get("DIFFLAB_DATASET")
-    os.environ["DIFFLAB_DATASET"] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["DIFFLAB_DATASET"]
-        else:
-            os.environ["DIFFLAB_DATASET"] = old
-
-
-with dataset_env(data.name):
+with project.dataset_env(data.name):
     status = cli.main(["train", NAME, *flags.split(), "--no-progress"])
 assert status == 0
 
-# %% tags=["fold"]
-# Plotting code for the figure
-fig, ax = plt.subplots(figsize=(FIGURE_WIDTH_IN, 3.0))
-logged = [every * (k + 1) for k in range(len(trained.losses))]
-ax.plot(logged, trained.losses, alpha=0.35, label=f"mean over {every} steps")
-ax.plot(logged, smooth(trained.losses, 9), label="smoothed")
-ax.set(xlabel="step", ylabel=LOSS, yscale="log")
-ax.set_title(f"Training loss ({r.profile} profile, {r.dataset})")
-ax.legend()
-plt.tight_layout()
+# %%
+LOSS = {"eps": r"$L_\mathrm{simple}$", "v": "v-prediction loss"}[r.train.prediction]
+project.loss_figure(trained, ylabel=LOSS)  # the logged loss, smoothed beside it
 plt.show()
-
-# %% tags=["fold"]
-# Helpers: mean and standard error, and a network's loss on fixed training batches
-device = next(trained.net.parameters()).device
-
-
-def mean_se(values) -> tuple[float, float]:
-    v = torch.tensor(list(values), dtype=torch.float64)
-    return v.mean().item(), (v.std() / math.sqrt(len(v))).item()
-
-
-@torch.no_grad()
-def batch_losses(net, n_batches: int = 8) -> list[float]:
-    """The training loss of ``net`` on ``n_batches`` batches of training images
-    (a latent recipe: their latents), the same images, times and noise each call."""
-    pick, g = torch.Generator().manual_seed(0), torch.Generator(device).manual_seed(0)
-    out = []
-    for _ in range(n_batches):
-        idx = torch.randint(len(data), (r.train.batch_size,), generator=pick)
-        x0 = data.images[idx]
-        if ae is not None:  # the UNet's data are the scaled latents
-            x0 = ae.encode(fit_images(x0, ae.recipe.net.image_size, ae.recipe.fit))
-        cond = {"y": data.labels[idx].to(device)} if r.conditional else None
-        loss = simple_loss(
-            net.eval(),
-            trained.schedule,
-            x0.to(device),
-            cond=cond,
-            prediction=r.train.prediction,
-            generator=g,
-        )
-        out.append(loss.item())
-    return out
-
 
 # %% [markdown]
 # Has the network learnt anything? Predicting zero, which is what the untrained
@@ -339,28 +197,12 @@ def batch_losses(net, n_batches: int = 8) -> list[float]:
 # the same batches.
 
 # %%
-# The batches give 7 degrees of freedom (Student's t: 2.36), so four s.e. is safe.
-K_LOSS = 4.0
-
-
-def learnt(losses) -> bool:
-    """Whether the mean loss is below that of predicting zero, by K_LOSS s.e."""
-    m, se = mean_se(losses)
-    return m + K_LOSS * se < 1.0
-
-
-ema_losses, init_losses = batch_losses(trained.net), batch_losses(init_net(r, device))
-for name, losses in (("trained (EMA)", ema_losses), ("untrained", init_losses)):
-    m, se = mean_se(losses)
-    print(
-        f"{name} network, {r.train.prediction}-prediction loss on "
-        f"{len(losses)} training batches: {m:.3f} +- {se:.3f} "
-        f"({(1 - m) / se:.1f} standard errors below 1)"
-    )
+# The loss on the same eight training batches (project.batch_losses), mean and s.e.
+ema_losses, init_losses = project.losses_before_and_after(trained, data, loss_name)
 # What this guarantees: the network predicts its target better than zero does.
 # Not that the samples are good (Section 5 measures them), nor that training has
 # converged, nor anything about images outside the training set.
-assert learnt(ema_losses) and not learnt(init_losses)
+assert project.learnt(ema_losses) and not project.learnt(init_losses)
 
 # %% [markdown]
 # ## 4. Sampling and exporting
@@ -371,10 +213,11 @@ assert learnt(ema_losses) and not learnt(init_losses)
 # recipe decodes its latents) and writes a PNG grid
 # (`--out`), one PNG per sample (`--png-dir`) and a compressed NumPy archive
 # (`--npz`, uint8 images of shape (N, H, W, C) under `images`). The page runs that
-# command and reads back what it wrote; then it draws the same samples through the
-# Python API, `Trained.sample`, with the same seed, and checks that the two agree
-# to the last bit. A different seed must give different images, so the check is
-# not vacuous.
+# command and reads back what it wrote. The same samples come from the Python
+# API, `Trained.sample`, with the same seed (the page's `draw` below, which
+# Section 5 scores), to the last bit, and a different seed gives different
+# images: the package's tests check both (`test_cli.py`, on a pixel recipe and
+# on a guided latent one like this page's, each trained for a few steps).
 
 # %%
 out = Path(tempfile.mkdtemp(prefix="difflab-mnist-"))
@@ -386,24 +229,17 @@ guide = [] if W is None else ["--guidance", f"{W:g}"]
 args = [
     "sample", NAME, *flags.split(), *guide,
     "--n", str(n_show), "--steps", "50", "--seed", "0",
-    "--out", str(out / "samples.png"),
-    "--png-dir", str(out / "png"),
-    "--npz", str(out / "samples.npz"),
-    "--no-progress",
+    *project.export_flags(out),  # --out, --png-dir and --npz into out
 ]  # fmt: skip
-print(env + "python -m difflab " + " ".join(args).replace(str(out) + "/", ""))
-said = io.StringIO()  # the command's own lines, printed without the temporary folder
-with dataset_env(data.name), contextlib.redirect_stdout(said):
+with project.as_typed(args, env=env, dataset=data.name, folder=out):
     assert cli.main(args) == 0
-print(said.getvalue().replace(str(out) + os.sep, "").rstrip())
-
-exported = np.load(out / "samples.npz")["images"]  # (N, H, W, C) uint8
-pngs = sorted((out / "png").glob("*.png"))
-print(f"read back: {exported.shape} {exported.dtype} array, {len(pngs)} PNG files")
 
 
 # %% tags=["fold"]
 # Helpers: the command line's labels, and samples drawn exactly as it draws them
+device = next(trained.net.parameters()).device
+
+
 def labels_of(n: int) -> torch.Tensor:
     """The command line's labels for ``n`` conditional samples: 0-9 in turn."""
     return torch.arange(n, device=device) % 10
@@ -421,23 +257,11 @@ def draw(n: int, seed: int, ddim_steps: int = 50, w: float | None = W) -> torch.
 
 
 # %%
-same = to_uint8(draw(n_show, seed=0))
-other_seed = to_uint8(draw(n_show, seed=1))
-print(
-    f"command line vs Python, seed 0: {np.mean(same != exported):.1%} of pixels "
-    f"differ; seed 1 instead: {np.mean(other_seed != exported):.1%}"
-)
-assert len(pngs) == n_show and exported.shape == same.shape
-assert np.array_equal(same, exported)
-assert not np.array_equal(other_seed, exported)
-
-fig, ax = plt.subplots(figsize=(3.8, 3.8))  # at least 28 px a digit
-show_grid(
-    ax,
-    torch.from_numpy(exported).permute(0, 3, 1, 2).float() / 127.5 - 1,
-    nrow=per_row,
-    title=f"Samples, DDIM 50 steps{'' if W is None else f', w = {W:g}'} "
-    f"({r.profile}, {r.dataset})",
+exported, pngs = project.read_back(out)  # what the command wrote
+assert len(pngs) == n_show and exported.shape[0] == n_show
+guidance = "" if W is None else f", w = {W:g}"
+project.image_figure(
+    exported, per_row, f"Samples, DDIM 50 steps{guidance} ({r.profile}, {r.dataset})"
 )
 plt.show()
 
@@ -463,30 +287,16 @@ plt.show()
 N_EVAL, SEEDS = (500, range(3)) if MNIST else (500, range(4))
 # A mean over n seeds has n - 1 degrees of freedom: four standard errors, or
 # Student's t (two-sided 95%) where that is larger (4.30 for three seeds).
-K_SE = max(4.0, {2: 4.303, 3: 3.182}[len(SEEDS) - 1])
+K_SE = project.k_se(len(SEEDS))
 assert N_EVAL >= min_samples(data.name)
-print(
-    f"{env}python -m difflab evaluate {NAME} {flags} {' '.join(guide)} "
-    f"--n {N_EVAL} --steps 50".replace("  ", " ")
-)
+evaluate = ["evaluate", NAME, *flags.split(), *guide, "--n", str(N_EVAL)]
+print(env + "python -m difflab " + " ".join(evaluate) + " --steps 50")
 
-
-scores = {}  # (ddim steps, w, seed) -> evaluate_samples' scores
-for ddim_steps in (5, 10, 50):
-    for seed in SEEDS:
-        x = draw(N_EVAL, seed, ddim_steps)
-        scores[ddim_steps, W, seed] = evaluate_samples(x, data.name)
+# Scores of 5, 10 and 50 DDIM steps from the same seeds: (steps, seed) -> scores
+scores = project.steps_sweep(draw, data.name, N_EVAL, SEEDS)
 floors = [real_data_floor(data.name, N_EVAL, seed=s) for s in SEEDS]
-floor, floor_se = mean_se(f[0] for f in floors)
-fd50, fd50_se = mean_se(scores[50, W, s]["fd"] for s in SEEDS)
-gap, gap_se = fd50 - floor, math.hypot(fd50_se, floor_se)
-print(
-    f"Frechet distance, DDIM 50 steps: {fd50:.3f} +- {fd50_se:.3f}; real-data "
-    f"floor {floor:.3f} +- {floor_se:.3f}; ratio {fd50 / floor:.2f}; gap "
-    f"{gap:.3f} = {gap / gap_se:.1f} standard errors ({len(SEEDS)} seeds of "
-    f"{N_EVAL} images)"
-)
-conf, conf_se = mean_se(scores[50, W, s]["confident"] for s in SEEDS)
+fd50 = project.gap_to_floor(scores, [f[0] for f in floors], N_EVAL)  # and prints it
+conf, conf_se = mean_se(scores[50, s]["confident"] for s in SEEDS)
 real_conf, real_conf_se = mean_se(f[1] for f in floors)
 test_conf = evaluate_samples(test.images, data.name)["confident"]
 test_conf_se = math.sqrt(test_conf * (1 - test_conf) / len(test))
@@ -511,18 +321,17 @@ print(
 # Guidance weights compared (conditional recipe only): w = 0 and 1 beside w = W,
 # with their table
 if r.conditional:
+    guided = {(W, s): scores[50, s] for s in SEEDS}  # (w, seed) -> scores
     for w in (0.0, 1.0):
         for seed in SEEDS:
             x = draw(N_EVAL, seed, 50, w=None if w == 1.0 else w)
-            scores[50, w, seed] = evaluate_samples(x, data.name)
+            guided[w, seed] = evaluate_samples(x, data.name)
     guide_rows = []
     for w in (0.0, 1.0, W):
         row = {"w": w}
         for key in ("confident", "fd"):
-            m, se = mean_se(scores[50, w, s][key] for s in SEEDS)
-            d, d_se = mean_se(
-                scores[50, w, s][key] - scores[50, W, s][key] for s in SEEDS
-            )
+            m, se = mean_se(guided[w, s][key] for s in SEEDS)
+            d, d_se = mean_se(guided[w, s][key] - guided[W, s][key] for s in SEEDS)
             row.update({key: m, key + "_se": se, "d" + key: d, "d" + key + "_se": d_se})
         row["confident"] *= 100
         row["confident_se"] *= 100
@@ -561,62 +370,11 @@ if r.conditional:
 # over seeds is much smaller than that of either score.
 
 # %%
-step_rows = []
-for ddim_steps in (5, 10, 50):
-    fd, fd_se = mean_se(scores[ddim_steps, W, s]["fd"] for s in SEEDS)
-    d, d_se = mean_se(
-        scores[ddim_steps, W, s]["fd"] - scores[50, W, s]["fd"] for s in SEEDS
-    )
-    step_rows.append(
-        {
-            "steps": ddim_steps,
-            "fd": fd,
-            "fd_se": fd_se,
-            "ratio": fd / floor,
-            "diff": d,
-            "diff_se": d_se,
-        }
-    )
-
-# %% tags=["fold"]
-# Table of the sampling-step comparison
-show_table(
-    step_rows,
-    columns=["steps", "fd", "ratio", "diff"],
-    headers={
-        "steps": "DDIM steps",
-        "fd": "Frechet distance",
-        "ratio": "/ floor",
-        "diff": "minus 50 steps (paired)",
-    },
-    spread={"fd": "fd_se", "diff": "diff_se"},
-    caption=f"Sampling steps ({len(SEEDS)} seeds of {N_EVAL} samples, mean ± s.e.)",
-)
-
-# %%
-five = step_rows[0]
-print(
-    f"5 steps are worse than 50 by {five['diff']:.3f} +- {five['diff_se']:.3f} "
-    f"({five['diff'] / five['diff_se']:.1f} standard errors)"
-)
-ten = step_rows[1]
-if gap > 2 * gap_se:
-    share = ten["diff"] / gap  # its s.e. to first order, the two errors independent
-    share_se = math.hypot(ten["diff_se"], share * gap_se) / gap
-    print(
-        f"10 steps minus 50 steps: {ten['diff']:+.3f} +- {ten['diff_se']:.3f}, "
-        f"{share:+.0%} +- {share_se:.0%} of the gap between 50 steps and the floor "
-        f"({gap:.3f} +- {gap_se:.3f}); not checked"
-    )
-else:  # no gap to compare with: 50 steps are within noise of the floor
-    print(
-        f"10 steps minus 50 steps: {ten['diff']:+.3f} +- {ten['diff_se']:.3f}; 50 "
-        f"steps minus the floor: {gap:+.3f} +- {gap_se:.3f}, within two standard "
-        f"errors: at {N_EVAL} samples the distance does not tell 50-step samples "
-        "from real images"
-    )
+# The table (paired against 50 steps), then what 5 and 10 steps cost
+step_rows = project.show_steps(scores, fd50, N_EVAL)
 # Five DDIM steps are too coarse a solve of the probability-flow ODE: the paired
 # difference must be positive by more than K_SE standard errors (over seeds).
+five = step_rows[0]
 assert five["diff"] > K_SE * five["diff_se"], five
 # No assert on the 10-step difference against the gap: the gap's spread comes
 # mostly from the floor's random subsets, and with four seeds the margin was as
@@ -668,7 +426,7 @@ assert five["diff"] > K_SE * five["diff_se"], five
 #
 # - The recipe fixes every hyper-parameter and keys the cache; the command line
 #   and the Python API reach the same model and, from the same seed, the same
-#   samples to the bit.
+#   samples to the bit (the package's `test_cli.py` checks it).
 # - A score is reported beside the real-data floor and with a spread over seeds;
 #   comparisons are paired (same noise) where they can be.
 # - Five DDIM steps cost quality, measurably; whether the network or the sampler

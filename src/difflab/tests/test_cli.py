@@ -4,8 +4,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from difflab.cli import main
+from difflab.notes import project
+from difflab.notes.plotting import to_uint8
 from difflab.train import recipes
 
 
@@ -81,3 +85,77 @@ def test_missing_dataset_is_one_clear_line(tiny, capsys, monkeypatch):
     monkeypatch.setenv("DIFFLAB_DATA", str(tiny / "nowhere"))
     assert main(["train", "tiny", "--no-progress"]) == 1
     assert capsys.readouterr().err.startswith("error: ")
+
+
+@pytest.fixture
+def tiny_latent(monkeypatch, tiny, small_latent):
+    """A recipe ``tiny-latent``: the MNIST page's quick recipe (conditional, latent,
+    v on cosine) cut small (conftest's ``small_latent``), in the fresh cache."""
+    named = replace(small_latent, name="tiny-latent")
+    monkeypatch.setitem(recipes.RECIPES, "tiny-latent", lambda profile: named)
+    return tiny
+
+
+def _exported(folder, argv, capsys):
+    """Run ``sample`` with the project pages' export flags; what it wrote."""
+    folder.mkdir()
+    assert main([*argv, *project.export_flags(folder)]) == 0
+    capsys.readouterr()
+    exported, pngs = project.read_back(folder)
+    assert len(pngs) == len(exported)  # and each PNG holds its sample's pixels
+    assert np.array_equal(
+        np.stack([np.asarray(Image.open(p)) for p in pngs]), exported[..., 0]
+    )
+    return exported
+
+
+@pytest.mark.parametrize("train_steps", [None, 10])
+def test_the_command_line_exports_what_the_api_draws(tiny, capsys, train_steps):
+    """The project pages' promise, at a tiny budget: ``train`` finds the model the
+    Python API trained (with the CIFAR-10 page's reduced budget, ``--steps``), and
+    ``sample`` writes, in the archive and the PNG files, bit for bit the images
+    ``Trained.sample`` draws from the same seed; another seed draws others."""
+    trained = recipes.load_or_train("tiny", progress=False, steps=train_steps)
+    budget = [] if train_steps is None else ["--steps", str(train_steps)]
+    assert main(["train", "tiny", "--no-progress", *budget]) == 0
+    assert "found in the cache" in capsys.readouterr().out
+    model = [] if train_steps is None else ["--train-steps", str(train_steps)]
+    argv = ["sample", "tiny", *model, "--n", "6", "--steps", "4", "--seed", "0"]
+    exported = _exported(tiny / "export", argv, capsys)
+    device = next(trained.net.parameters()).device
+
+    def api(seed):
+        g = torch.Generator(device).manual_seed(seed)
+        return to_uint8(trained.sample(6, steps=4, generator=g, progress=False))
+
+    assert exported.shape == (6, 8, 8, 1) and exported.dtype == np.uint8
+    assert np.array_equal(exported, api(0))
+    assert not np.array_equal(exported, api(1))
+
+
+def test_guided_latent_samples_export_what_the_api_draws(tiny_latent, capsys):
+    """The MNIST page's case: a conditional latent recipe, the digits 0-9 in turn
+    with guidance weight 2, decoded; equal to the API's to the bit."""
+    trained = recipes.load_or_train("tiny-latent", progress=False)
+    argv = ["sample", "tiny-latent", "--guidance", "2", "--n", "12", "--steps", "3"]
+    exported = _exported(tiny_latent / "export", argv, capsys)
+    device = next(trained.net.parameters()).device
+    labels = torch.arange(12, device=device) % 10
+    assert np.array_equal(
+        np.load(tiny_latent / "export" / "samples.npz")["labels"], labels.cpu()
+    )
+
+    def api(seed):
+        g = torch.Generator(device).manual_seed(seed)
+        x = trained.sample(
+            12,
+            steps=3,
+            cond={"y": labels},
+            guidance_scale=2.0,
+            generator=g,
+            progress=False,
+        )
+        return to_uint8(x)
+
+    assert np.array_equal(exported, api(0))
+    assert not np.array_equal(exported, api(1))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import torch
 
@@ -34,28 +32,6 @@ def test_the_mnist_recipe_is_latent_conditional_and_its_full_profile_is_pixels()
     deps = recipes.recipe_deps(quick)
     assert "difflab.train.autoencoder" in deps
     assert "difflab.train.autoencoder" not in recipes.recipe_deps(full)
-
-
-@pytest.fixture
-def small_latent(monkeypatch, tmp_path):
-    """The quick mnist recipe on the embedded digits (padded 8 -> 16, a factor-2
-    autoencoder: 4x8x8 latents), two steps of each part, in a fresh cache."""
-    monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("DIFFLAB_DATASET", raising=False)
-    r = recipes.get_recipe("mnist", "quick")
-    ae = replace(
-        r.autoencoder,
-        dataset="digits",
-        net=replace(r.autoencoder.net, image_size=16, factor=2),
-        steps=2,
-    )
-    return replace(
-        r,
-        dataset="digits",
-        autoencoder=ae,
-        train=replace(r.train, steps=2, warmup=1, checkpoint_every=2, log_every=1),
-        T=50,
-    )
 
 
 def test_a_latent_recipe_trains_two_steps_and_samples_images_at_the_data_size(
