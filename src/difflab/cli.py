@@ -4,6 +4,7 @@ Examples::
 
     python -m difflab train ddpm                    # train (or find in the cache)
     python -m difflab sample ddpm --n 64 --out samples.png --npz samples.npz
+    python -m difflab sample ddpm --solver dpm++2m --nfe 10   # any solver, its budget
     python -m difflab sample sd --prompt "a thin two" --guidance 3 --out grid.png
     python -m difflab evaluate ddpm --n 1000 --steps 50
     python -m difflab sample audio --digit 7 --n 8 --out clips/   # spoken digits
@@ -30,12 +31,21 @@ import torch
 from difflab.core.memory import keep_freed_memory
 from difflab.data.common import data_setting_problem
 from difflab.data.images import IMAGE_NAMES, DatasetMissingError
+from difflab.diffusion.noise import DiscreteNoise
+from difflab.diffusion.solvers import MIN_NFE, default_grid, solver_nfe
 from difflab.train import cache
 from difflab.train.checkpoint import CheckpointError, DiskFullError
 from difflab.train.device import default_device
 from difflab.train.loop import TrainingDiverged
 from difflab.train.profiles import PROFILES, current_profile
-from difflab.train.recipes import RECIPES, Recipe, Trained, get_recipe, load_or_train
+from difflab.train.recipes import (
+    RECIPES,
+    SAMPLE_SOLVERS,
+    Recipe,
+    Trained,
+    get_recipe,
+    load_or_train,
+)
 from difflab.train.settings import SettingError
 
 # Upper limits of the counts: far above any use, low enough that a typo (an extra
@@ -135,14 +145,35 @@ def _add_recipe(p: argparse.ArgumentParser, *, sample: bool = False) -> None:
     )
 
 
+#: Other names ``--solver`` takes, as readers of the fast-sampling page call them.
+SOLVER_ALIASES = {"dpm++2m": "dpm_solver_pp_2m", "dpm++": "dpm_solver_pp_2m"}
+
+
+def _solver_name(text: str) -> str:
+    name = text.strip().lower().replace("-", "_")
+    return SOLVER_ALIASES.get(text.strip().lower(), name)
+
+
 def _add_sampling(p: argparse.ArgumentParser, n: int) -> None:
     p.add_argument("--n", type=_count(MAX_SAMPLES), default=n, help=f"samples ({n})")
-    p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    p.add_argument(
+        "--solver",
+        "--sampler",
+        dest="sampler",
+        type=_solver_name,
+        choices=SAMPLE_SOLVERS,
+        default="ddim",
+        metavar="SOLVER",
+        help=f"one of {', '.join(SAMPLE_SOLVERS)} (or dpm++2m) (ddim)",
+    )
     p.add_argument(
         "--steps",
+        "--nfe",
+        dest="steps",
         type=_count(MAX_SAMPLING_STEPS),
-        default=None,  # 50 for ddim; ddpm walks all T steps and refuses it
-        help=f"DDIM steps, at most the recipe's T ({DDIM_STEPS}); not with ddpm",
+        default=None,  # 50; ddpm walks all T steps and refuses it
+        help=f"model evaluations (DDIM's steps), at most the recipe's T "
+        f"({DDIM_STEPS}); not with ddpm",
     )
     p.add_argument(
         "--eta", type=_real(0, 1), default=0.0, help="DDIM eta in [0, 1] (0)"
@@ -274,10 +305,16 @@ def _check_output(flag: str, path: Path, suffixes=(), folder: bool = False) -> N
 
 def _check_recipe(args, recipe: Recipe, command: str) -> None:
     """The flags that depend on the recipe, before training or sampling starts."""
-    if args.sampler == "ddim" and args.steps > recipe.T:
+    if args.sampler != "ddpm" and args.steps > recipe.T:
         raise SettingError(
             f"argument --steps: {args.steps} is more than the recipe's T = "
             f"{recipe.T} (allowed: 1 to {recipe.T})"
+        )
+    least = MIN_NFE.get(args.sampler, 1)
+    if args.steps is not None and args.sampler != "ddpm" and args.steps < least:
+        raise SettingError(
+            f"argument --nfe: {args.sampler} needs at least {least} model "
+            f"evaluations, not {args.steps} (allowed: {least} to {recipe.T})"
         )
     if args.guidance is not None and not recipe.conditional:
         conditional = [n for n in RECIPES if get_recipe(n, recipe.profile).conditional]
@@ -466,8 +503,8 @@ def _draw(args) -> tuple[Trained, torch.Tensor, torch.Tensor | None, str]:
     t0 = time.perf_counter()
     x = trained.sample(
         args.n,
-        sampler=args.sampler,
-        steps=args.steps,
+        solver=args.sampler,
+        nfe=args.steps,
         eta=args.eta,
         cond=None if labels is None else {"y": labels},
         guidance_scale=args.guidance,
@@ -476,8 +513,12 @@ def _draw(args) -> tuple[Trained, torch.Tensor, torch.Tensor | None, str]:
     )
     if args.sampler == "ddpm":
         what = f"DDPM {trained.schedule.T} steps"
-    else:
+    elif args.sampler == "ddim":
         what = f"DDIM {args.steps} steps, eta {args.eta}"
+    else:
+        noise = DiscreteNoise(trained.schedule)
+        grid = default_grid(args.sampler, noise, args.steps)
+        what = f"{args.sampler}, {solver_nfe(args.sampler, grid, noise)} evaluations"
     if args.guidance is not None:
         what += f", guidance {args.guidance:g}"
     return trained, x, labels, f"{what}, {time.perf_counter() - t0:.1f} s"

@@ -26,7 +26,9 @@ directly (Lu et al. 2022b, Sec. 3-4) and DDIM with a clamp is the classic
 
 Notation (Lu et al. 2022a, Sec. 3): lambda = log(alpha / sigma), decreasing in t;
 on a step from t_{i-1} to t_i, h_i = lambda(t_i) - lambda(t_{i-1}) > 0. The
-evaluations each solver spends on a grid of n steps are :func:`solver_nfe`.
+evaluations each solver spends on a grid of n steps are :func:`solver_nfe`;
+:func:`default_grid` is each solver's grid for a budget of evaluations (the
+fast-sampling page's choices).
 
 - :func:`euler`: Euler's method in t on the ODE as written (first order).
 - :func:`dpm_solver_1`: the exponential integrator in lambda, first order; it is
@@ -46,7 +48,14 @@ from torch import Tensor
 
 from difflab.core.cond import Cond
 from difflab.core.progress import tqdm
-from difflab.diffusion.noise import NoiseLevels
+from difflab.diffusion.noise import (
+    DiscreteNoise,
+    NoiseLevels,
+    half_log_snr_grid,
+    karras_grid,
+    uniform_grid,
+)
+from difflab.diffusion.samplers import ddim_timesteps
 
 Model = Callable[..., Tensor]
 Callback = Callable[[dict], None] | None
@@ -131,6 +140,43 @@ def solver_nfe(name: str, grid: Tensor, noise: NoiseLevels) -> int:
     if name in SOLVERS:
         return n
     raise ValueError(f"unknown solver {name!r}; choose from {tuple(SOLVERS)}")
+
+
+#: The fewest evaluations each solver's default grid can spend.
+MIN_NFE = {"euler": 1, "dpm_solver_1": 1, "dpm_solver_pp_2m": 2, "heun": 3}
+
+
+def default_grid(name: str, noise: NoiseLevels, nfe: int) -> Tensor:
+    """Solver ``name``'s grid for a budget of ``nfe`` model evaluations, ending at
+    t = 0 (sigma = 0), as the fast-sampling page measures them:
+
+    - ``"euler"``: uniform in t, ``nfe - 1`` steps, then the step to 0;
+    - ``"dpm_solver_1"``: on a :class:`DiscreteNoise`, DDIM's ``nfe`` evenly spaced
+      steps (so it is DDIM, eta = 0); otherwise uniform in lambda;
+    - ``"dpm_solver_pp_2m"``: uniform in lambda, ``nfe - 1`` steps, then to 0;
+    - ``"heun"``: Karras et al.'s grid with ``(nfe + 1) // 2 - 1`` steps, then to 0
+      (two evaluations a step, one on the last): it spends ``nfe`` or ``nfe - 1``.
+
+    :func:`solver_nfe` of the result is at most ``nfe``.
+
+    Raises:
+        ValueError: for an unknown solver, or ``nfe`` below its :data:`MIN_NFE`.
+    """
+    if name not in SOLVERS:
+        raise ValueError(f"unknown solver {name!r}; choose from {tuple(SOLVERS)}")
+    if int(nfe) != nfe or nfe < MIN_NFE[name]:
+        raise ValueError(
+            f"{name} needs a whole number of at least {MIN_NFE[name]} evaluations, "
+            f"not {nfe}"
+        )
+    zero = torch.zeros(1, dtype=torch.float64)
+    if name == "dpm_solver_1" and isinstance(noise, DiscreteNoise):
+        return noise.grid(ddim_timesteps(noise.schedule.T, nfe))
+    if name == "heun":
+        return torch.cat([karras_grid(noise, (nfe + 1) // 2 - 1), zero])
+    if name in ("dpm_solver_pp_2m", "dpm_solver_1") and nfe > 1:
+        return torch.cat([half_log_snr_grid(noise, nfe - 1), zero])
+    return torch.cat([uniform_grid(noise, nfe - 1), zero])
 
 
 @torch.no_grad()

@@ -8,6 +8,8 @@ import torch
 from PIL import Image
 
 from difflab.cli import main
+from difflab.diffusion import solvers
+from difflab.diffusion.noise import DiscreteNoise
 from difflab.notes import project
 from difflab.notes.plotting import to_uint8
 from difflab.train import recipes
@@ -159,3 +161,73 @@ def test_guided_latent_samples_export_what_the_api_draws(tiny_latent, capsys):
 
     assert np.array_equal(exported, api(0))
     assert not np.array_equal(exported, api(1))
+
+
+@pytest.mark.parametrize(
+    "name, solver, nfe",
+    [
+        ("ddim", "ddim", 4),
+        ("ddpm", "ddpm", None),
+        ("euler", "euler", 4),
+        ("dpm_solver_1", "dpm_solver_1", 4),
+        ("dpm++2m", "dpm_solver_pp_2m", 4),
+        ("dpm_solver_pp_2m", "dpm_solver_pp_2m", 5),
+        ("heun", "heun", 5),
+    ],
+)
+def test_every_solver_on_the_command_line_draws_what_the_api_draws(
+    tiny, capsys, name, solver, nfe
+):
+    """``sample --solver NAME --nfe N`` writes, bit for bit, what
+    ``Trained.sample(solver=..., nfe=...)`` draws from the same seed."""
+    trained = recipes.load_or_train("tiny", progress=False)
+    budget = [] if nfe is None else ["--nfe", str(nfe)]
+    argv = ["sample", "tiny", "--solver", name, *budget, "--n", "5", "--seed", "3"]
+    exported = _exported(tiny / "export", argv, capsys)
+    device = next(trained.net.parameters()).device
+    kw = {} if nfe is None else {"nfe": nfe}
+    g = torch.Generator(device).manual_seed(3)
+    x = trained.sample(5, solver=solver, generator=g, progress=False, **kw)
+    assert np.array_equal(exported, to_uint8(x))
+
+
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--solver", "nope"], "invalid choice: 'nope'"),
+        (["--solver", "heun", "--nfe", "2"], "heun needs at least 3 model evaluations"),
+        (["--solver", "dpm++2m", "--nfe", "1"], "needs at least 2 model evaluations"),
+        (["--solver", "euler", "--nfe", "0"], "'0' is not a positive int"),
+        (["--solver", "euler", "--nfe", "101"], "more than the recipe's T = 100"),
+        (["--solver", "ddpm", "--nfe", "10"], "ddpm sampling walks all T steps"),
+    ],
+)
+def test_bad_solver_names_and_budgets_exit_2(tiny, capsys, flags, says):
+    assert main(["sample", "tiny", *flags, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_api_spends_the_budget_and_dpm_solver_1_is_ddim(tiny):
+    """``Trained.sample`` calls the network exactly ``solver_nfe`` times on the
+    solver's default grid (one call a batch), and DPM-Solver-1 on its default grid
+    is DDIM with clipping: the same samples up to float32 rounding."""
+    trained = recipes.load_or_train("tiny", progress=False)
+    noise = DiscreteNoise(trained.schedule)
+    calls = []
+    forward = trained.net.forward
+    trained.net.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
+    for name in solvers.SOLVERS:
+        calls.clear()
+        trained.sample(3, solver=name, nfe=7, progress=False)
+        grid = solvers.default_grid(name, noise, 7)
+        assert len(calls) == solvers.solver_nfe(name, grid, noise), name
+    del trained.net.forward
+
+    def draw(solver):
+        g = torch.Generator().manual_seed(0)
+        return trained.sample(16, solver=solver, nfe=6, generator=g, progress=False)
+
+    ddim, dpm1 = draw("ddim"), draw("dpm_solver_1")
+    assert (ddim - dpm1).abs().max() < 1e-4
+    assert (ddim - draw("euler")).abs().max() > 1e-2  # the check can tell solvers apart

@@ -103,6 +103,27 @@ def test_nfe_accounting(name, to_zero):
     assert counted.nfe == solvers.solver_nfe(name, grid, NOISE) == seen[-1]
 
 
+@pytest.mark.parametrize("name", list(solvers.SOLVERS))
+def test_default_grids_spend_the_budget(name):
+    """Each solver's default grid decreases from T to t = 0 and spends the budget:
+    exactly for the one-evaluation-a-step solvers, nfe or nfe - 1 for Heun (two a
+    step, one on the last); a budget below the solver's least is refused."""
+    sde = VPSDE()
+    for noise in (NOISE, sde):
+        for nfe in range(solvers.MIN_NFE[name], 40):
+            grid = solvers.default_grid(name, noise, nfe)
+            assert bool((grid[1:] < grid[:-1]).all()), (name, nfe)
+            assert float(grid[0]) == noise.T and float(grid[-1]) == 0.0
+            spent = solvers.solver_nfe(name, grid, noise)
+            assert spent == nfe or (name == "heun" and spent == nfe - 1), (nfe, spent)
+    with pytest.raises(ValueError, match="at least"):
+        solvers.default_grid(name, NOISE, solvers.MIN_NFE[name] - 1)
+    assert_close(  # on the discrete schedule DPM-Solver-1's grid is DDIM's
+        solvers.default_grid("dpm_solver_1", NOISE, 7),
+        NOISE.grid(ddim_timesteps(SCHEDULE.T, 7)),
+    )
+
+
 # -- measured order on the exact-score sandbox ----------------------------------------
 
 SDE = VPSDE()

@@ -27,7 +27,9 @@ from torch import Tensor, nn
 from difflab.core import cond as conds
 from difflab.core.cond import Cond, NullCond
 from difflab.data.images import ImageData, load_images
+from difflab.diffusion import solvers
 from difflab.diffusion.guidance import guided
+from difflab.diffusion.noise import DiscreteNoise
 from difflab.diffusion.parameterization import EpsModel, as_eps_model
 from difflab.diffusion.samplers import ddim_sample, ddim_timesteps, ddpm_sample
 from difflab.diffusion.schedules import Schedule, make_schedule
@@ -318,6 +320,11 @@ def resolve_data(recipe: Recipe, split: str = "train") -> tuple[Recipe, ImageDat
     return replace(recipe, dataset=data.name, unet=unet), data
 
 
+#: What :meth:`Trained.sample` samples with: the two DDPM-chapter samplers, then
+#: the ODE solvers of :mod:`difflab.diffusion.solvers`.
+SAMPLE_SOLVERS = ("ddpm", "ddim", *solvers.SOLVERS)
+
+
 @dataclass
 class Trained:
     """A trained recipe: the EMA network, its schedule, and how it was obtained."""
@@ -361,34 +368,63 @@ class Trained:
         generator: torch.Generator | None = None,
         progress: bool = True,
         batch_size: int = 500,
+        solver: str | None = None,
+        nfe: int | None = None,
     ) -> Tensor:
-        """``n`` samples in [-1, 1] with DDIM (``steps``, ``eta``) or DDPM (all T steps).
+        """``n`` samples in [-1, 1] from any of the package's samplers.
 
-        A latent recipe draws latents (its x0 estimate is not clipped: scaled
-        latents are not bounded) and returns them decoded, at the data's size.
+        ``solver`` (or its older name ``sampler``) is one of :data:`SAMPLE_SOLVERS`:
+        ``"ddpm"`` (all T ancestral steps), ``"ddim"`` (``nfe`` steps, ``eta``), or an
+        ODE solver of :mod:`difflab.diffusion.solvers` (``"euler"``,
+        ``"dpm_solver_1"``, ``"dpm_solver_pp_2m"``, ``"heun"``) on its
+        :func:`~difflab.diffusion.solvers.default_grid` for a budget of ``nfe``
+        evaluations (``steps`` is its older name; 50 by default). A pixel recipe
+        clips its x0 estimate to [-1, 1] with every sampler; a latent recipe draws
+        latents without clipping (scaled latents are not bounded) and returns them
+        decoded, at the data's size.
 
         Args:
             cond: the condition of each sample, (n, ...) tensors (``{"y": labels}``).
             guidance_scale: classifier-free guidance weight w (w = 1: conditional),
                 with the recipe's null condition.
+
+        Raises:
+            ValueError: for an unknown solver, or a budget the solver cannot spend.
         """
-        if sampler not in ("ddpm", "ddim"):
-            raise ValueError(f"Unknown sampler {sampler!r}; use 'ddpm' or 'ddim'.")
+        solver = sampler if solver is None else solver
+        nfe = steps if nfe is None else nfe
+        if solver not in SAMPLE_SOLVERS:
+            raise ValueError(f"Unknown solver {solver!r}; use one of {SAMPLE_SOLVERS}.")
         eps = self.eps_model()
         if guidance_scale is not None:
             eps = guided(eps, guidance_scale, self.recipe.train.null_cond)
+        noise = DiscreteNoise(self.schedule)
+        grid = None
+        if solver in solvers.SOLVERS:
+            grid = solvers.default_grid(solver, noise, nfe)
         out = []
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             cb = conds.select(cond, slice(start, start + b))
             x_T = self.noise(b, generator)
             clip = None if self.autoencoder is not None else 1.0
-            kw = dict(clip_x0=clip, cond=cb, generator=generator, progress=progress)
-            if sampler == "ddpm":
-                x = ddpm_sample(eps, x_T, self.schedule, **kw)
+            if grid is not None:
+                x = solvers.SOLVERS[solver](
+                    noise.continuous(eps),
+                    x_T,
+                    grid,
+                    noise=noise,
+                    cond=cb,
+                    x0_threshold=clip,
+                    progress=progress,
+                )
             else:
-                taus = ddim_timesteps(self.schedule.T, steps)
-                x = ddim_sample(eps, x_T, self.schedule, taus, eta=eta, **kw)
+                kw = dict(clip_x0=clip, cond=cb, generator=generator, progress=progress)
+                if solver == "ddpm":
+                    x = ddpm_sample(eps, x_T, self.schedule, **kw)
+                else:
+                    taus = ddim_timesteps(self.schedule.T, nfe)
+                    x = ddim_sample(eps, x_T, self.schedule, taus, eta=eta, **kw)
             if self.autoencoder is not None:
                 x = self.decode(x)
             out.append(x.clamp(-1, 1).float().cpu())
