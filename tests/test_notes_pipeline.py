@@ -15,7 +15,7 @@ import shutil
 import sys
 
 import pytest
-from conftest import REPO, mkdocs_env, run_mkdocs
+from conftest import REPO, copy_config, mkdocs_env, run_mkdocs
 
 NOTE = """# %% [markdown]
 # # Plumbing demo
@@ -60,7 +60,7 @@ def mini(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mini")
     root = tmp / "repo"
     root.mkdir()
-    shutil.copy2(REPO / "mkdocs.yml", root / "mkdocs.yml")
+    copy_config(root)
     shutil.copytree(
         REPO / "hooks", root / "hooks", ignore=shutil.ignore_patterns("__pycache__")
     )
