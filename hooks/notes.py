@@ -101,6 +101,7 @@ log = logging.getLogger("mkdocs.hooks.notes")
 
 HOOK_VERSION = "2"
 FOLD_TAG = "fold"
+_LANG = "zh"  # the Chinese edition's pages live under zh/ (hooks/i18n.py)
 NOT_NOTES = ("assets/", "javascripts/", "stylesheets/")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -1085,6 +1086,9 @@ def _rewrite_page_links(html: str, page, files) -> str:
     def fix(m: re.Match) -> str:
         target = posixpath.normpath(posixpath.join(posixpath.dirname(src), m[1]))
         file = files.get_file_from_path(_state["py_to_page"].get(target, target))
+        if file is None and target.startswith(f"{_LANG}/"):  # no twin: the English
+            english = target[len(_LANG) + 1 :]
+            file = files.get_file_from_path(_state["py_to_page"].get(english, english))
         if file is None or not file.is_documentation_page():
             log.warning("note docs/%s links to %s, which is not a page", src, m[1])
             return m[0]
@@ -1182,7 +1186,8 @@ _ALT = re.compile(r'\s+alt="[^"]*"')
 def _extract_images(html: str, note: dict, page) -> str:
     """Figures as files beside the page (``<name>_files/``), loaded lazily, with
     the alt text and measurements the kernel gave them (:func:`_figure_attrs`)."""
-    folder = page.file.src_uri[: -len(".ipynb")] + "_files"
+    # A Chinese twin (hooks/i18n.py) shares the English page's figure files.
+    folder = note.get("figures_dir") or page.file.src_uri[: -len(".ipynb")] + "_files"
     figures = note.get("figures", {})
 
     def move(m: re.Match) -> str:
@@ -1220,15 +1225,17 @@ def _add_downloads(html: str, page) -> str:
     """Links to the note and its executed notebook, right under the title."""
     note = _state["notes"][page.file.src_uri]
     py, ipynb = note["py"], page.file.src_uri
+    zh = note.get("lang") == _LANG
     links = (
-        '<p class="difflab-downloads">Download: '
+        f'<p class="difflab-downloads">{"下载：" if zh else "Download: "}'
         f'<a href="{_href(py, page)}" download title="the note, a py:percent '
         f'script">{posixpath.basename(py)}</a>'
     )
     if note["pending"] is None:
         links += (
             f' · <a href="{_href(ipynb, page)}" download title="the notebook as '
-            f'executed for this page">{posixpath.basename(ipynb)}</a> (executed)'
+            f'executed for this page">{posixpath.basename(ipynb)}</a>'
+            + ("（已执行）" if zh else " (executed)")
         )
     return _after_title(html, links + "</p>")
 

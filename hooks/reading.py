@@ -46,6 +46,9 @@ from pathlib import Path
 log = logging.getLogger("mkdocs.hooks.reading")
 
 WORDS_PER_MINUTE = 200
+# Chinese prose (the Chinese edition, hooks/i18n.py): characters read per minute of
+# technical text; Latin words and numbers in it still count at WORDS_PER_MINUTE.
+HANZI_PER_MINUTE = 300
 CODE_LINES_PER_MINUTE = 20
 STAGE_MARK = re.compile(r"^<!-- difflab-stage: (.+?) -->$", re.M)
 FIGURE_MARK = "<!-- difflab-home-figure -->"
@@ -153,8 +156,12 @@ def detex(text: str) -> str:
 # ------------------------------------------------------------------ page info
 
 
-def _read_note(path: Path) -> dict:
-    """Title, first sentence, reading time and prerequisites of one page source."""
+_HANZI = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def _read_note(path: Path, chinese: bool = False) -> dict:
+    """Title, first sentence, reading time and prerequisites of one page source
+    (``chinese``: of its Chinese twin, from the translation beside it)."""
     if path.suffix == ".py":
         import jupytext
 
@@ -167,10 +174,28 @@ def _read_note(path: Path) -> dict:
 
         prose, meta = get_data(path.read_text(encoding="utf-8"))
         code = ""
-    words = len(re.findall(r"\S+", prose))
+    if chinese:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(
+            "i18n_units", Path(__file__).with_name("i18n_units.py")
+        )
+        i18n_units = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(i18n_units)
+        prose = "\n\n".join(
+            u.chinese if u.state == "translated" else u.english
+            for u in i18n_units.match_page(path).units
+        )
+    hanzi = len(_HANZI.findall(prose))
+    words = len(re.findall(r"\S+", _HANZI.sub(" ", prose)))
     code_lines = sum(1 for line in code.splitlines() if line.strip())
     minutes = max(
-        1, math.ceil(words / WORDS_PER_MINUTE + code_lines / CODE_LINES_PER_MINUTE)
+        1,
+        math.ceil(
+            hanzi / HANZI_PER_MINUTE
+            + words / WORDS_PER_MINUTE
+            + code_lines / CODE_LINES_PER_MINUTE
+        ),
     )
     title_m = re.search(r"^#\s+(.+)$", prose, re.M)
     title = title_m[1].strip() if title_m else path.stem.replace("-", " ").capitalize()
@@ -181,8 +206,8 @@ def _read_note(path: Path) -> dict:
         rest = re.sub(
             r"\[([^\]]*)\]\([^)]*\)", r"\1", rest
         )  # links: relative to the note
-        end = re.search(r"(?<!al)(?<!e\.g)(?<!i\.e)\.(\s|$)", rest)
-        summary = rest[: end.start() + 1] if end else rest
+        end = re.search(r"(?<!al)(?<!e\.g)(?<!i\.e)\.(\s|$)|。", rest)
+        summary = rest[: end.end()].strip() if end else rest
     prereq = meta.get("prerequisites") or []
     if isinstance(prereq, str):
         prereq = [prereq]
@@ -202,19 +227,30 @@ def _page_uri(src: str) -> str:
     return src[: -len(".py")] + ".ipynb" if src.endswith(".py") else src
 
 
+def _english(src: str) -> tuple[bool, str]:
+    """(is the Chinese twin, the English page's source) of ``zh/x`` or ``x``."""
+    return (True, src[3:]) if src.startswith("zh/") else (False, src)
+
+
 def _note_uri(src: str) -> str:
     """The source a page was made from (``x.ipynb`` page -> ``x.py`` note)."""
-    if src.endswith(".ipynb") and (_state["docs"] / src).with_suffix(".py").is_file():
+    english = _english(src)[1]
+    if (
+        src.endswith(".ipynb")
+        and (_state["docs"] / english).with_suffix(".py").is_file()
+    ):
         return src[: -len(".ipynb")] + ".py"
     return src
 
 
 def page_info(src: str) -> dict | None:
-    """Cached :func:`_read_note` of ``docs/<src>`` (None if it does not exist)."""
+    """Cached :func:`_read_note` of ``docs/<src>`` (None if it does not exist);
+    of the Chinese twin for ``zh/<src>``."""
     info = _state["info"]
     if src not in info:
-        path = _state["docs"] / src
-        info[src] = _read_note(path) if path.is_file() else None
+        chinese, english = _english(src)
+        path = _state["docs"] / english
+        info[src] = _read_note(path, chinese) if path.is_file() else None
     return info[src]
 
 
@@ -280,24 +316,34 @@ def _link_list(srcs, here_dir: str) -> str:
 
 
 def on_page_markdown(markdown, page, config, files):
-    if page.file.src_uri != "index.md":
+    chinese, english = _english(page.file.src_uri)
+    if english != "index.md":
         return markdown
     written = _sections(config.nav)
+    zh = _zh_strings() if chinese else None
 
     def stage(m: re.Match) -> str:
         name = m[1].strip()
         pages = [_note_uri(p) for p in written.get(name, [])]
         cards = []
         for src in pages:
-            info = page_info(src)
+            info = page_info(f"zh/{src}" if chinese else src)
             if info is None:
                 continue
-            needs = _link_list(info["prerequisites"], "")
-            needs = f"needs first: {needs}" if needs else "needs nothing earlier"
+            if chinese:
+                needs = _link_list([f"zh/{p}" for p in info["prerequisites"]], "zh")
+                needs = (
+                    zh["needs_first"].format(links=needs) if needs else zh["needs_nothing"]
+                )
+                read = zh["min_read"].format(minutes=info["minutes"])
+            else:
+                needs = _link_list(info["prerequisites"], "")
+                needs = f"needs first: {needs}" if needs else "needs nothing earlier"
+                read = f"{info['minutes']} min read"
             summary = f"\n\n    {info['summary']}" if info["summary"] else ""
             cards.append(
                 f"-   [**{info['title']}**]({_page_uri(src)}){summary}\n\n"
-                f"    <small>{info['minutes']} min read · {needs}</small>\n"
+                f"    <small>{read} · {needs}</small>\n"
             )
         out = []
         if cards:
@@ -308,16 +354,27 @@ def on_page_markdown(markdown, page, config, files):
 
     markdown = STAGE_MARK.sub(stage, markdown)
     if FIGURE_MARK in markdown:
+        alt = (
+            zh["home_figure_alt"]
+            if chinese
+            else "A handwritten digit dissolving into noise and coming back"
+        )
+        uri = f"../{FIGURE_URI}" if chinese else FIGURE_URI
         markdown = markdown.replace(
-            FIGURE_MARK,
-            f"![A handwritten digit dissolving into noise and coming back]({FIGURE_URI})"
-            "{ .difflab-home-figure loading=lazy }",
+            FIGURE_MARK, f"![{alt}]({uri}){{ .difflab-home-figure loading=lazy }}"
         )
     return markdown
 
 
+def _zh_strings() -> dict:
+    """The Chinese edition's interface lines (``docs/i18n.zh.yml``)."""
+    import yaml
+
+    return yaml.safe_load((_state["docs"] / "i18n.zh.yml").read_text("utf-8"))["strings"]
+
+
 def _is_stage_page(page) -> bool:
-    src = page.file.src_uri
+    src = _english(page.file.src_uri)[1]
     return "/" in src and src.endswith((".py", ".ipynb", ".md"))
 
 
@@ -330,8 +387,10 @@ def on_page_content(html, page, config, files):
     info = page_info(_note_uri(page.file.src_uri))
     if info is None:
         return html
+    chinese = _english(page.file.src_uri)[0]
     needs = []
     for s in info["prerequisites"]:
+        s = f"zh/{s}" if chinese else s
         f = files.get_file_from_path(_page_uri(s))
         target = page_info(s)
         if f is None or target is None:
@@ -341,10 +400,14 @@ def on_page_content(html, page, config, files):
             continue
         url = f.url_relative_to(page.file)
         needs.append(f'<a href="{url}">{detex(target["title"])}</a>')
-    needs_html = "Read first: " + ", ".join(needs) if needs else "No prerequisites"
-    line = (
-        f'<p class="difflab-orientation">{info["minutes"]} min read · {needs_html}</p>'
-    )
+    if chinese:
+        zh = _zh_strings()
+        needs_html = zh["read_first"] + "，".join(needs) if needs else zh["no_prerequisites"]
+        read = zh["min_read"].format(minutes=info["minutes"])
+    else:
+        needs_html = "Read first: " + ", ".join(needs) if needs else "No prerequisites"
+        read = f'{info["minutes"]} min read'
+    line = f'<p class="difflab-orientation">{read} · {needs_html}</p>'
     html = re.sub(r"(</h1>)", r"\1" + line.replace("\\", "\\\\"), html, count=1)
     if _note_uri(page.file.src_uri).endswith(".py"):
         # Search indexes prose and outputs, not the code (Material honours this).

@@ -178,6 +178,7 @@ def _unlisted(section, docs: Path, listed: set) -> list:
             if (
                 f.suffix in PAGE_SUFFIXES
                 and not f.name.startswith(".")
+                and not f.name.endswith(".zh.md")  # a translation (hooks/i18n.py)
                 and rel not in listed
             ):
                 log.info(
@@ -189,10 +190,15 @@ def _unlisted(section, docs: Path, listed: set) -> list:
 
 
 def on_page_markdown(markdown, page, config, files):
-    if page.file.src_uri != API_PAGE or API_MARKER not in markdown:
+    # The API index of either edition (the Chinese one, zh/api.md, links the same
+    # English part pages: docstrings are code documentation, shared like code).
+    if page.file.src_uri not in (API_PAGE, f"zh/{API_PAGE}") or API_MARKER not in markdown:
         return markdown
+    up = "../" if page.file.src_uri.startswith("zh/") else ""
     rows = []
     for part, mods in _api["parts"]:
         path = _api["src"] / part if mods != [part] else _api["src"] / f"{part}.py"
-        rows.append(f"- [`difflab.{part}`](api/{part}.md): {_summary(path)}")
+        rows.append(f"- [`difflab.{part}`]({up}api/{part}.md): {_summary(path)}")
+    if up:
+        rows = ['<div class="difflab-docstrings" lang="en" markdown>', "", *rows, "", "</div>"]
     return markdown.replace(API_MARKER, "\n".join(rows))

@@ -57,6 +57,8 @@ def doc_pages() -> list[str]:
         rel = p.relative_to(DOCS)
         if rel.parts[0] in ("assets", "javascripts", "stylesheets"):
             continue
+        if p.name.endswith(".zh.md"):  # a translation (the Chinese edition), not a page
+            continue
         if p.suffix == ".md" or (p.suffix == ".py" and not p.name.startswith("_")):
             pages.append(rel.as_posix())
     return pages
@@ -75,8 +77,31 @@ def mkdocs_env(**extra: str) -> dict:
     return env
 
 
-def run_mkdocs(args: list[str], cwd: Path, env: dict, timeout: float):
-    """Run ``python -m mkdocs`` of this interpreter; returns CompletedProcess."""
+def stub_translations(root: Path) -> None:
+    """Give every page of the site copy ``root`` that has no Chinese translation a
+    stub one (each block holding the English, as ``hooks/i18n_units.py skeleton``
+    writes it), so that a test's strict build is about what the test tests."""
+    sys.path.insert(0, str(REPO / "hooks"))
+    try:
+        import i18n_units
+    finally:
+        sys.path.pop(0)
+    for page in i18n_units.pages(root / "docs"):
+        tr = i18n_units.translation_path(page)
+        if not tr.exists():
+            tr.write_text(i18n_units.skeleton(page))
+
+
+def run_mkdocs(
+    args: list[str], cwd: Path, env: dict, timeout: float, *, stubs: bool = True
+):
+    """Run ``python -m mkdocs`` of this interpreter; returns CompletedProcess.
+
+    In a site copy (``cwd`` is not this repository) the pages a test wrote get stub
+    translations first (:func:`stub_translations`; ``stubs=False`` to keep them out).
+    """
+    if stubs and Path(cwd).resolve() != REPO and (Path(cwd) / "docs").is_dir():
+        stub_translations(Path(cwd))
     return subprocess.run(
         [sys.executable, "-m", "mkdocs", *args],
         cwd=cwd,

@@ -21,7 +21,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO, doc_pages, html_of, mkdocs_env, run_mkdocs, site_copy
+from conftest import (
+    REPO,
+    doc_pages,
+    html_of,
+    mkdocs_env,
+    run_mkdocs,
+    site_copy,
+    stub_translations,
+)
 
 SERVE_WITHIN_S = 90  # the promise: every page answers within this on two cores
 
@@ -66,6 +74,7 @@ class _Serve:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(env["DIFFLAB_NOTES_CACHE"]).parent / f"serve-{self.port}.log"
+        stub_translations(root)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mkdocs", "serve", "-a", f"127.0.0.1:{self.port}"],
             cwd=root,
@@ -327,6 +336,7 @@ def test_ctrl_c_during_a_build_says_interrupted_and_blames_no_note(tmp_path):
 
 def _build(root: Path, site: Path, env: dict, **popen) -> subprocess.Popen:
     """``mkdocs build --strict`` of ``root`` into ``site``, started, not waited for."""
+    stub_translations(root)
     return subprocess.Popen(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
         cwd=root,
