@@ -197,11 +197,16 @@ def _match(page: Path, english: list[str], problems: list) -> units.Match:
     return m
 
 
+_CJK = "\u3000-\u303f\u3400-\u9fff\uff00-\uffef"
+_CJK_BREAK = re.compile(rf"(?<=[{_CJK}])[ \t]*\n[ \t]*(?=[{_CJK}])")
+
+
 def _shown(unit: units.Unit) -> str:
     """What the Chinese page shows for a unit: its translation, or the English
     under a notice."""
     if unit.state == "translated":
-        return unit.chinese
+        # A line break between two Chinese characters would show as a space.
+        return _CJK_BREAK.sub("", unit.chinese)
     notice = (
         f'<div class="admonition info difflab-i18n-waiting" lang="{LANG}">'
         f"<p>{strings()['waiting']}</p></div>"

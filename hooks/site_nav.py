@@ -194,11 +194,36 @@ def on_page_markdown(markdown, page, config, files):
     # English part pages: docstrings are code documentation, shared like code).
     if page.file.src_uri not in (API_PAGE, f"zh/{API_PAGE}") or API_MARKER not in markdown:
         return markdown
-    up = "../" if page.file.src_uri.startswith("zh/") else ""
+    zh = page.file.src_uri.startswith("zh/")
+    up = "../" if zh else ""
     rows = []
     for part, mods in _api["parts"]:
         path = _api["src"] / part if mods != [part] else _api["src"] / f"{part}.py"
-        rows.append(f"- [`difflab.{part}`]({up}api/{part}.md): {_summary(path)}")
-    if up:
-        rows = ['<div class="difflab-docstrings" lang="en" markdown>', "", *rows, "", "</div>"]
+        summary = _summary(path)
+        if zh:
+            summary = _chinese_summary(part, summary, Path(config.docs_dir))
+        rows.append(f"- [`difflab.{part}`]({up}api/{part}.md): {summary}")
     return markdown.replace(API_MARKER, "\n".join(rows))
+
+
+def _chinese_summary(part: str, english: str, docs: Path) -> str:
+    """A part's line on the Chinese API index (``api:`` in ``docs/i18n.zh.yml``);
+    the English one, and a warning, where it is missing or its English changed."""
+    import hashlib
+
+    import yaml
+
+    table = yaml.safe_load((docs / "i18n.zh.yml").read_text("utf-8")).get("api", {})
+    entry = table.get(part) or {}
+    key = hashlib.sha256(english.encode()).hexdigest()[:12]
+    if entry.get("en") == key and entry.get("zh"):
+        return entry["zh"]
+    log.warning(
+        "i18n: the Chinese API index has no current line for difflab.%s (docs/i18n.zh.yml "
+        "api.%s: en must be %s, the hash of %r)",
+        part,
+        part,
+        key,
+        english,
+    )
+    return f'<span lang="en" class="difflab-i18n-english">{english}</span>'

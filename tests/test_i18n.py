@@ -260,7 +260,6 @@ class _Blocks(HTMLParser):
         "jp-OutputArea",
         "footnote",
         "difflab-i18n-english",
-        "difflab-docstrings",
         "difflab-glossary",
         "md-source-file",
         "headerlink",
@@ -416,3 +415,33 @@ def test_search_finds_chinese_words(browser, site_url, query):
         assert all("/zh/" in f"/{p}" for p in pages[:3]), pages  # Chinese pages first
     finally:
         ctx.close()
+
+
+_DISPLAY = re.compile(r"\$\$.+?\$\$", re.S)
+_TARGET = re.compile(r"\]\(\s*<?([^)\s>]+)")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_the_translation_keeps_the_maths_and_the_links(page):
+    """Each unit's displayed equations are the English ones, in order, character
+    for character; and the page links to the same targets."""
+    m = units.match_page(DOCS / page)
+    for u in m.units:
+        assert _DISPLAY.findall(u.chinese or "") == _DISPLAY.findall(u.english), (page, u.n)
+    english = {t for u in m.units for t in _TARGET.findall(u.english)}
+    chinese = {t for u in m.units for t in _TARGET.findall(u.chinese or "")}
+    assert english <= chinese, f"{page}: links lost: {sorted(english - chinese)}"
+
+
+@pytest.mark.parametrize("page_src", [p for p in doc_pages() if "/" in p])
+def test_the_reading_time_is_computed_for_the_chinese_text(site_dir, page_src):
+    zh = (site_dir / "zh" / html_of(page_src)).read_text("utf-8")
+    m = re.search(r'<p class="difflab-orientation">阅读约 (\d+) 分钟 · ', zh)
+    assert m, page_src
+    sys.path.insert(0, str(REPO / "hooks"))
+    try:
+        import reading
+    finally:
+        sys.path.pop(0)
+    hanzi = sum(len(HANZI.findall(u.chinese or "")) for u in units.match_page(DOCS / page_src).units)
+    assert hanzi / reading.HANZI_PER_MINUTE <= int(m[1])  # the Chinese prose is counted
