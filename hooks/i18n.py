@@ -346,7 +346,40 @@ def on_page_content(html, page, config, files):
         f'<p class="admonition-title">{s["stand_in_title"]}</p>',
     )
     html = _PROVENANCE.sub(_provenance_zh, html)
+    if page.file.src_uri.endswith(".ipynb"):
+        html = _ids_from_toc(html, page)
     return html
+
+
+_HEADING = re.compile(r'<h([1-6]) id="([^"]*)"(.*?)</h\1>', re.S)
+
+
+def _ids_from_toc(html: str, page) -> str:
+    """Give a Chinese note's headings the ids its table of contents links to.
+
+    mkdocs-jupyter slugs both with Python-Markdown's ASCII rule, but the headings
+    in the rendered notebook and the TOC disagree where nothing ASCII is left (a
+    heading all in Chinese: ``id=""`` against ``#_1``); the TOC's ids, unique by
+    construction, become the headings' (and their ``¶`` links')."""
+
+    def flat(items):
+        for item in items:
+            yield item
+            yield from flat(item.children)
+
+    ids = [item.id for item in flat(page.toc)]
+    headings = list(_HEADING.finditer(html))
+    if len(ids) != len(headings):
+        log.info("i18n: %s: %d headings, %d TOC entries; ids left as they are",
+                 page.file.src_uri, len(headings), len(ids))
+        return html
+    out, pos = [], 0
+    for m, new in zip(headings, ids):
+        body = m[3].replace(f'class="anchor-link" href="#{m[2]}"', f'class="anchor-link" href="#{new}"')
+        out += [html[pos : m.start()], f'<h{m[1]} id="{new}"{body}</h{m[1]}>']
+        pos = m.end()
+    out.append(html[pos:])
+    return "".join(out)
 
 
 _STAND_IN = re.compile(

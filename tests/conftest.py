@@ -133,6 +133,7 @@ def site_copy(tmp: Path, *, pages: bool = True) -> Path:
     shutil.copytree(
         REPO / "hooks", root / "hooks", ignore=shutil.ignore_patterns("__pycache__")
     )
+    shutil.copytree(REPO / "overrides", root / "overrides")  # theme.custom_dir
 
     def skip(folder, names):
         top = Path(folder).resolve() == (REPO / "docs").resolve()

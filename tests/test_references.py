@@ -27,7 +27,9 @@ DOI = re.compile(r"10\.\d{4,9}/\S+")
 ARXIV_LINK = re.compile(
     r"arxiv\.org/(?:abs|pdf)/([A-Za-z.-]*/?[0-9.]+(?:v\d+)?)", re.IGNORECASE
 )
-DOI_LINK = re.compile(r"doi\.org/(10\.[^\s\"'<>\]]+)", re.IGNORECASE)
+# A DOI ends at whitespace, a quote or bracket, or a CJK character (a Chinese
+# page's link is followed by text with no space between).
+DOI_LINK = re.compile(r"doi\.org/(10\.[^\s\"'<>\]\u3000-\uffff]+)", re.IGNORECASE)
 
 
 def well_formed_arxiv(identifier: str) -> bool:
