@@ -341,8 +341,9 @@ def _add_notice(html: str, job: _Job) -> str:
 
     runner = _background()
     times = _timings(_state["cache"])
-    total = len(_state["notes"])
-    ready = sum(1 for n in _state["notes"].values() if n["pending"] is None)
+    notes = [n for n in _state["notes"].values() if "lang" not in n]  # not twins
+    total = len(notes)
+    ready = sum(1 for n in notes if n["pending"] is None)
     with runner.lock:
         running = {d: (j.rel, t0) for d, (j, t0) in runner.running.items()}
         running_jobs = list(runner.running.values())

@@ -120,6 +120,7 @@ def copy_config(root: Path) -> None:
     hook = f"hooks:\n  - {REPO / 'tests' / 'partial_nav.py'}\n"
     assert config.count("hooks:\n") == 1, "mkdocs.yml: one hooks: list expected"
     (root / "mkdocs.yml").write_text(config.replace("hooks:\n", hook))
+    shutil.copytree(REPO / "overrides", root / "overrides")  # theme.custom_dir
 
 
 def site_copy(tmp: Path, *, pages: bool = True) -> Path:
@@ -133,7 +134,6 @@ def site_copy(tmp: Path, *, pages: bool = True) -> Path:
     shutil.copytree(
         REPO / "hooks", root / "hooks", ignore=shutil.ignore_patterns("__pycache__")
     )
-    shutil.copytree(REPO / "overrides", root / "overrides")  # theme.custom_dir
 
     def skip(folder, names):
         top = Path(folder).resolve() == (REPO / "docs").resolve()

@@ -68,7 +68,8 @@ def mini(tmp_path_factory):
     for folder in ("javascripts", "stylesheets", "assets"):
         if (REPO / "docs" / folder).is_dir():
             shutil.copytree(REPO / "docs" / folder, docs / folder)
-    shutil.copy2(REPO / "docs" / "references.bib", docs / "references.bib")
+    for name in ("references.bib", "glossary.yml", "i18n.zh.yml"):
+        shutil.copy2(REPO / "docs" / name, docs / name)
     (docs / "index.md").write_text(INDEX)
     (docs / "diffusion").mkdir(parents=True)
     (docs / "diffusion" / "plumbing-demo.py").write_text(NOTE)
