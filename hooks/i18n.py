@@ -90,9 +90,9 @@ def on_config(config):
     data = yaml.safe_load((docs / STRINGS).read_text(encoding="utf-8"))
     _state["strings"] = data["strings"]
     _state["nav_titles"] = data["nav"]
-    _state["glossary"] = yaml.safe_load(
-        (docs / GLOSSARY).read_text(encoding="utf-8")
-    )["terms"]
+    _state["glossary"] = yaml.safe_load((docs / GLOSSARY).read_text(encoding="utf-8"))[
+        "terms"
+    ]
     _state["twins"] = {}
     _state["docs"] = docs
     return config
@@ -117,7 +117,7 @@ def on_files(files, config):
         m = _match(docs / note["py"], [c.source for c in md], problems)
         zh = copy.deepcopy(nb)
         for cell, unit in zip(
-            [c for c in zh.cells if c.cell_type == "markdown"], m.units
+            [c for c in zh.cells if c.cell_type == "markdown"], m.units, strict=True
         ):
             cell.source = _shown(unit)
         data = nbformat.writes(zh).encode()
@@ -126,7 +126,9 @@ def on_files(files, config):
         if not out.is_file() or out.read_bytes() != data:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(data)
-        files.append(File(twin, str(pages_dir), config.site_dir, config.use_directory_urls))
+        files.append(
+            File(twin, str(pages_dir), config.site_dir, config.use_directory_urls)
+        )
         notes["notes"][twin] = dict(
             note,
             ipynb=out,  # the download: the notebook as executed, in Chinese
@@ -267,7 +269,9 @@ def on_nav(nav, config, files):
     _add_parent_links(items)
     zh_nav = Navigation(items, pages)
     # The logo and the site name lead to the edition's own home page.
-    zh_nav.homepage = next((p for p in pages if p.file.src_uri == f"{PREFIX}index.md"), None)
+    zh_nav.homepage = next(
+        (p for p in pages if p.file.src_uri == f"{PREFIX}index.md"), None
+    )
     _state["nav"] = zh_nav
     return nav
 
@@ -370,12 +374,18 @@ def _ids_from_toc(html: str, page) -> str:
     ids = [item.id for item in flat(page.toc)]
     headings = list(_HEADING.finditer(html))
     if len(ids) != len(headings):
-        log.info("i18n: %s: %d headings, %d TOC entries; ids left as they are",
-                 page.file.src_uri, len(headings), len(ids))
+        log.info(
+            "i18n: %s: %d headings, %d TOC entries; ids left as they are",
+            page.file.src_uri,
+            len(headings),
+            len(ids),
+        )
         return html
     out, pos = [], 0
-    for m, new in zip(headings, ids):
-        body = m[3].replace(f'class="anchor-link" href="#{m[2]}"', f'class="anchor-link" href="#{new}"')
+    for m, new in zip(headings, ids, strict=True):
+        body = m[3].replace(
+            f'class="anchor-link" href="#{m[2]}"', f'class="anchor-link" href="#{new}"'
+        )
         out += [html[pos : m.start()], f'<h{m[1]} id="{new}"{body}</h{m[1]}>']
         pos = m.end()
     out.append(html[pos:])
@@ -388,9 +398,7 @@ _STAND_IN = re.compile(
     r"<code>(.+?)</code> in the project folder and build again\.",
     re.S,
 )
-_PROVENANCE = re.compile(
-    r"This page (?:was|is being) built with (.*?)\.</div>", re.S
-)
+_PROVENANCE = re.compile(r"This page (?:was|is being) built with (.*?)\.</div>", re.S)
 _PROVENANCE_WORDS = (
     ("profile ", "配置 "),
     ("dataset ", "数据集 "),

@@ -250,7 +250,9 @@ def _main(argv: list[str]) -> int:
         m = match_page(page)
         for u in m.units:
             if u.state != "translated":
-                first = u.english.strip().splitlines()[0][:70] if u.english.strip() else ""
+                first = (
+                    u.english.strip().splitlines()[0][:70] if u.english.strip() else ""
+                )
                 print(f"{page}: unit {u.n} {u.state}: {first}")
                 bad += u.state != "waiting"
         for b in m.orphans:

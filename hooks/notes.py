@@ -14,7 +14,7 @@ only MkDocs' own events and mkdocs-jupyter's documented options:
    in MkDocs' file list is then backed by it (same page path and URL, so ``nav``
    and links keep naming the ``.py``). Two notes that need the same untrained
    model do not train it twice: the package's cache holds a lock on the entry
-   (:func:`difflab.train.cache.entry_lock`).
+   (:func:`difflab.runtime.cache.entry_lock`).
 
    Under ``mkdocs serve`` nothing is executed before the site is served: a note
    that misses is shown converted but not executed, under a notice (its place in
@@ -30,8 +30,8 @@ only MkDocs' own events and mkdocs-jupyter's documented options:
 
 The key is a SHA-256 of the note's text, the source of the ``difflab`` modules it
 imports and everything they import (:func:`note_modules_hash`: the package's own
-rule, :func:`difflab.train.cache.deps_hash`, which also keys the trained models),
-``difflab.train.profiles.current_profile()``, the datasets present in
+rule, :func:`difflab.runtime.cache.deps_hash`, which also keys the trained models),
+``difflab.runtime.profiles.current_profile()``, the datasets present in
 ``difflab.data.common.data_root()``, the kernel name and ``HOOK_VERSION``. So a
 change in ``difflab.eval.audio_metrics`` re-executes the audio page only, and a
 change in ``difflab.diffusion.noise`` every page that reaches it. Notes named
@@ -462,7 +462,7 @@ def _fingerprint() -> tuple[str, str]:
     hashed per note (:meth:`_Job.key`).
     """
     from difflab.data.common import data_root
-    from difflab.train.profiles import current_profile
+    from difflab.runtime.profiles import current_profile
 
     profile = current_profile()
     h = hashlib.sha256(f"v{HOOK_VERSION}|{_state['kernel']}|{profile}|".encode())
@@ -478,13 +478,13 @@ def _fingerprint() -> tuple[str, str]:
 def note_modules_hash(text: str, root: Path | None = None) -> str:
     """Hash of the source of the ``difflab`` modules a note reaches (the package's rule).
 
-    :func:`difflab.train.cache.imported_modules` reads the note's imports and
-    :func:`difflab.train.cache.deps_hash` hashes them and everything they import:
+    :func:`difflab.runtime.cache.imported_modules` reads the note's imports and
+    :func:`difflab.runtime.cache.deps_hash` hashes them and everything they import:
     the same rule that keys the trained models, whose own modules a note reaches
     through the pipeline it imports. A note that is not Python counts on the whole
-    package (:func:`difflab.train.cache.source_hash`).
+    package (:func:`difflab.runtime.cache.source_hash`).
     """
-    from difflab.train import cache
+    from difflab.runtime import cache
 
     root = root or cache.PACKAGE_DIR
     try:

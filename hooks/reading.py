@@ -333,7 +333,9 @@ def on_page_markdown(markdown, page, config, files):
             if chinese:
                 needs = _link_list([f"zh/{p}" for p in info["prerequisites"]], "zh")
                 needs = (
-                    zh["needs_first"].format(links=needs) if needs else zh["needs_nothing"]
+                    zh["needs_first"].format(links=needs)
+                    if needs
+                    else zh["needs_nothing"]
                 )
                 read = zh["min_read"].format(minutes=info["minutes"])
             else:
@@ -370,7 +372,9 @@ def _zh_strings() -> dict:
     """The Chinese edition's interface lines (``docs/i18n.zh.yml``)."""
     import yaml
 
-    return yaml.safe_load((_state["docs"] / "i18n.zh.yml").read_text("utf-8"))["strings"]
+    return yaml.safe_load((_state["docs"] / "i18n.zh.yml").read_text("utf-8"))[
+        "strings"
+    ]
 
 
 def _is_stage_page(page) -> bool:
@@ -402,11 +406,13 @@ def on_page_content(html, page, config, files):
         needs.append(f'<a href="{url}">{detex(target["title"])}</a>')
     if chinese:
         zh = _zh_strings()
-        needs_html = zh["read_first"] + "，".join(needs) if needs else zh["no_prerequisites"]
+        needs_html = (
+            zh["read_first"] + "，".join(needs) if needs else zh["no_prerequisites"]
+        )
         read = zh["min_read"].format(minutes=info["minutes"])
     else:
         needs_html = "Read first: " + ", ".join(needs) if needs else "No prerequisites"
-        read = f'{info["minutes"]} min read'
+        read = f"{info['minutes']} min read"
     line = f'<p class="difflab-orientation">{read} · {needs_html}</p>'
     html = re.sub(r"(</h1>)", r"\1" + line.replace("\\", "\\\\"), html, count=1)
     if _note_uri(page.file.src_uri).endswith(".py"):
@@ -465,7 +471,7 @@ def _cached_home_figure() -> bytes:
 
     import matplotlib
 
-    from difflab.train.cache import deps_hash
+    from difflab.runtime.cache import deps_hash
 
     h = hashlib.sha256(Path(__file__).read_bytes())
     h.update(deps_hash(("difflab.data.images", "difflab.diffusion.schedules")).encode())

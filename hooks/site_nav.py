@@ -192,7 +192,10 @@ def _unlisted(section, docs: Path, listed: set) -> list:
 def on_page_markdown(markdown, page, config, files):
     # The API index of either edition (the Chinese one, zh/api.md, links the same
     # English part pages: docstrings are code documentation, shared like code).
-    if page.file.src_uri not in (API_PAGE, f"zh/{API_PAGE}") or API_MARKER not in markdown:
+    if (
+        page.file.src_uri not in (API_PAGE, f"zh/{API_PAGE}")
+        or API_MARKER not in markdown
+    ):
         return markdown
     zh = page.file.src_uri.startswith("zh/")
     up = "../" if zh else ""

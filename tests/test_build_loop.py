@@ -227,7 +227,7 @@ TRAINS = """# %% [markdown]
 import os
 import time
 
-from difflab.train.cache import cached
+from difflab.runtime.cache import cached
 
 
 def build(path):
@@ -237,7 +237,7 @@ def build(path):
     return {{"w": 3}}
 
 
-obj, hit = cached("build-lock-demo", ("demo", 1), deps=("difflab.train.checkpoint",),
+obj, hit = cached("build-lock-demo", ("demo", 1), deps=("difflab.runtime.checkpoint",),
                   build=build, load=lambda s: s["w"])
 print("{name}: model", obj, "from the cache" if hit else "trained here")
 """

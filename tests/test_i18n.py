@@ -50,10 +50,17 @@ def test_match_names_translated_stale_waiting_and_missing_units():
     # The English of unit 2 changes: its block is now stale, and strict fails on it.
     changed = ["# Title\n\nOne.", "Two, changed.", "Three.", "Four, new."]
     m = units.match(changed, blocks)
-    assert [u.state for u in m.units] == ["translated", "stale", "translated", "missing"]
+    assert [u.state for u in m.units] == [
+        "translated",
+        "stale",
+        "translated",
+        "missing",
+    ]
     assert [u.n for u in m.problems()] == [2, 4]
     # Marked waiting, unit 2 no longer fails; the new unit 4 still does.
-    waiting = tr.replace(f"en:{units.unit_hash('Two.')} -->", f"en:{units.unit_hash('Two.')} waiting -->")
+    waiting = tr.replace(
+        f"en:{units.unit_hash('Two.')} -->", f"en:{units.unit_hash('Two.')} waiting -->"
+    )
     m = units.match(changed, units.parse(waiting))
     assert [u.state for u in m.units][:2] == ["translated", "waiting"]
     assert [u.n for u in m.problems()] == [4]
@@ -61,7 +68,10 @@ def test_match_names_translated_stale_waiting_and_missing_units():
 
 def test_md_units_are_sections_and_ignore_headings_in_code():
     text = "---\nprerequisites: []\n---\n# A\n\nx\n\n```\n# not a heading\n```\n\n## B\n\ny\n"
-    assert units.md_units(text) == ["# A\n\nx\n\n```\n# not a heading\n```", "## B\n\ny"]
+    assert units.md_units(text) == [
+        "# A\n\nx\n\n```\n# not a heading\n```",
+        "## B\n\ny",
+    ]
     assert units.front_matter(text) == "---\nprerequisites: []\n---\n"
 
 
@@ -75,11 +85,15 @@ PAGES = [p.relative_to(DOCS).as_posix() for p in units.pages(DOCS)]
 def test_every_page_has_a_current_translation(page):
     path = DOCS / page
     tr = units.translation_path(path)
-    assert tr.is_file(), f"{page}: no {tr.name} (python hooks/i18n_units.py skeleton docs/{page})"
+    assert tr.is_file(), (
+        f"{page}: no {tr.name} (python hooks/i18n_units.py skeleton docs/{page})"
+    )
     m = units.match_page(path)
     late = [(u.n, u.state) for u in m.problems()]
     assert not late, f"{page}: units not translated or stale: {late}"
-    assert not m.orphans, f"{tr.name}: blocks that translate no English unit: {m.orphans}"
+    assert not m.orphans, (
+        f"{tr.name}: blocks that translate no English unit: {m.orphans}"
+    )
 
 
 def _title_case(words: list[str]) -> bool:
@@ -105,7 +119,9 @@ def _prose(text: str) -> str:
 
 def _english_term(term: str) -> re.Pattern:
     words = [re.escape(w) for w in re.split(r"[\s-]+", term)]
-    return re.compile(r"(?<![\w-])" + r"[\s-]+".join(words) + r"(?:s|es)?(?![\w-])", re.I)
+    return re.compile(
+        r"(?<![\w-])" + r"[\s-]+".join(words) + r"(?:s|es)?(?![\w-])", re.I
+    )
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -153,13 +169,18 @@ print("the answer is", 6 * 7)
 def _small_site(tmp_path: Path) -> Path:
     root = site_copy(tmp_path, pages=False)
     (root / "docs" / "index.zh.md").write_text(
-        units.skeleton(root / "docs" / "index.md").replace("# Home\n\nA small site.", "# 首页\n\n一个小网站。")
+        units.skeleton(root / "docs" / "index.md").replace(
+            "# Home\n\nA small site.", "# 首页\n\n一个小网站。"
+        )
     )
     note = root / "docs" / "diffusion" / "small.py"
     note.parent.mkdir(parents=True)
     note.write_text(NOTE)
     tr = units.skeleton(note)
-    tr = tr.replace("# A small note\n\nThe answer is computed below.", "# 一个小笔记\n\n答案在下面算出。")
+    tr = tr.replace(
+        "# A small note\n\nThe answer is computed below.",
+        "# 一个小笔记\n\n答案在下面算出。",
+    )
     tr = tr.replace("## What it means\n\nNothing more.", "## 它的意思\n\n仅此而已。")
     units.translation_path(note).write_text(tr)
     return root
@@ -173,7 +194,9 @@ def test_a_changed_english_cell_fails_strict_until_marked_waiting(tmp_path):
     root = _small_site(tmp_path)
     env = _env(tmp_path)
     site = tmp_path / "site"
-    res = run_mkdocs(["build", "--strict", "-d", str(site)], root, env, 600, stubs=False)
+    res = run_mkdocs(
+        ["build", "--strict", "-d", str(site)], root, env, 600, stubs=False
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     log = res.stdout + res.stderr
     # The note ran once, for both editions; both pages show its output.
@@ -186,22 +209,35 @@ def test_a_changed_english_cell_fails_strict_until_marked_waiting(tmp_path):
 
     # The English of cell 2 changes: the strict build fails and names it.
     note = root / "docs" / "diffusion" / "small.py"
-    note.write_text(NOTE.replace("# Nothing more.", "# Nothing more, and a new sentence."))
-    res = run_mkdocs(["build", "--strict", "-d", str(site)], root, env, 600, stubs=False)
+    note.write_text(
+        NOTE.replace("# Nothing more.", "# Nothing more, and a new sentence.")
+    )
+    res = run_mkdocs(
+        ["build", "--strict", "-d", str(site)], root, env, 600, stubs=False
+    )
     log = res.stdout + res.stderr
     assert res.returncode != 0, log
-    assert "docs/diffusion/small.py: unit 2 ('## What it means') changed since it was translated" in log, log
+    assert (
+        "docs/diffusion/small.py: unit 2 ('## What it means') changed since it was translated"
+        in log
+    ), log
     # A plain build warns and shows the English cell under the notice.
     res = run_mkdocs(["build", "-d", str(site)], root, env, 600, stubs=False)
     assert res.returncode == 0, res.stdout + res.stderr
     zh = (site / "zh" / "diffusion" / "small.html").read_text()
-    assert "difflab-i18n-waiting" in zh and "a new sentence" in zh and "仅此而已" not in zh
+    assert (
+        "difflab-i18n-waiting" in zh and "a new sentence" in zh and "仅此而已" not in zh
+    )
 
     # Marked waiting, the strict build passes; the page still shows the English.
     tr = units.translation_path(note)
-    text = re.sub(r"(<!-- cell 2 en:[0-9a-f]{12}) -->", r"\1 waiting -->", tr.read_text())
+    text = re.sub(
+        r"(<!-- cell 2 en:[0-9a-f]{12}) -->", r"\1 waiting -->", tr.read_text()
+    )
     tr.write_text(text)
-    res = run_mkdocs(["build", "--strict", "-d", str(site)], root, env, 600, stubs=False)
+    res = run_mkdocs(
+        ["build", "--strict", "-d", str(site)], root, env, 600, stubs=False
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     zh = (site / "zh" / "diffusion" / "small.html").read_text()
     assert "difflab-i18n-waiting" in zh and "a new sentence" in zh
@@ -211,9 +247,18 @@ def test_a_changed_english_cell_fails_strict_until_marked_waiting(tmp_path):
 def test_a_page_without_a_translation_fails_strict_naming_it(tmp_path):
     root = _small_site(tmp_path)
     units.translation_path(root / "docs" / "diffusion" / "small.py").unlink()
-    res = run_mkdocs(["build", "--strict", "-d", str(tmp_path / "site")], root, _env(tmp_path), 600, stubs=False)
+    res = run_mkdocs(
+        ["build", "--strict", "-d", str(tmp_path / "site")],
+        root,
+        _env(tmp_path),
+        600,
+        stubs=False,
+    )
     assert res.returncode != 0
-    assert "docs/diffusion/small.py has no Chinese translation (small.zh.md)" in res.stdout + res.stderr
+    assert (
+        "docs/diffusion/small.py has no Chinese translation (small.zh.md)"
+        in res.stdout + res.stderr
+    )
 
 
 # ------------------------------------------------------------ the whole site
@@ -223,7 +268,9 @@ def _twin_pairs(site: Path) -> tuple[set, set]:
     en = {
         p.relative_to(site).as_posix()
         for p in site.rglob("*.html")
-        if not p.relative_to(site).as_posix().startswith(("zh/", "api/", "assets/", "search/"))
+        if not p.relative_to(site)
+        .as_posix()
+        .startswith(("zh/", "api/", "assets/", "search/"))
         and p.name != "404.html"
     }
     zh = {p.relative_to(site / "zh").as_posix() for p in (site / "zh").rglob("*.html")}
@@ -233,7 +280,9 @@ def _twin_pairs(site: Path) -> tuple[set, set]:
 def test_every_page_has_its_chinese_twin_and_back(site_dir):
     en, zh = _twin_pairs(site_dir)
     assert {html_of(p) for p in doc_pages()} <= en
-    assert en == zh, f"without a twin: English {sorted(en - zh)}, Chinese {sorted(zh - en)}"
+    assert en == zh, (
+        f"without a twin: English {sorted(en - zh)}, Chinese {sorted(zh - en)}"
+    )
 
 
 def test_the_switcher_in_each_page_links_its_twin(site_dir):
@@ -241,10 +290,15 @@ def test_the_switcher_in_each_page_links_its_twin(site_dir):
     for page in sorted(en):
         for lang_dir, other in (("", "zh/"), ("zh/", "")):
             html = (site_dir / lang_dir / page).read_text("utf-8")
-            m = re.search(rf'<a href="([^"]+)" hreflang="{"en" if other == "" else "zh"}"', html)
+            m = re.search(
+                rf'<a href="([^"]+)" hreflang="{"en" if other == "" else "zh"}"', html
+            )
             assert m, f"{lang_dir}{page}: no switcher link"
             target = (site_dir / lang_dir / page).parent / m[1]
-            assert target.resolve() == (site_dir / other / page).resolve(), (lang_dir + page, m[1])
+            assert target.resolve() == (site_dir / other / page).resolve(), (
+                lang_dir + page,
+                m[1],
+            )
 
 
 class _Blocks(HTMLParser):
@@ -297,14 +351,20 @@ class _Blocks(HTMLParser):
         return any(s for _, s, _, _ in self.stack)
 
     def handle_data(self, data):
-        if not any(a for _, _, a, _ in self.stack) or self._skipping() or not self.blocks:
+        if (
+            not any(a for _, _, a, _ in self.stack)
+            or self._skipping()
+            or not self.blocks
+        ):
             return
         if any(b for _, _, _, b in self.stack):
             self.blocks[-1][1] += data
 
 
 _MATH = re.compile(r"\$\$.+?\$\$|\$[^$]+\$|\\\(.+?\\\)|\\\[.+?\\\]", re.S)
-TITLE = "\u27e8title\u27e9"  # where a quoted title (italic or external link) was taken out
+TITLE = (
+    "\u27e8title\u27e9"  # where a quoted title (italic or external link) was taken out
+)
 
 
 def _citation(tag: str, text: str) -> bool:
@@ -335,7 +395,7 @@ def untranslated(html: str) -> list[str]:
 
 def test_the_untranslated_check_catches_an_english_paragraph():
     page = (
-        '<article><p>这是中文，带有 <code>some code here and there too</code>。</p>'
+        "<article><p>这是中文，带有 <code>some code here and there too</code>。</p>"
         "<p>This paragraph was left in English by mistake.</p>"
         '<p><a href="https://arxiv.org/abs/1">A Quoted Paper Title Stays As It Is</a>（2020）</p>'
         "</article>"
@@ -356,7 +416,7 @@ def test_the_build_executes_each_note_at_most_once(site_build):
     runs = re.findall(r"notes: executing (\S+)", log)
     assert len(runs) == len(set(runs)), runs
     assert not [r for r in runs if "/zh/" in r or r.startswith("docs/zh")]
-    table = (REPO / ".cache" / "notes" / "last-build.json")
+    table = REPO / ".cache" / "notes" / "last-build.json"
     if table.is_file():
         import json
 
@@ -369,17 +429,27 @@ def test_the_build_executes_each_note_at_most_once(site_build):
 
 
 VIEWPORTS = {"desktop": (1366, 900), "phone": (390, 844)}
-SWITCH_PAGES = ["foundations/probability.html", "deeper/score-matching.html", "notation.html", "index.html"]
+SWITCH_PAGES = [
+    "foundations/probability.html",
+    "deeper/score-matching.html",
+    "notation.html",
+    "index.html",
+]
 
 
 @pytest.mark.parametrize("width", sorted(VIEWPORTS))
 @pytest.mark.parametrize("page_html", SWITCH_PAGES)
-def test_the_switcher_leads_to_the_twin_in_chromium(browser, site_url, page_html, width):
+def test_the_switcher_leads_to_the_twin_in_chromium(
+    browser, site_url, page_html, width
+):
     w, h = VIEWPORTS[width]
     ctx = browser.new_context(viewport={"width": w, "height": h})
     page = ctx.new_page()
     try:
-        for here, there, lang in ((page_html, f"zh/{page_html}", "zh"), (f"zh/{page_html}", page_html, "en")):
+        for here, there, lang in (
+            (page_html, f"zh/{page_html}", "zh"),
+            (f"zh/{page_html}", page_html, "en"),
+        ):
             page.goto(f"{site_url}/{here}")
             button = page.locator(".md-header__option .md-select > button")
             button.hover()
@@ -427,7 +497,10 @@ def test_the_translation_keeps_the_maths_and_the_links(page):
     for character; and the page links to the same targets."""
     m = units.match_page(DOCS / page)
     for u in m.units:
-        assert _DISPLAY.findall(u.chinese or "") == _DISPLAY.findall(u.english), (page, u.n)
+        assert _DISPLAY.findall(u.chinese or "") == _DISPLAY.findall(u.english), (
+            page,
+            u.n,
+        )
     english = {t for u in m.units for t in _TARGET.findall(u.english)}
     chinese = {t for u in m.units for t in _TARGET.findall(u.chinese or "")}
     assert english <= chinese, f"{page}: links lost: {sorted(english - chinese)}"
@@ -443,5 +516,8 @@ def test_the_reading_time_is_computed_for_the_chinese_text(site_dir, page_src):
         import reading
     finally:
         sys.path.pop(0)
-    hanzi = sum(len(HANZI.findall(u.chinese or "")) for u in units.match_page(DOCS / page_src).units)
+    hanzi = sum(
+        len(HANZI.findall(u.chinese or ""))
+        for u in units.match_page(DOCS / page_src).units
+    )
     assert hanzi / reading.HANZI_PER_MINUTE <= int(m[1])  # the Chinese prose is counted

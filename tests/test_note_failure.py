@@ -120,7 +120,7 @@ def test_a_note_is_keyed_by_the_modules_it_reaches(tmp_path):
     """Editing a module re-executes exactly the notes that import it, directly or
     through other modules: the audio page alone for the audio metric, every page
     that reaches the noise interface for ``difflab.diffusion.noise``."""
-    import difflab.train.cache as cache
+    import difflab.runtime.cache as cache
 
     hook = _notes_hook()
     tree = tmp_path / "difflab"

@@ -73,7 +73,7 @@ from difflab.notes import page
 from difflab.notes.audio import clip_grid_html, show_html
 from difflab.notes.page import FIGURE_WIDTH_IN
 from difflab.notes.tables import show_table
-from difflab.train.audio import (
+from difflab.pipelines.audio import (
     audio_recipe,
     clips,
     decode,
@@ -441,9 +441,10 @@ labels = torch.arange(10).repeat_interleave(PER_DIGIT)
 generated, sample_seconds = {}, {}
 for rep, m in models.items():
     t0 = time.perf_counter()
-    clips_rep, _ = m.sample(
-        labels, w=W, steps=STEPS, generator=torch.Generator().manual_seed(SEED)
-    )
+    clips_rep = m.sample(
+        len(labels), nfe=STEPS, cond=labels, guidance=W,
+        generator=torch.Generator().manual_seed(SEED),
+    )  # fmt: skip
     sample_seconds[rep] = (time.perf_counter() - t0) / len(labels)
     generated[rep] = clips_rep
 for rep, name in (("wave", "Waveform 1D UNet"), ("spec", "Spectrogram 2D UNet")):

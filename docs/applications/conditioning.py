@@ -72,14 +72,14 @@ from difflab.nets.noisy_classifier import label_log_prob
 from difflab.notes import page
 from difflab.notes.plotting import show_grid
 from difflab.notes.tables import show_table
-from difflab.toy.mixtures import GaussianMixture
-from difflab.toy.sandbox import class_log_posterior_fn, class_score_fn
-from difflab.train.noisy_classifier import (
+from difflab.pipelines.noisy_classifier import (
     accuracy_by_noise,
     noisy_classifier_recipe,
     train_noisy_classifier,
 )
-from difflab.train.recipes import load_or_train
+from difflab.pipelines.recipes import load_or_train
+from difflab.toy.mixtures import GaussianMixture
+from difflab.toy.sandbox import class_log_posterior_fn, class_score_fn
 
 run = page.start()
 # Small tensors only (2D points, 8x8 digits): one thread beats two, and by far
@@ -765,13 +765,13 @@ theirs = trained.sample(
     40,
     steps=S_DIG,
     cond={"y": requested[:40].to(device)},
-    guidance_scale=3.0,
+    guidance=3.0,
     generator=torch.Generator(device).manual_seed(5),
     progress=False,
 )
 # Same arithmetic in two orders in float32: agree to ~1e-5 on [-1, 1] pixels.
 assert_close(ours, theirs, atol=1e-4, rtol=0)
-print("ddim_grid_sample on DiscreteNoise == Trained.sample(guidance_scale=3): OK")
+print("ddim_grid_sample on DiscreteNoise == Trained.sample(guidance=3): OK")
 
 # %% tags=["fold"]
 # Measuring the digit samples: accuracy and Frechet distance per weight
@@ -1062,7 +1062,7 @@ assert abs(above_floor["cfg", 1.0]) < 4 and abs(above_floor["cfg", 2.0]) < 4
 # | label dropout, $p_\text{uncond}$ | `TrainConfig.cond_drop`, `null_cond`; `difflab.core.cond.drop` |
 # | classifier guidance, Eq. (3) | `difflab.diffusion.guidance.classifier_guided(eps_model, log_prob_fn, s, noise, null=)` |
 # | $p_\phi(y \mid x_t, t)$ | `difflab.nets.noisy_classifier.NoisyClassifier`; `train_noisy_classifier` |
-# | classifier-free guidance, Eq. (5) | `difflab.diffusion.guidance.guided(eps_model, w, null)`; `Trained.sample(guidance_scale=w)` |
+# | classifier-free guidance, Eq. (5) | `difflab.diffusion.guidance.guided(eps_model, w, null)`; `Trained.sample(guidance=w)` |
 # | exact $p_t(y \mid x)$ of a mixture | `GaussianMixture.perturbed_log_posterior`; `toy.sandbox.class_log_posterior_fn` |
 # | energy distance, permutation null | `difflab.eval.two_sample.energy_test` |
 #

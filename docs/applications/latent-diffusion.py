@@ -64,7 +64,7 @@ from difflab.notes import page
 from difflab.notes.page import FIGURE_WIDTH_IN
 from difflab.notes.plotting import show_grid
 from difflab.notes.tables import show_table
-from difflab.train.autoencoder import (
+from difflab.pipelines.autoencoder import (
     autoencoder_recipe,
     latent_ddpm_recipe,
     resized_images,
@@ -600,7 +600,7 @@ for a, b in pairs:
 # | --- | --- |
 # | $\mathcal{E}$, $\mathcal{D}$, factor $f$, $c$ channels | `difflab.nets.autoencoder.Autoencoder(AutoencoderConfig(...))` |
 # | KL term, Eq. (2) | `kl_standard_normal`; Monte Carlo: `kl_monte_carlo` |
-# | loss, Eq. (1), $\beta$ | `difflab.train.autoencoder.autoencoder_loss`; `AutoencoderRecipe.kl_weight` |
+# | loss, Eq. (1), $\beta$ | `difflab.pipelines.autoencoder.autoencoder_loss`; `AutoencoderRecipe.kl_weight` |
 # | scale factor $1/\hat s$ | `latent_scale`; `TrainedAutoencoder.scale`, `.encode`, `.decode` |
 # | latent DDPM, same UNet and loop | `train_latent_ddpm(latent_ddpm_recipe(profile, ae_recipe, budget))` |
 # | a checkpoint of another configuration | `load_autoencoder` raises `AutoencoderMismatch` |

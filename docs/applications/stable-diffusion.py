@@ -64,8 +64,8 @@ from difflab.notes import page
 from difflab.notes.page import FIGURE_WIDTH_IN
 from difflab.notes.plotting import show_grid
 from difflab.notes.tables import show_table
-from difflab.train.autoencoder import resized_images
-from difflab.train.stable_diffusion import (
+from difflab.pipelines.autoencoder import resized_images
+from difflab.pipelines.stable_diffusion import (
     caption_data,
     stable_diffusion_recipe,
     train_stable_diffusion,
@@ -921,7 +921,7 @@ plt.show()
 # | cross-attention, Eq. (2) | `difflab.nets.unet.CrossAttention`; weights: `cross_attention_weights`, `attention_maps` |
 # | the text-conditioned latent UNet | `TextConditioned(encoder, unet)`, called with `cond={"ids", "mask"}` |
 # | training with caption dropout | `train_stable_diffusion(stable_diffusion_recipe(profile))` |
-# | prompt to image | `text_to_image(prompt, steps=..., guidance=..., seed=...)` (`difflab.train.stable_diffusion`; also a method of the trained model); `python -m difflab sample sd --prompt "a thin two" --guidance 3 --out grid.png` |
+# | prompt to image | `text_to_image(prompt, steps=..., guidance=..., seed=...)` (`difflab.pipelines.stable_diffusion`; also a method of the trained model); `python -m difflab sample sd --prompt "a thin two" --guidance 3 --out grid.png` |
 #
 # - Captions measured on the images let a digit model take prompts that say
 #   more than the label; holding out some (digit, word) pairs tests whether the

@@ -69,7 +69,7 @@ from difflab.eval.metrics import (
 from difflab.notes import page
 from difflab.notes.plotting import show_grid
 from difflab.notes.tables import fmt, show_table
-from difflab.train.recipes import load_or_train
+from difflab.pipelines.recipes import load_or_train
 
 run = page.start()
 F64 = torch.float64

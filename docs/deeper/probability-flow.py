@@ -290,8 +290,8 @@ assert math.isclose(bpd(0.0, D, data_range=(0.0, 1.0)), 8.0)
 from difflab.data.images import load_images
 from difflab.diffusion.losses import vlb_bits_per_dim
 from difflab.diffusion.noise import DiscreteNoise, score_model_from_eps
+from difflab.pipelines.recipes import load_or_train
 from difflab.score.likelihood import ode_bits_per_dim
-from difflab.train.recipes import load_or_train
 
 trained = load_or_train("ddpm", progress=False)
 test = load_images(trained.recipe.dataset, split="test")

@@ -43,6 +43,7 @@ import torch
 
 from difflab.notes import page
 from difflab.notes.tables import show_table
+from difflab.runtime.profiles import current_profile
 from difflab.score.sde import VPSDE
 from difflab.toy.mixtures import eight_gaussians
 from difflab.toy.sandbox import (
@@ -53,7 +54,6 @@ from difflab.toy.sandbox import (
     ode_errors,
     run_sandbox,
 )
-from difflab.train.profiles import current_profile
 
 torch.set_num_threads(1)  # 2D toys: threads only add overhead
 run = page.start()

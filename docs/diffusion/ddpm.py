@@ -66,8 +66,8 @@ from difflab.eval import metrics
 from difflab.foundations.gaussians import gaussian_kl
 from difflab.notes import page
 from difflab.notes.plotting import show_grid, smooth
+from difflab.pipelines import recipes
 from difflab.toy.mixtures import two_blobs
-from difflab.train import recipes
 
 run = page.start()
 F64 = torch.float64

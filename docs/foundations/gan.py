@@ -51,8 +51,8 @@ from difflab.eval.metrics import evaluate_samples, format_scores
 from difflab.foundations import gan
 from difflab.notes import page
 from difflab.notes.plotting import show_grid, smooth
-from difflab.train import pretrained
-from difflab.train.device import default_device
+from difflab.pipelines import pretrained
+from difflab.runtime.device import default_device
 
 run = page.start()
 device = default_device()

@@ -46,7 +46,7 @@ from difflab.diffusion.schedules import gather, make_schedule
 from difflab.foundations import gaussians as G
 from difflab.nets.classifier import Classifier, ClassifierConfig
 from difflab.notes import page
-from difflab.train.device import autocast_dtype, default_device, describe
+from difflab.runtime.device import autocast_dtype, default_device, describe
 
 run = page.start()
 
@@ -295,7 +295,7 @@ assert out.shape == (4, 10)
 # %% [markdown]
 # ## 6. Devices and dtypes
 #
-# `difflab.train.device.default_device()` picks CUDA, then Apple's MPS, then the CPU (the
+# `difflab.runtime.device.default_device()` picks CUDA, then Apple's MPS, then the CPU (the
 # `DIFFLAB_DEVICE` environment variable overrides it); only entry points such as
 # recipes and pages call it. Everything else *follows its inputs*: new tensors are
 # created with `device=x.device, dtype=x.dtype`, so the same function runs on a GPU or
@@ -362,7 +362,7 @@ if device.type == "cpu":
 # | gradients, scores, Eq. (2) | `loss.backward()`, `torch.autograd.grad(..., create_graph=True)` |
 # | modules, Eq. (3) | `nn.Module`, `nn.Parameter`, `state_dict()` |
 # | training, Eq. (4) | shuffle with a generator, `zero_grad`, `backward`, `step` |
-# | devices | `difflab.train.device.default_device()`; library code follows `x.device`, `x.dtype` |
+# | devices | `difflab.runtime.device.default_device()`; library code follows `x.device`, `x.dtype` |
 # | randomness | `torch.Generator().manual_seed(s)` passed as `generator=` |
 #
 # ## Exercises

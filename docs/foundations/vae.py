@@ -54,8 +54,8 @@ from difflab.foundations import vae as V
 from difflab.notes import page
 from difflab.notes.plotting import show_grid, smooth
 from difflab.notes.tables import show_table
-from difflab.train import pretrained
-from difflab.train.device import default_device
+from difflab.pipelines import pretrained
+from difflab.runtime.device import default_device
 
 run = page.start()
 device = default_device()
@@ -167,7 +167,7 @@ torch.testing.assert_close(pkg.elbo.double(), elbo_hand, rtol=1e-4, atol=1e-2)
 # %% [markdown]
 # ## Training
 #
-# `difflab.train.pretrained.pretrained_vae` maximises the one-sample estimate of Eq. (3) with
+# `difflab.pipelines.pretrained.pretrained_vae` maximises the one-sample estimate of Eq. (3) with
 # Adam (Kingma & Welling's Algorithm 1), and caches the result keyed by the
 # configuration printed above (which holds the dataset and the training settings)
 # and the source of `difflab.foundations.vae`, so a rebuild of this page trains nothing. Encoder and decoder are two-hidden-layer

@@ -58,9 +58,9 @@ from difflab.flow.consistency import (
 from difflab.notes import page
 from difflab.notes.plotting import show_grid
 from difflab.notes.tables import show_table
-from difflab.train.cache import cached
-from difflab.train.recipes import DEPS as RECIPE_DEPS
-from difflab.train.recipes import load_or_train
+from difflab.pipelines.recipes import DEPS as RECIPE_DEPS
+from difflab.pipelines.recipes import load_or_train
+from difflab.runtime.cache import cached
 
 run = page.start()
 quick = run.profile == "quick"

@@ -75,11 +75,11 @@ from difflab.nets.mlp import MLP, MLPConfig
 from difflab.notes import page
 from difflab.notes.plotting import show_grid
 from difflab.notes.tables import show_table
+from difflab.pipelines.recipes import get_recipe, init_net, load_or_train, resolve_data
+from difflab.runtime.cache import cached
 from difflab.score.sde import VPSDE
 from difflab.toy.mixtures import eight_gaussians
 from difflab.toy.sandbox import sliced_wasserstein
-from difflab.train.cache import cached
-from difflab.train.recipes import get_recipe, init_net, load_or_train, resolve_data
 
 run = page.start()
 quick = run.profile == "quick"
@@ -561,7 +561,7 @@ img_cfg = FlowTrainConfig(
     time_scale=999.0,
 )
 N_PAIRS = 2048 if quick else 8192
-IMG_DEPS = (*DEPS, "difflab.data.images", "difflab.train.recipes")
+IMG_DEPS = (*DEPS, "difflab.data.images", "difflab.pipelines.recipes")
 img_rf_cfg = replace(img_cfg, steps=recipe.train.steps // 2, lr=5e-4)
 
 fm_img = cached_net(

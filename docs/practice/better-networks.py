@@ -54,8 +54,8 @@ from difflab.eval import metrics
 from difflab.notes import page
 from difflab.notes.plotting import show_grid
 from difflab.notes.tables import show_table
-from difflab.train import recipes
-from difflab.train.budget import equal_time_steps, seconds_per_step
+from difflab.pipelines import recipes
+from difflab.pipelines.budget import equal_time_steps, seconds_per_step
 
 run = page.start()
 # Small networks on 8x8 images: one thread beats two, and by far on a busy machine.
@@ -186,7 +186,7 @@ for kind in ("linear", "cosine"):
 # wall-clock*: the baseline trains for a set number of steps, which defines the
 # budget in seconds on this machine, and each other variant gets
 # $\text{budget} / (\text{its seconds per step})$ steps, measured here by
-# `train.budget.seconds_per_step` (the least of a few short timed runs, since
+# `pipelines.budget.seconds_per_step` (the least of a few short timed runs, since
 # other work only slows a run down) and rounded to 10 steps by
 # `equal_time_steps`. Only the width and attention variants change the cost of
 # a step; the others run the baseline's steps (the training loop updates the

@@ -52,7 +52,7 @@ from difflab import cli
 from difflab.data.images import DatasetMissingError, load_images
 from difflab.eval.metrics import min_samples, real_data_floor
 from difflab.notes import page, project
-from difflab.train.recipes import get_recipe, load_or_train, resolve_data
+from difflab.pipelines.recipes import get_recipe, load_or_train, resolve_data
 
 run = page.start()
 quick = run.profile == "quick"
@@ -97,7 +97,7 @@ plt.show()
 # %% [markdown]
 # ## 2. The recipe
 #
-# A recipe (`difflab.train.recipes`) is a frozen dataclass naming everything that
+# A recipe (`difflab.pipelines.recipes`) is a frozen dataclass naming everything that
 # decides the trained model: data, network, schedule, optimisation.
 # `ddpm-cifar10` has two profiles. **full**, the GPU default, is the CIFAR-10
 # network of Ho et al. (2020, Appendix B): a 35.7M-parameter UNet with four
@@ -112,7 +112,7 @@ plt.show()
 # **reduced budget** of `QUICK_CIFAR_STEPS` steps instead of the recipe's 300
 # (the `--steps` flag below), with the EMA's decay raised to the power 300/100
 # so that the average holds as little of the untrained network as the recipe's
-# does (`train.recipes.with_steps`; the MNIST project explains it): enough to
+# does (`pipelines.recipes.with_steps`; the MNIST project explains it): enough to
 # see the pipeline work and the loss fall, not enough for recognisable objects. On the digits it trains the recipe
 # unchanged (the network shrinks to two resolutions for 8x8 images).
 

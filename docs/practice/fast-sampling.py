@@ -82,11 +82,11 @@ from difflab.eval.metrics import (
 )
 from difflab.notes import page
 from difflab.notes.tables import show_table
+from difflab.pipelines.recipes import load_or_train
 from difflab.score.samplers import ode_sample
 from difflab.score.sde import VPSDE
 from difflab.toy.mixtures import eight_gaussians
 from difflab.toy.sandbox import exact_score_fn
-from difflab.train.recipes import load_or_train
 
 run = page.start()
 torch.set_num_threads(1)  # small tensors: one thread beats two on a busy machine

@@ -53,7 +53,7 @@ from difflab.eval.metrics import evaluate_samples, min_samples, real_data_floor
 from difflab.notes import page, project
 from difflab.notes.project import mean_se
 from difflab.notes.tables import show_table
-from difflab.train.recipes import get_recipe, load_or_train, resolve_data
+from difflab.pipelines.recipes import get_recipe, load_or_train, resolve_data
 
 run = page.start()
 quick = run.profile == "quick"
@@ -91,7 +91,7 @@ plt.show()
 # %% [markdown]
 # ## 2. The recipe
 #
-# A recipe (`difflab.train.recipes`) is a frozen dataclass naming everything that
+# A recipe (`difflab.pipelines.recipes`) is a frozen dataclass naming everything that
 # decides the trained model: data, network, schedule, optimisation. On MNIST the
 # page trains the recipe `mnist`, which has two profiles:
 #

@@ -33,12 +33,7 @@ from difflab.data.common import data_setting_problem
 from difflab.data.images import IMAGE_NAMES, DatasetMissingError
 from difflab.diffusion.noise import DiscreteNoise
 from difflab.diffusion.solvers import MIN_NFE, default_grid, solver_nfe
-from difflab.train import cache
-from difflab.train.checkpoint import CheckpointError, DiskFullError
-from difflab.train.device import default_device
-from difflab.train.loop import TrainingDiverged
-from difflab.train.profiles import PROFILES, current_profile
-from difflab.train.recipes import (
+from difflab.pipelines.recipes import (
     RECIPES,
     SAMPLE_SOLVERS,
     Recipe,
@@ -46,7 +41,13 @@ from difflab.train.recipes import (
     get_recipe,
     load_or_train,
 )
-from difflab.train.settings import SettingError
+from difflab.pipelines.sampling import SOLVER_COST
+from difflab.runtime import cache
+from difflab.runtime.checkpoint import CheckpointError, DiskFullError
+from difflab.runtime.device import default_device
+from difflab.runtime.profiles import PROFILES, current_profile
+from difflab.runtime.settings import SettingError
+from difflab.train.loop import TrainingDiverged
 
 # Upper limits of the counts: far above any use, low enough that a typo (an extra
 # zero or three) is refused at once instead of filling the memory hours later.
@@ -64,8 +65,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-# Models sampled by their own module (``sample`` only), not recipes of train.recipes.
-SAMPLE_ONLY = ("sd",)
+# Models sampled by their own module (``sample`` only), not recipes of pipelines.recipes.
+SAMPLE_ONLY = ("sd", "audio")
 
 
 def _recipe(name: str) -> str:
@@ -129,10 +130,8 @@ def _seed(text: str) -> int:
     return value
 
 
-def _add_recipe(p: argparse.ArgumentParser, *, sample: bool = False) -> None:
+def _add_recipe(p: argparse.ArgumentParser) -> None:
     names = ", ".join(RECIPES)
-    if sample:
-        names += "; sd (with --prompt); audio (see `sample audio --help`)"
     p.add_argument("recipe", type=_recipe, help=f"one of: {names}")
     p.add_argument(
         "--profile", choices=PROFILES, help="default: quick on CPU, full on GPU"
@@ -149,13 +148,18 @@ def _add_recipe(p: argparse.ArgumentParser, *, sample: bool = False) -> None:
 SOLVER_ALIASES = {"dpm++2m": "dpm_solver_pp_2m", "dpm++": "dpm_solver_pp_2m"}
 
 
+SOLVER_HELP = "solvers (--solver NAME --nfe N) and what each costs:\n" + "\n".join(
+    f"  {name:17s} {cost}" for name, cost in SOLVER_COST.items()
+)
+
+
 def _solver_name(text: str) -> str:
     name = text.strip().lower().replace("-", "_")
     return SOLVER_ALIASES.get(text.strip().lower(), name)
 
 
-def _add_sampling(p: argparse.ArgumentParser, n: int) -> None:
-    p.add_argument("--n", type=_count(MAX_SAMPLES), default=n, help=f"samples ({n})")
+def _add_sampling(p: argparse.ArgumentParser, n: int, most: int = MAX_SAMPLES) -> None:
+    p.add_argument("--n", type=_count(most), default=n, help=f"samples ({n})")
     p.add_argument(
         "--solver",
         "--sampler",
@@ -164,7 +168,8 @@ def _add_sampling(p: argparse.ArgumentParser, n: int) -> None:
         choices=SAMPLE_SOLVERS,
         default="ddim",
         metavar="SOLVER",
-        help=f"one of {', '.join(SAMPLE_SOLVERS)} (or dpm++2m) (ddim)",
+        help=f"one of {', '.join(SAMPLE_SOLVERS)} (or dpm++2m); see the costs "
+        "below (ddim)",
     )
     p.add_argument(
         "--steps",
@@ -172,8 +177,8 @@ def _add_sampling(p: argparse.ArgumentParser, n: int) -> None:
         dest="steps",
         type=_count(MAX_SAMPLING_STEPS),
         default=None,  # 50; ddpm walks all T steps and refuses it
-        help=f"model evaluations (DDIM's steps), at most the recipe's T "
-        f"({DDIM_STEPS}); not with ddpm",
+        help=f"the budget of model evaluations (DDIM's steps), at most the "
+        f"model's T ({DDIM_STEPS}); not with ddpm",
     )
     p.add_argument(
         "--eta", type=_real(0, 1), default=0.0, help="DDIM eta in [0, 1] (0)"
@@ -184,11 +189,36 @@ def _add_sampling(p: argparse.ArgumentParser, n: int) -> None:
         help="classifier-free guidance weight w (conditional recipes; 1: none)",
     )
     p.add_argument("--seed", type=_seed, default=0)
+
+
+def _sampling_parent(n: int, most: int = MAX_SAMPLES) -> argparse.ArgumentParser:
+    """What every ``sample MODEL`` takes: the solver and its budget, the count,
+    guidance, the seed, the profile."""
+    p = argparse.ArgumentParser(add_help=False)
+    _add_sampling(p, n, most)
     p.add_argument(
-        "--train-steps",
-        type=_count(MAX_TRAIN_STEPS),
-        help="use the model trained this many steps (default: the recipe's)",
+        "--profile", choices=PROFILES, help="default: quick on CPU, full on GPU"
     )
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="train the full profile on a CPU anyway (or DIFFLAB_ALLOW_SLOW=1)",
+    )
+    return p
+
+
+def _images_parent() -> argparse.ArgumentParser:
+    """Where ``sample`` writes images."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--out", type=Path, default=Path("samples.png"), help="PNG grid (.png)"
+    )
+    p.add_argument("--png-dir", type=Path, help="also write every sample as a PNG")
+    p.add_argument(
+        "--npz", type=Path, help="also write uint8 arrays (N, H, W, C) (.npz)"
+    )
+    return p
 
 
 def parser() -> argparse.ArgumentParser:
@@ -203,27 +233,79 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a recipe (or find it in the cache)")
     _add_recipe(t)
+    t.set_defaults(func=_train)
     t.add_argument(
         "--steps",
         type=_count(MAX_TRAIN_STEPS),
         help="optimiser steps (fewer than the recipe's also shorten the EMA's memory)",
     )
 
-    s = sub.add_parser("sample", help="draw samples from a trained recipe")
-    _add_recipe(s, sample=True)
-    _add_sampling(s, n=64)
-    s.add_argument(
-        "--out", type=Path, default=Path("samples.png"), help="PNG grid (.png)"
+    s = sub.add_parser(
+        "sample",
+        help="draw samples from a trained model (any solver, its budget)",
+        description="Draw samples from a trained model, training it on first use.",
+        epilog=SOLVER_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    s.add_argument("--png-dir", type=Path, help="also write every sample as a PNG")
-    s.add_argument(
-        "--npz", type=Path, help="also write uint8 arrays (N, H, W, C) (.npz)"
+    models = s.add_subparsers(
+        dest="recipe", required=True, metavar="MODEL", parser_class=_Parser
     )
-    s.add_argument("--prompt", help='sd: the caption, e.g. "a thin two"')
+    images = _images_parent()
+    for name in RECIPES:
+        m = models.add_parser(
+            name,
+            parents=[_sampling_parent(n=64), images],
+            help=f"the {name} recipe",
+            epilog=SOLVER_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        m.add_argument(
+            "--train-steps",
+            type=_count(MAX_TRAIN_STEPS),
+            help="use the model trained this many steps (default: the recipe's)",
+        )
+        m.set_defaults(func=_sample, prompt=None)
+    sd = models.add_parser(
+        "sd",
+        parents=[_sampling_parent(n=64), images],
+        help='text to image: --prompt "a thin two"',
+        epilog=SOLVER_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sd.add_argument("--prompt", required=True, help='the caption, e.g. "a thin two"')
+    sd.set_defaults(func=_sample, guidance=3.0, train_steps=None)
+    au = models.add_parser(
+        "audio",
+        parents=[_sampling_parent(n=8, most=1000)],
+        help="spoken digits as WAV files: --digit 7",
+        description="Spoken digits as 16-bit PCM WAV files (trains on first use).",
+        epilog=SOLVER_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    au.add_argument("--digit", type=_digit, required=True, help="the digit, 0 to 9")
+    au.add_argument("--out", type=Path, default=Path("clips"), help="a folder (clips)")
+    au.add_argument(
+        "--model",
+        choices=["wave", "spec"],
+        default="wave",
+        help="waveform UNet or spectrogram UNet + Griffin-Lim (wave)",
+    )
+    au.set_defaults(func=_sample_audio, guidance=2.0, steps=25)
 
-    e = sub.add_parser("evaluate", help="score samples against the test split")
+    e = sub.add_parser(
+        "evaluate",
+        help="score samples against the test split",
+        epilog=SOLVER_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_recipe(e)
     _add_sampling(e, n=1000)
+    e.add_argument(
+        "--train-steps",
+        type=_count(MAX_TRAIN_STEPS),
+        help="use the model trained this many steps (default: the recipe's)",
+    )
+    e.set_defaults(func=_evaluate, prompt=None)
 
     b = sub.add_parser("bench", help="benchmarks (against diffusers; the allocator)")
     b.add_argument("which", choices=["train", "quality", "alloc"])
@@ -236,8 +318,10 @@ def parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--n", type=_count(MAX_SAMPLES), help="quality: samples scored")
     b.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    b.set_defaults(func=_bench)
 
     c = sub.add_parser("cache", help="list or prune the cache of trained models")
+    c.set_defaults(func=_cache)
     c.add_argument("action", choices=["list", "prune"])
     c.add_argument("--dry-run", action="store_true", help="prune: only say what")
     c.add_argument(
@@ -303,19 +387,24 @@ def _check_output(flag: str, path: Path, suffixes=(), folder: bool = False) -> N
         ) from None
 
 
-def _check_recipe(args, recipe: Recipe, command: str) -> None:
-    """The flags that depend on the recipe, before training or sampling starts."""
-    if args.sampler != "ddpm" and args.steps > recipe.T:
+def _check_budget(args, T: int) -> None:
+    """``--nfe`` is a budget the solver can spend on a chain of ``T`` steps."""
+    if args.sampler != "ddpm" and args.steps > T:
         raise SettingError(
             f"argument --steps: {args.steps} is more than the recipe's T = "
-            f"{recipe.T} (allowed: 1 to {recipe.T})"
+            f"{T} (allowed: 1 to {T})"
         )
     least = MIN_NFE.get(args.sampler, 1)
     if args.steps is not None and args.sampler != "ddpm" and args.steps < least:
         raise SettingError(
             f"argument --nfe: {args.sampler} needs at least {least} model "
-            f"evaluations, not {args.steps} (allowed: {least} to {recipe.T})"
+            f"evaluations, not {args.steps} (allowed: {least} to {T})"
         )
+
+
+def _check_recipe(args, recipe: Recipe, command: str) -> None:
+    """The flags that depend on the recipe, before training or sampling starts."""
+    _check_budget(args, recipe.T)
     if args.guidance is not None and not recipe.conditional:
         conditional = [n for n in RECIPES if get_recipe(n, recipe.profile).conditional]
         raise SettingError(
@@ -337,28 +426,30 @@ def _check_recipe(args, recipe: Recipe, command: str) -> None:
 EXIT_DISK_FULL = 74
 #: DDIM's steps when ``--steps`` is not given.
 DDIM_STEPS = 50
+#: ``sample audio``'s budget when ``--nfe`` is not given.
+AUDIO_STEPS = 25
 #: The longest caption ``sample sd --prompt`` takes, in characters.
 MAX_PROMPT_CHARS = 200
 
 
 def _check_sd(args) -> None:
     """``sample sd`` only, with a prompt the tokenizer takes (before any training)."""
-    sd = getattr(args, "recipe", None) in SAMPLE_ONLY
-    if sd and args.command != "sample":
+    only = getattr(args, "recipe", None) in SAMPLE_ONLY
+    sd = getattr(args, "recipe", None) == "sd"
+    if only and args.command != "sample":
         raise SettingError(
             f"{args.recipe} can only be sampled: sample {args.recipe} ..."
         )
     if args.command != "sample":
         return
-    if not sd and args.prompt is not None:
-        raise SettingError(f"--prompt is for sample sd, not for {args.recipe}")
     if sd:
-        from difflab.train.stable_diffusion import tokenizer
+        from difflab.pipelines.stable_diffusion import tokenizer
 
-        if args.sampler != "ddim" or args.eta != 0:
-            raise SettingError("sample sd uses DDIM with eta 0 (drop --sampler/--eta)")
-        if args.prompt is None:
-            raise SettingError('sample sd needs --prompt, e.g. --prompt "a thin two"')
+        if args.eta != 0:
+            raise SettingError(
+                "argument --eta: sample sd draws with eta 0 (drop --eta)"
+            )
+        _check_budget(args, 1000)
         if len(args.prompt) > MAX_PROMPT_CHARS:
             raise SettingError(
                 f"argument --prompt: {len(args.prompt):,} characters, more than "
@@ -375,7 +466,9 @@ def _check_steps(args) -> None:
     if not hasattr(args, "sampler") or args.command == "train":
         return
     if args.steps is None:
-        args.steps = DDIM_STEPS
+        args.steps = (
+            AUDIO_STEPS if getattr(args, "recipe", None) == "audio" else DDIM_STEPS
+        )
     elif args.sampler == "ddpm":
         raise SettingError(
             "argument --steps: ddpm sampling walks all T steps of the chain; "
@@ -389,7 +482,10 @@ def _checks(args) -> None:
         os.environ["DIFFLAB_ALLOW_SLOW"] = "1"
     _check_steps(args)
     _check_sd(args)
-    if args.command == "sample":
+    if args.command == "sample" and args.recipe == "audio":
+        _check_output("--out", args.out, folder=True)
+        _check_budget(args, 1000)
+    elif args.command == "sample":
         _check_output("--out", args.out, (".png",))
         if args.png_dir:
             _check_output("--png-dir", args.png_dir, folder=True)
@@ -429,14 +525,14 @@ def _before_training(args, recipe: Recipe, steps: int | None) -> None:
     """Say what will be trained, for how long, on stderr; refuse a slow full run.
 
     Nothing is said when the model is in the cache. The estimate comes from a
-    measured warm-up (:func:`difflab.train.budget.seconds_per_step`: three steps of
+    measured warm-up (:func:`difflab.pipelines.budget.seconds_per_step`: three steps of
     the real loop after three untimed ones, nothing saved). The full
     profile on a CPU (hours) needs ``--yes`` or ``DIFFLAB_ALLOW_SLOW=1``; without
     either it is one line with the estimate and exit status 2.
     """
-    from difflab.train.budget import seconds_per_step
-    from difflab.train.device import describe
-    from difflab.train.recipes import is_trained, plan
+    from difflab.pipelines.budget import seconds_per_step
+    from difflab.pipelines.recipes import is_trained, plan
+    from difflab.runtime.device import describe
 
     device = default_device()
     planned, data, path = plan(recipe, device=device, steps=steps)
@@ -507,7 +603,7 @@ def _draw(args) -> tuple[Trained, torch.Tensor, torch.Tensor | None, str]:
         nfe=args.steps,
         eta=args.eta,
         cond=None if labels is None else {"y": labels},
-        guidance_scale=args.guidance,
+        guidance=args.guidance,
         generator=torch.Generator(device).manual_seed(args.seed),
         progress=progress,
     )
@@ -536,13 +632,14 @@ def _image(array: np.ndarray, scale: int = 1):
 
 
 def _draw_sd(args) -> tuple[torch.Tensor, None, str]:
-    from difflab.train.stable_diffusion import sample_command
+    from difflab.pipelines.stable_diffusion import sample_command
 
     if args.prompt is None:
         raise ValueError('sample sd needs --prompt, e.g. --prompt "a thin two"')
     x, what = sample_command(
         args.prompt,
         n=args.n,
+        solver=args.sampler,
         steps=args.steps,
         guidance=args.guidance,
         seed=args.seed,
@@ -555,7 +652,7 @@ def _draw_sd(args) -> tuple[torch.Tensor, None, str]:
 def _sample(args) -> int:
     from difflab.notes.plotting import image_grid, to_uint8
 
-    if args.recipe in SAMPLE_ONLY:
+    if args.recipe == "sd":
         x, labels, what = _draw_sd(args)
     else:
         _, x, labels, what = _draw(args)
@@ -613,7 +710,7 @@ def _bench(args) -> int:
 
 
 def _cache(args) -> int:
-    from difflab.train.cache import cache_dir, list_entries, prune
+    from difflab.runtime.cache import cache_dir, list_entries, prune
 
     if args.action == "list":
         entries = list_entries()
@@ -635,84 +732,34 @@ def _cache(args) -> int:
     return 0
 
 
-COMMANDS = {
-    "train": _train,
-    "sample": _sample,
-    "evaluate": _evaluate,
-    "bench": _bench,
-    "cache": _cache,
-}
-
-
 def _digit(text: str) -> int:
     if text.strip() not in [str(d) for d in range(10)]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a digit (allowed: 0 to 9)")
     return int(text)
 
 
-def _audio_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="python -m difflab sample audio",
-        description="Spoken digits as 16-bit PCM WAV files (trains on first use).",
-    )
-    p.add_argument("--digit", type=_digit, required=True, help="the digit, 0 to 9")
-    p.add_argument("--n", type=_count(1000), default=8, help="clips (8)")
-    p.add_argument("--out", type=Path, default=Path("clips"), help="a folder")
-    p.add_argument(
-        "--model",
-        choices=["wave", "spec"],
-        default="wave",
-        help="waveform UNet or spectrogram UNet + Griffin-Lim (wave)",
-    )
-    p.add_argument(
-        "--guidance",
-        type=_real(0, MAX_GUIDANCE),
-        default=2.0,
-        help="classifier-free guidance weight w (2; 1: none)",
-    )
-    p.add_argument("--steps", type=_count(1000), default=25, help="DDIM steps (25)")
-    p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument(
-        "--yes",
-        action="store_true",
-        help="train the full profile on a CPU anyway (DIFFLAB_ALLOW_SLOW=1)",
-    )
-    return p  # fmt: skip
-
-
-def _sample_audio(argv: list[str]) -> int:
+def _sample_audio(args) -> int:
     """``sample audio``: write ``--n`` WAV files of ``--digit`` into ``--out``."""
-    try:
-        args = _audio_parser().parse_args(argv)
-    except SystemExit as stop:
-        return stop.code if isinstance(stop.code, int) else 0
-    try:
-        _check_environment("sample")
-        _check_output("--out", args.out, folder=True)
-        if args.yes:  # read by the training loop, if the model must be trained
-            os.environ["DIFFLAB_ALLOW_SLOW"] = "1"
-        from difflab.data.signal import write_wav
-        from difflab.train.audio import load_or_train_audio
+    from difflab.data.signal import write_wav
+    from difflab.pipelines.audio import load_or_train_audio
 
-        model = load_or_train_audio(args.model)
-        gen = torch.Generator().manual_seed(args.seed)
-        x, _ = model.sample(torch.full((args.n,), args.digit), w=args.guidance,
-                            steps=args.steps, generator=gen)  # fmt: skip
-        args.out.mkdir(parents=True, exist_ok=True)
-        for k, clip in enumerate(x):
-            write_wav(args.out / f"digit{args.digit}_{k:03d}.wav", clip,
-                      model.recipe.rate)  # fmt: skip
-    except SettingError as err:
-        print(f"python -m difflab sample audio: error: {err}", file=sys.stderr)
-        return 2
-    except DiskFullError as err:
-        print(f"error: {err.strerror}", file=sys.stderr)
-        return EXIT_DISK_FULL
-    except (DatasetMissingError, CheckpointError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    rate = model.recipe.rate
-    print(f"{args.n} clips of digit {args.digit} ({rate} Hz) -> {args.out}/")
+    model = load_or_train_audio(args.model)
+    gen = torch.Generator().manual_seed(args.seed)
+    t0 = time.perf_counter()
+    x = model.sample(
+        args.n, solver=args.sampler, nfe=args.steps, guidance=args.guidance,
+        cond=torch.full((args.n,), args.digit), generator=gen,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    if _follower():
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    for k, clip in enumerate(x):
+        write_wav(args.out / f"digit{args.digit}_{k:03d}.wav", clip, model.recipe.rate)
+    print(
+        f"{args.n} clips of the digit {args.digit} ({args.model}, {args.sampler}, "
+        f"guidance {args.guidance:g}, {time.perf_counter() - t0:.1f} s) -> {args.out}/"
+    )
     return 0
 
 
@@ -758,17 +805,17 @@ def _sigterm_as_interrupt():
 
 
 def _main(argv: list[str]) -> int:
-    if argv[:2] == ["sample", "audio"]:
-        return _sample_audio(argv[2:])
     try:
         args = parser().parse_args(argv)
     except SystemExit as stop:  # --help (0) or a bad argument (2)
         return stop.code if isinstance(stop.code, int) else 0
     prog = f"python -m difflab {args.command}"
+    if args.command == "sample":
+        prog += f" {args.recipe}"
     keep_freed_memory()  # faster CPU loops, same results (difflab.core.memory)
     try:
         _checks(args)
-        return COMMANDS[args.command](args)
+        return args.func(args)
     except SettingError as err:  # before ValueError: it is one
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2

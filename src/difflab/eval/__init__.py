@@ -1,1 +1,1 @@
-"""Layer 6: measuring: the classifier-feature metrics and the benchmarks."""
+"""Layer 7: measuring: the classifier-feature metrics and the benchmarks."""

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from difflab.data.signal import log_mel
 from difflab.eval.metrics import frechet_distance, gaussian_stats
-from difflab.train.audio import clips
-from difflab.train.cache import cached
+from difflab.pipelines.audio import clips
+from difflab.runtime.cache import cached
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from difflab.nets.unet import UNet, ddpm_cifar10_config
-from difflab.train.cache import write_atomic
-from difflab.train.device import autocast_dtype, default_device, describe
+from difflab.runtime.cache import write_atomic
+from difflab.runtime.device import autocast_dtype, default_device, describe
 
 
 def _diffusers():

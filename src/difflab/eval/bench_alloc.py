@@ -29,7 +29,7 @@ def _child(keep: bool) -> None:
     import torch
 
     from difflab.nets.unet import UNet
-    from difflab.train.recipes import get_recipe
+    from difflab.pipelines.recipes import get_recipe
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 
 from difflab.diffusion.schedules import make_schedule
 from difflab.eval.metrics import evaluate_samples, format_scores
-from difflab.train.cache import write_atomic
-from difflab.train.device import autocast_dtype, default_device, describe
+from difflab.pipelines.recipes import Trained, get_recipe, init_net, resolve_data
+from difflab.runtime.cache import write_atomic
+from difflab.runtime.device import autocast_dtype, default_device, describe
 from difflab.train.loop import train
-from difflab.train.recipes import Trained, get_recipe, init_net, resolve_data
 
 
 def _baseline_net(size: int, channels: int, gpu: bool):

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from difflab.data.images import load_images
 from difflab.nets.classifier import Classifier, ClassifierConfig
-from difflab.train.cache import cached
+from difflab.runtime.cache import cached
 
 CONFIDENT = 0.9
 # What the trained classifier depends on: this module (its training code), the

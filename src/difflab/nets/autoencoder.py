@@ -7,7 +7,7 @@ q(z | x) = N(mu(x), diag(sigma^2(x))), the decoder maps z back to pixels. The
 diffusion model is then trained on (scaled) latents instead of pixels.
 
 This module holds the network and the closed-form KL; training and caching are
-in :mod:`difflab.train.autoencoder`.
+in :mod:`difflab.pipelines.autoencoder`.
 """
 
 from __future__ import annotations

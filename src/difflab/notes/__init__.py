@@ -1,1 +1,1 @@
-"""Layer 7: helpers for the site's notes (the page's provenance, plotting)."""
+"""Layer 8: helpers for the site's notes (the page's provenance, plotting)."""

@@ -38,8 +38,8 @@ import matplotlib
 
 from difflab.core.memory import keep_freed_memory
 from difflab.notes import figures
-from difflab.train.device import default_device, describe
-from difflab.train.profiles import current_profile
+from difflab.runtime.device import default_device, describe
+from difflab.runtime.profiles import current_profile
 
 #: Give a figure the alt text that says what it shows: ``describe_figure(fig, "...")``.
 describe_figure = figures.describe

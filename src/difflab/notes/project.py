@@ -42,8 +42,8 @@ from difflab.eval.metrics import evaluate_samples
 from difflab.notes.page import FIGURE_WIDTH_IN
 from difflab.notes.plotting import show_grid, smooth
 from difflab.notes.tables import show_table
-from difflab.train.autoencoder import fit_images
-from difflab.train.recipes import Recipe, Trained, init_net, with_steps
+from difflab.pipelines.autoencoder import fit_images
+from difflab.pipelines.recipes import Recipe, Trained, init_net, with_steps
 
 #: Standard errors by which a trained network must beat predicting zero. Eight
 #: batches give 7 degrees of freedom (Student's t, two-sided 95%: 2.36): four is safe.
@@ -121,7 +121,7 @@ def recipe_rows(
     The parts are the UNet, the training and, for a latent recipe, the autoencoder
     (its network's fields first); then the recipe's own ``fields``. ``steps``: the
     reduced budget this build trains, shown with the recipe's value beside each
-    training field it changes (:func:`difflab.train.recipes.with_steps`).
+    training field it changes (:func:`difflab.pipelines.recipes.with_steps`).
     """
     ours_name, theirs_name = recipe.profile, twin.profile
     rows = []

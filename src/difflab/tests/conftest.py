@@ -15,7 +15,7 @@ keep_freed_memory()  # the same results, faster CPU loops
 def small_latent(monkeypatch, tmp_path):
     """The quick mnist recipe on the embedded digits (padded 8 -> 16, a factor-2
     autoencoder: 4x8x8 latents), two steps of each part, in a fresh cache."""
-    from difflab.train import recipes  # only the tests that train import it
+    from difflab.pipelines import recipes  # only the tests that train import it
 
     monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("DIFFLAB_DATASET", raising=False)

@@ -159,7 +159,7 @@ def test_audio_classifier_beats_chance(tmp_path, monkeypatch):
         proportion,
         train_audio_classifier,
     )
-    from difflab.train.audio import clips
+    from difflab.pipelines.audio import clips
 
     monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path))
     torch.set_num_threads(1)

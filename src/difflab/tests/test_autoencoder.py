@@ -11,7 +11,7 @@ from difflab.nets.autoencoder import (
     kl_monte_carlo,
     kl_standard_normal,
 )
-from difflab.train.autoencoder import (
+from difflab.pipelines.autoencoder import (
     AutoencoderMismatch,
     AutoencoderRecipe,
     TrainedAutoencoder,
@@ -109,7 +109,7 @@ def test_scale_cancels_in_the_round_trip():
 
 
 def test_resized_digits():
-    from difflab.train.autoencoder import resized_images
+    from difflab.pipelines.autoencoder import resized_images
 
     data = resized_images("digits", 16, "test")
     assert data.images.shape[1:] == (1, 16, 16)

@@ -10,9 +10,9 @@ from difflab.diffusion.losses import min_snr_weight, simple_loss
 from difflab.diffusion.parameterization import PREDICTIONS, target, to_eps, x0_from_eps
 from difflab.diffusion.schedules import make_schedule
 from difflab.nets.unet import SelfAttention, UNet, UNetConfig
-from difflab.train.budget import equal_time_steps, seconds_per_step
+from difflab.pipelines.budget import equal_time_steps, seconds_per_step
+from difflab.pipelines.recipes import get_recipe
 from difflab.train.loop import TrainConfig
-from difflab.train.recipes import get_recipe
 
 GAMMA = 5.0
 

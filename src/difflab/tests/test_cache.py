@@ -8,8 +8,8 @@ import tempfile
 import pytest
 import torch
 
-from difflab.train import cache
-from difflab.train.checkpoint import CheckpointError
+from difflab.runtime import cache
+from difflab.runtime.checkpoint import CheckpointError
 
 LOOP_DEPS = ("difflab.train.loop", "difflab.nets.unet")
 
@@ -96,7 +96,7 @@ def test_second_call_loads_instead_of_building(store):
 
 def test_partial_entry_is_handed_to_build_to_resume(store):
     e = cache.entry("toy", ("cfg", 1), deps=("difflab.core.cond",))
-    from difflab.train.checkpoint import save_checkpoint
+    from difflab.runtime.checkpoint import save_checkpoint
 
     save_checkpoint({"w": torch.zeros(3), "done": False}, e.path)  # interrupted run
     builds = []
@@ -140,9 +140,9 @@ def test_entry_whose_record_no_longer_gives_its_key_is_unreachable(store):
 
 
 def test_the_cache_module_itself_is_no_dependency(tree):
-    deps = ("difflab.eval.metrics",)  # imports train.cache to store its classifier
+    deps = ("difflab.eval.metrics",)  # imports runtime.cache to store its classifier
     key = cache.cache_key("classifier", 1, deps, tree)
-    _touch(tree / "train" / "cache.py")
+    _touch(tree / "runtime" / "cache.py")
     assert cache.cache_key("classifier", 1, deps, tree) == key
     _touch(tree / "nets" / "classifier.py")
     assert cache.cache_key("classifier", 1, deps, tree) != key
@@ -234,16 +234,16 @@ def test_imported_modules_of_a_note_and_its_closure(tree):
         "from difflab.notes import page\n"
         "from difflab.eval.audio_metrics import audio_classifier\n"
         "import difflab.diffusion.noise as noise\n"
-        "def later():\n    from difflab.train import recipes\n"
+        "def later():\n    from difflab.pipelines import recipes\n"
     )
     mods = cache.imported_modules(text, tree)
     assert mods == {
         "difflab.notes.page",
         "difflab.eval.audio_metrics",
         "difflab.diffusion.noise",
-        "difflab.train.recipes",
+        "difflab.pipelines.recipes",
         "difflab.notes",
-        "difflab.train",
+        "difflab.pipelines",
     }  # packages named by ``from``; module_closure adds every package above
     # Editing a module reached only through an import changes the hash; editing one
     # that nothing here reaches does not.
@@ -258,7 +258,7 @@ def test_imported_modules_of_a_note_and_its_closure(tree):
 _LOCK_WORKER = """
 import json, os, sys, time
 sys.path.insert(0, sys.argv[1])
-from difflab.train import cache
+from difflab.runtime import cache
 
 def build(path):
     with open(os.environ["COUNT"], "a") as f:
@@ -266,7 +266,7 @@ def build(path):
     time.sleep(3)
     return {"value": 42}
 
-obj, hit = cache.cached("lockdemo", ("cfg", 1), deps=("difflab.train.checkpoint",),
+obj, hit = cache.cached("lockdemo", ("cfg", 1), deps=("difflab.runtime.checkpoint",),
                         build=build, load=lambda s: s["value"])
 print(json.dumps({"value": obj, "hit": hit}))
 """
@@ -320,7 +320,7 @@ def test_the_lock_is_released_when_build_fails(store):
 def test_kept_files_follow_the_umask(tmp_path, umask, mode):
     """Checkpoints and atomically written outputs get the mode ``open()`` would
     give, not the 0o600 of the temporary file they were written as."""
-    from difflab.train.checkpoint import save_checkpoint
+    from difflab.runtime.checkpoint import save_checkpoint
 
     old = os.umask(umask)
     try:

@@ -12,7 +12,7 @@ from difflab.diffusion import solvers
 from difflab.diffusion.noise import DiscreteNoise
 from difflab.notes import project
 from difflab.notes.plotting import to_uint8
-from difflab.train import recipes
+from difflab.pipelines import recipes
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ def test_guided_latent_samples_export_what_the_api_draws(tiny_latent, capsys):
             12,
             steps=3,
             cond={"y": labels},
-            guidance_scale=2.0,
+            guidance=2.0,
             generator=g,
             progress=False,
         )

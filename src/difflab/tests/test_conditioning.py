@@ -26,10 +26,10 @@ from difflab.nets.noisy_classifier import (
     NoisyClassifierConfig,
     label_log_prob,
 )
+from difflab.pipelines.noisy_classifier import noisy_batch
 from difflab.score.sde import VPSDE
 from difflab.toy.mixtures import GaussianMixture
 from difflab.toy.sandbox import class_log_posterior_fn, class_score_fn
-from difflab.train.noisy_classifier import noisy_batch
 
 F64 = torch.float64
 # Scores of order 1-100 computed in float64 by two routes agree to ~1e-13

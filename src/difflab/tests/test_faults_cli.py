@@ -20,7 +20,8 @@ import torch
 from difflab import cli
 from difflab.cli import main
 from difflab.nets.unet import UNet
-from difflab.train import cache, recipes
+from difflab.pipelines import recipes
+from difflab.runtime import cache
 
 
 def _files(root: Path) -> set[Path]:
@@ -236,7 +237,7 @@ def test_the_real_entry_point_prints_no_traceback(tmp_path):
     )
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines() == [
-        "python -m difflab sample: error: DIFFLAB_DEVICE='banana' is not a device "
+        "python -m difflab sample ddpm: error: DIFFLAB_DEVICE='banana' is not a device "
         "name; use cpu, cuda, cuda:N or mps, or unset it to choose automatically."
     ]
     assert list(tmp_path.iterdir()) == []
@@ -244,7 +245,7 @@ def test_the_real_entry_point_prints_no_traceback(tmp_path):
 
 @pytest.mark.parametrize("value", ["CPU", " Cpu ", "cpu"])
 def test_device_name_ignores_case_like_the_profile(monkeypatch, value):
-    from difflab.train.device import default_device
+    from difflab.runtime.device import default_device
 
     monkeypatch.setenv("DIFFLAB_DEVICE", value)
     assert default_device() == torch.device("cpu")
@@ -252,7 +253,7 @@ def test_device_name_ignores_case_like_the_profile(monkeypatch, value):
 
 @pytest.mark.parametrize("value", ["QUICK", " Quick ", "quick"])
 def test_profile_name_ignores_case(monkeypatch, value):
-    from difflab.train.profiles import current_profile
+    from difflab.runtime.profiles import current_profile
 
     monkeypatch.setenv("DIFFLAB_PROFILE", value)
     assert current_profile() == "quick"
@@ -308,7 +309,7 @@ def test_sample_audio_training_on_first_use_stops_with_one_line(tmp_path, sig):
 def test_a_disk_that_fills_during_training(tmp_path, capsys, monkeypatch, fail_at):
     """One line naming the folder and the fix, status 74; the last good checkpoint
     intact and loadable, no temporary file, no record without a checkpoint."""
-    from difflab.train import checkpoint
+    from difflab.runtime import checkpoint
 
     _clean(tmp_path, monkeypatch)
     store = tmp_path / "cache"

@@ -22,8 +22,9 @@ import torch.distributed as dist
 from difflab.data.images import load_images
 from difflab.diffusion.schedules import make_schedule
 from difflab.nets.unet import UNet, UNetConfig
-from difflab.train import loop, recipes
-from difflab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from difflab.pipelines import recipes
+from difflab.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from difflab.train import loop
 from difflab.train.loop import TrainConfig, train
 
 TINY = UNetConfig(
@@ -346,7 +347,7 @@ SCRIPT = """
     import torch
     import torch.distributed as dist
 
-    from difflab.train import recipes
+    from difflab.pipelines import recipes
 
     r = recipes.get_recipe("ddpm", "quick")
     cut = replace(r.train, steps=4, batch_size=16, log_every=2, checkpoint_every=2)

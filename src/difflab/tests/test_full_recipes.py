@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from difflab.diffusion.schedules import make_schedule
+from difflab.pipelines.recipes import RECIPES, Trained, init_net
 from difflab.train.loop import learning_rate, train
-from difflab.train.recipes import RECIPES, Trained, init_net
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
@@ -55,7 +55,7 @@ def test_full_recipe_two_steps(name):
     kw = {"steps": 2, "progress": False, "generator": g}
     if recipe.conditional:
         labels = {"y": torch.tensor([3, 7])}
-        x = trained.sample(2, cond=labels, guidance_scale=2.0, **kw)
+        x = trained.sample(2, cond=labels, guidance=2.0, **kw)
     else:
         x = trained.sample(2, **kw)
     assert x.shape == (2, u.in_channels, u.image_size, u.image_size)

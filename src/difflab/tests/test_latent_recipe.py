@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from difflab.train import recipes
-from difflab.train.autoencoder import fit_images, unfit_images
+from difflab.pipelines import recipes
+from difflab.pipelines.autoencoder import fit_images, unfit_images
 
 
 def test_pad_fit_is_undone_exactly_and_resize_is_not_a_pad():
@@ -30,8 +30,8 @@ def test_the_mnist_recipe_is_latent_conditional_and_its_full_profile_is_pixels()
     assert quick.autoencoder.fit == "pad" and quick.train.prediction == "v"
     assert full.autoencoder is None and full.conditional and full.dataset == "mnist"
     deps = recipes.recipe_deps(quick)
-    assert "difflab.train.autoencoder" in deps
-    assert "difflab.train.autoencoder" not in recipes.recipe_deps(full)
+    assert "difflab.pipelines.autoencoder" in deps
+    assert "difflab.pipelines.autoencoder" not in recipes.recipe_deps(full)
 
 
 def test_a_latent_recipe_trains_two_steps_and_samples_images_at_the_data_size(
@@ -43,7 +43,7 @@ def test_a_latent_recipe_trains_two_steps_and_samples_images_at_the_data_size(
     assert trained.autoencoder is not None and trained.image_size == 8
     g = torch.Generator().manual_seed(0)
     labels = {"y": torch.tensor([3, 7])}
-    x = trained.sample(2, steps=3, cond=labels, guidance_scale=2.0, generator=g)
+    x = trained.sample(2, steps=3, cond=labels, guidance=2.0, generator=g)
     assert x.shape == (2, 1, 8, 8)
     assert x.min() >= -1 and x.max() <= 1
     # the samples are the decoded DDIM latents (x0 not clipped), cut back to 8x8
@@ -64,7 +64,7 @@ def test_a_latent_recipe_trains_two_steps_and_samples_images_at_the_data_size(
         2,
         steps=3,
         cond=labels,
-        guidance_scale=2.0,
+        guidance=2.0,
         generator=torch.Generator().manual_seed(0),
     )
     assert torch.equal(x, y)

@@ -26,7 +26,7 @@ def test_same_numbers_with_and_without():
         "if sys.argv[1] == '1':\n"
         "    from difflab.core.memory import keep_freed_memory; keep_freed_memory()\n"
         "from difflab.nets.unet import UNet\n"
-        "from difflab.train.recipes import get_recipe\n"
+        "from difflab.pipelines.recipes import get_recipe\n"
         "torch.manual_seed(0); net = UNet(get_recipe('ddpm', 'quick').unet)\n"
         "for p in net.parameters(): p.data.normal_(0, 0.1)\n"
         "x = torch.randn(64, 1, 8, 8); t = torch.arange(64.0) * 15\n"

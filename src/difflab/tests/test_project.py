@@ -15,8 +15,8 @@ from torch import nn
 from difflab.data.images import ImageData
 from difflab.diffusion.schedules import make_schedule
 from difflab.notes import project
-from difflab.train import recipes
-from difflab.train.recipes import Trained, init_net
+from difflab.pipelines import recipes
+from difflab.pipelines.recipes import Trained, init_net
 
 
 def test_mean_se_is_the_mean_and_the_standard_error_by_hand():

@@ -24,13 +24,13 @@ from difflab.nets.text import (
     cross_attention_weights,
 )
 from difflab.nets.unet import CrossAttention, UNet, UNetConfig
-from difflab.train.autoencoder import TrainedAutoencoder, autoencoder_recipe
-from difflab.train.loop import TrainConfig
-from difflab.train.stable_diffusion import (
+from difflab.pipelines.autoencoder import TrainedAutoencoder, autoencoder_recipe
+from difflab.pipelines.stable_diffusion import (
     StableDiffusionRecipe,
     TrainedStableDiffusion,
     tokenizer,
 )
+from difflab.train.loop import TrainConfig
 
 
 def _randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -305,10 +305,13 @@ def test_bad_prompts_are_refused():
     [
         (["sample", "sd", "--prompt", ""], "empty"),
         (["sample", "sd", "--prompt", "a b c d e f"], "more than"),
-        (["sample", "sd"], "needs --prompt"),
-        (["sample", "ddpm", "--prompt", "a two"], "--prompt is for sample sd"),
-        (["sample", "sd", "--prompt", "a two", "--sampler", "ddpm"], "DDIM"),
+        (["sample", "sd"], "required: --prompt"),
+        (["sample", "ddpm", "--prompt", "a two"], "unrecognized arguments: --prompt"),
+        (["sample", "sd", "--prompt", "a two", "--eta", "0.5"], "eta 0"),
+        (["sample", "sd", "--prompt", "a two", "--solver", "heun", "--nfe", "2"], "3"),
+        (["sample", "sd", "--prompt", "a two", "--solver", "dpm++3"], "invalid choice"),
         (["train", "sd"], "can only be sampled"),
+        (["train", "audio"], "can only be sampled"),
         (["sample", "sd", "--prompt", "seven " * 1700], "10,200 characters"),
         (["sample", "sd", "--prompt", "x" * 10_000], "10,000 characters"),
         (["sample", "ddpm", "--sampler", "ddpm", "--steps", "20"], "all T steps"),

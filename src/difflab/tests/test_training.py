@@ -11,7 +11,7 @@ from difflab.core.cond import NullCond
 from difflab.data.images import load_images
 from difflab.diffusion.schedules import make_schedule
 from difflab.nets.unet import UNet, UNetConfig
-from difflab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from difflab.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from difflab.train.loop import TrainConfig, TrainingDiverged, train
 
 TINY = UNetConfig(
@@ -320,7 +320,7 @@ def test_the_full_profile_on_a_cpu_stops_after_its_warm_up_unless_allowed(
 ):
     """Whatever trains it (a note, sample audio, sample sd): the full profile on a
     CPU is refused with the measured estimate, unless DIFFLAB_ALLOW_SLOW=1."""
-    from difflab.train.settings import SettingError
+    from difflab.runtime.settings import SettingError
 
     s = make_schedule("linear", 100)
     cfg = TrainConfig(steps=8, batch_size=8, log_every=8, checkpoint_every=8)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from difflab.foundations import gan, vae
-from difflab.train import pretrained
+from difflab.pipelines import pretrained
 
 
 def _digits(n: int = 256) -> torch.Tensor:

@@ -1,1 +1,1 @@
-"""Layer 5: training: the loop, recipes and profiles, checkpoints, the cache and the device choice."""
+"""Layer 5: the training engine: the loop (EMA, warm-up, clipping, resumable checkpoints) and Ctrl-C handling."""

@@ -39,14 +39,14 @@ from difflab.core.cond import Cond, NullCond
 from difflab.core.progress import tqdm
 from difflab.diffusion.losses import simple_loss
 from difflab.diffusion.schedules import Schedule
-from difflab.train.checkpoint import (
+from difflab.runtime.checkpoint import (
     CheckpointError,
     load_checkpoint,
     restore,
     save_checkpoint,
     unreadable,
 )
-from difflab.train.device import autocast_dtype
+from difflab.runtime.device import autocast_dtype
 from difflab.train.interrupts import Interrupts
 
 
@@ -383,7 +383,7 @@ def _refuse_slow(meta: dict | None, device: torch.device, line: str) -> None:
     """
     import os
 
-    from difflab.train.settings import SettingError
+    from difflab.runtime.settings import SettingError
 
     full = "profile='full'" in str((meta or {}).get("recipe", ""))
     allowed = os.environ.get("DIFFLAB_ALLOW_SLOW", "").strip().lower()

@@ -9,7 +9,7 @@ import os
 
 import torch
 
-from difflab.train.settings import SettingError
+from difflab.runtime.settings import SettingError
 
 PROFILES = ("quick", "full")
 

@@ -5,7 +5,7 @@ x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps at a time t drawn
 uniformly, with the diffusion model's own schedule, by cross-entropy. That is
 what :func:`train_noisy_classifier` does (with small random shifts of x_0, as
 the metric classifier is trained), caching the result with
-:func:`difflab.train.cache.cached` so a rebuild trains nothing.
+:func:`difflab.runtime.cache.cached` so a rebuild trains nothing.
 
 Time is continuous, t_n = (n + 1) / T for the DDPM index n
 (:class:`difflab.diffusion.noise.DiscreteNoise`), the time the guided samplers
@@ -23,13 +23,13 @@ from torch import Tensor
 from difflab.data.images import load_images
 from difflab.diffusion.schedules import Schedule, make_schedule
 from difflab.nets.noisy_classifier import NoisyClassifier, NoisyClassifierConfig
-from difflab.train.cache import cached
-from difflab.train.profiles import current_profile
+from difflab.runtime.cache import cached
+from difflab.runtime.profiles import current_profile
 
 # What a trained noisy classifier depends on: this module (its training code), the
 # network, the data loaders and the schedules.
 DEPS = (
-    "difflab.train.noisy_classifier",
+    "difflab.pipelines.noisy_classifier",
     "difflab.nets.noisy_classifier",
     "difflab.data.images",
     "difflab.diffusion.schedules",

@@ -3,7 +3,7 @@
 The three parts of Rombach et al. (2022) at the size of our digits:
 
 1. the latent autoencoder of the latent-diffusion chapter
-   (:func:`difflab.train.autoencoder.train_autoencoder`, from its cache);
+   (:func:`difflab.pipelines.autoencoder.train_autoencoder`, from its cache);
 2. a transformer text encoder tau_theta (:class:`difflab.nets.text.TextEncoder`)
    over a word tokenizer of the caption grammar (:mod:`difflab.data.captions`);
 3. the UNet with cross-attention to tau_theta(y) (Sec. 3.3, Eq. 3), trained
@@ -13,7 +13,7 @@ The three parts of Rombach et al. (2022) at the size of our digits:
    sampled by DDIM with classifier-free guidance
    (:func:`difflab.diffusion.guidance.guided`).
 
-:func:`train_stable_diffusion` caches the result with :func:`train.cache.cached`;
+:func:`train_stable_diffusion` caches the result with :func:`runtime.cache.cached`;
 :meth:`TrainedStableDiffusion.text_to_image` turns prompts into images.
 """
 
@@ -28,9 +28,7 @@ import torch
 from torch import Tensor
 
 from difflab.data import captions as cap
-from difflab.diffusion.guidance import guided
 from difflab.diffusion.parameterization import as_eps_model
-from difflab.diffusion.samplers import ddim_sample, ddim_timesteps
 from difflab.diffusion.schedules import Schedule, make_schedule
 from difflab.nets.text import (
     TextConditioned,
@@ -39,17 +37,18 @@ from difflab.nets.text import (
     WordTokenizer,
 )
 from difflab.nets.unet import UNet, UNetConfig
-from difflab.train.autoencoder import (
+from difflab.pipelines import sampling
+from difflab.pipelines.autoencoder import (
     AutoencoderRecipe,
     TrainedAutoencoder,
     autoencoder_recipe,
     resized_images,
     train_autoencoder,
 )
-from difflab.train.cache import cached
-from difflab.train.device import default_device
+from difflab.runtime.cache import cached
+from difflab.runtime.device import default_device
+from difflab.runtime.profiles import current_profile
 from difflab.train.loop import TrainConfig, train
-from difflab.train.profiles import current_profile
 
 #: Words per prompt: the longest caption of the grammar.
 MAX_LENGTH = cap.MAX_WORDS
@@ -178,26 +177,77 @@ class TrainedStableDiffusion:
         self,
         cond: dict[str, Tensor],
         *,
-        steps: int = 50,
+        solver: str = "ddim",
+        nfe: int | None = None,
         guidance: float = 3.0,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        steps: int | None = None,
     ) -> Tensor:
-        """Scaled latents (B, c, h, w): DDIM (eta = 0) with guidance weight w.
+        """Scaled latents (B, c, h, w) for encoded prompts ``cond``: solver
+        ``solver`` (DDIM, eta = 0, by default) with ``nfe`` evaluations (default 50;
+        ``steps`` is its older name) and guidance weight w (``guidance``), through
+        :func:`difflab.pipelines.sampling.draw`; latents are not clipped.
 
         x_T is drawn on the CPU with ``generator`` (the same latents on every
         device), then moved to the model.
         """
-        # guided() refuses a weight that is not a finite number, before any work.
+        nfe = nfe if nfe is not None else (steps if steps is not None else 50)
+        sampling.check_budget(solver, nfe, self.schedule)
         eps = as_eps_model(self.net, self.schedule, self.recipe.train.prediction)
-        eps = guided(eps, guidance, self.recipe.train.null_cond)
         u = self.recipe.unet
         B = cond["ids"].shape[0]
         x_T = torch.randn(
             (B, u.in_channels, u.image_size, u.image_size), generator=generator
         ).to(self.device)
-        taus = ddim_timesteps(self.schedule.T, steps)
-        return ddim_sample(eps, x_T, self.schedule, taus, cond=cond, progress=progress)
+        return sampling.draw(
+            eps,
+            self.schedule,
+            x_T,
+            solver=solver,
+            nfe=nfe,
+            cond=cond,
+            guidance=guidance,
+            null_cond=self.recipe.train.null_cond,
+            clip=None,
+            generator=generator,
+            progress=progress,
+        )
+
+    def sample(
+        self,
+        n: int,
+        *,
+        solver: str = "ddim",
+        nfe: int = 50,
+        cond: str | Sequence[str] = "",
+        guidance: float = 3.0,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        """``n`` images (n, 1, H, W) in [-1, 1] of each prompt in ``cond`` (a
+        caption or a list of them, prompt-major), decoded from latents drawn with
+        ``solver`` at ``nfe`` evaluations and guidance weight w (``guidance``; 1 =
+        the conditional model, 0 = the unconditional one, where the prompt does not
+        matter).
+
+        Raises:
+            ValueError: an empty or over-long prompt, an unknown solver or a budget
+                it cannot spend, or a guidance weight that is not a finite number.
+        """
+        prompts = [cond] if isinstance(cond, str) else list(cond)
+        if not prompts or n < 1:
+            raise ValueError("give at least one prompt and n >= 1")
+        encoded = self.encode_prompts([p for p in prompts for _ in range(n)])
+        z = self.sample_latents(
+            encoded,
+            solver=solver,
+            nfe=nfe,
+            guidance=guidance,
+            generator=generator,
+            progress=progress,
+        )
+        return self.autoencoder.decode(z.cpu())
 
     def text_to_image(
         self,
@@ -208,15 +258,15 @@ class TrainedStableDiffusion:
         guidance: float = 3.0,
         seed: int = 0,
         progress: bool = False,
+        solver: str = "ddim",
     ) -> Tensor:
-        """Images (len(prompts) * n, 1, H, W) in [-1, 1], prompt-major.
-
-        DDIM in latent space with classifier-free guidance, then one decoder call.
-        The same ``seed`` gives the same images.
+        """Images (len(prompts) * n, 1, H, W) in [-1, 1], prompt-major: :meth:`sample`
+        with a seed. The same ``seed`` gives the same images.
 
         Args:
             prompt: a caption ("a thick seven leaning right") or a list of them.
             n: images per prompt.
+            steps: the budget of network evaluations (``nfe`` of :meth:`sample`).
             guidance: w; 1 = the conditional model, 0 = the unconditional one
                 (then the prompt does not matter), > 1 sharpens towards it.
 
@@ -224,15 +274,16 @@ class TrainedStableDiffusion:
             ValueError: an empty or over-long prompt, or a guidance weight that
                 is not a finite number.
         """
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts or n < 1:
-            raise ValueError("give at least one prompt and n >= 1")
-        cond = self.encode_prompts([p for p in prompts for _ in range(n)])
         gen = torch.Generator().manual_seed(seed)
-        z = self.sample_latents(
-            cond, steps=steps, guidance=guidance, generator=gen, progress=progress
+        return self.sample(
+            n,
+            solver=solver,
+            nfe=steps,
+            cond=prompt,
+            guidance=guidance,
+            generator=gen,
+            progress=progress,
         )
-        return self.autoencoder.decode(z.cpu())
 
 
 def build_model(recipe: StableDiffusionRecipe) -> TextConditioned:
@@ -243,8 +294,8 @@ def build_model(recipe: StableDiffusionRecipe) -> TextConditioned:
 
 
 DEPS = (
-    "difflab.train.stable_diffusion",
-    "difflab.train.autoencoder",
+    "difflab.pipelines.stable_diffusion",
+    "difflab.pipelines.autoencoder",
     "difflab.train.loop",
 )
 
@@ -329,16 +380,17 @@ def sample_command(
     seed: int,
     profile: str,
     progress: bool = True,
+    solver: str = "ddim",
 ) -> tuple[Tensor, str]:
     """What ``python -m difflab sample sd --prompt ...`` draws: (images, summary)."""
     w = 3.0 if guidance is None else guidance
     model = train_stable_diffusion(stable_diffusion_recipe(profile), progress=progress)
     t0 = time.perf_counter()
-    x = model.text_to_image(prompt, n=n, steps=steps, guidance=w, seed=seed)
-    what = (
-        f"{prompt!r}, DDIM {steps} steps, guidance {w:g}, "
-        f"{time.perf_counter() - t0:.1f} s"
+    x = model.text_to_image(
+        prompt, n=n, steps=steps, guidance=w, seed=seed, solver=solver
     )
+    budget = f"{model.schedule.T} steps" if solver == "ddpm" else f"{steps} evaluations"
+    what = f"{prompt!r}, {solver} {budget}, guidance {w:g}, {time.perf_counter() - t0:.1f} s"
     return x, what
 
 

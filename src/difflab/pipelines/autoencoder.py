@@ -7,7 +7,7 @@ training latents (Sec. 4.3.2 and App. G); :func:`train_latent_ddpm` then trains
 the ordinary UNet with :func:`difflab.train.loop.train` on the scaled latents,
 or on the pixels when no autoencoder is given, for a fixed training wall-clock,
 so the two can be compared at equal cost. Both are cached with
-:func:`difflab.train.cache.cached`.
+:func:`difflab.runtime.cache.cached`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from torch import Tensor, nn
 
 from difflab.data.images import ImageData, load_images
 from difflab.diffusion.parameterization import as_eps_model
-from difflab.diffusion.samplers import ddim_sample, ddim_timesteps
 from difflab.diffusion.schedules import Schedule, make_schedule
 from difflab.nets.autoencoder import (
     Autoencoder,
@@ -31,9 +30,10 @@ from difflab.nets.autoencoder import (
     kl_standard_normal,
 )
 from difflab.nets.unet import UNet, UNetConfig
-from difflab.train.cache import cached
-from difflab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from difflab.train.device import default_device
+from difflab.pipelines import sampling
+from difflab.runtime.cache import cached
+from difflab.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from difflab.runtime.device import default_device
 from difflab.train.loop import TrainConfig, train
 
 
@@ -244,7 +244,7 @@ def autoencoder_loss(
 
 # What the autoencoder depends on: this module (its training code, which imports
 # the network and the data loaders).
-DEPS = ("difflab.train.autoencoder",)
+DEPS = ("difflab.pipelines.autoencoder",)
 
 
 def train_autoencoder(
@@ -351,32 +351,40 @@ class TrainedLatentDDPM:
         self,
         n: int,
         *,
-        steps: int = 50,
+        solver: str = "ddim",
+        nfe: int | None = None,
         generator: torch.Generator | None = None,
         batch_size: int = 500,
+        progress: bool = False,
+        steps: int | None = None,
     ) -> Tensor:
-        """``n`` images in [-1, 1]: DDIM (eta = 0) in latent space, then decoded.
+        """``n`` images in [-1, 1]: solver ``solver`` (DDIM, eta = 0, by default) at
+        ``nfe`` evaluations (default 50; ``steps`` is its older name) in latent
+        space, then decoded (:func:`difflab.pipelines.sampling.draw`).
 
         The pixel model clips its x0 estimate to [-1, 1]; the latent model does
         not (scaled latents are not bounded).
         """
+        nfe = nfe if nfe is not None else (steps if steps is not None else 50)
+        sampling.check_budget(solver, nfe, self.schedule)
         u = self.recipe.unet
         eps = as_eps_model(self.net, self.schedule, self.recipe.train.prediction)
-        taus = ddim_timesteps(self.schedule.T, steps)
         clip = None if self.autoencoder else 1.0
-        out = []
-        for start in range(0, n, batch_size):
-            b = min(batch_size, n - start)
+        device = next(self.net.parameters()).device
+
+        def one(b: int, rows: slice) -> Tensor:
             shape = (b, u.in_channels, u.image_size, u.image_size)
-            device = next(self.net.parameters()).device
             x_T = torch.randn(shape, generator=generator).to(device)
-            x = ddim_sample(eps, x_T, self.schedule, taus, clip_x0=clip, progress=False)
-            x = x.cpu()
-            out.append(self.autoencoder.decode(x) if self.autoencoder else x)
-        return torch.cat(out).clamp(-1.0, 1.0)
+            x = sampling.draw(
+                eps, self.schedule, x_T, solver=solver, nfe=nfe, clip=clip,
+                generator=generator, progress=progress,
+            ).cpu()  # fmt: skip
+            return self.autoencoder.decode(x) if self.autoencoder else x
+
+        return sampling.in_batches(n, batch_size, one).clamp(-1.0, 1.0)
 
 
-LATENT_DEPS = ("difflab.train.autoencoder", "difflab.train.loop")
+LATENT_DEPS = ("difflab.pipelines.autoencoder", "difflab.train.loop")
 
 
 def train_latent_ddpm(

@@ -3,7 +3,7 @@
 Each recipe has two profiles: ``quick`` (the CPU default: small net, few steps, the
 embedded 8x8 digits) and ``full`` (the GPU default: the real dataset at full
 resolution). ``DIFFLAB_PROFILE`` picks the profile, ``DIFFLAB_DATASET`` the data.
-:func:`load_or_train` caches the trained checkpoint (:func:`difflab.train.cache.cached`)
+:func:`load_or_train` caches the trained checkpoint (:func:`difflab.runtime.cache.cached`)
 under a key made of the recipe and the source of the modules training depends on
 (:data:`DEPS`), so an unchanged rebuild trains nothing.
 
@@ -27,31 +27,28 @@ from torch import Tensor, nn
 from difflab.core import cond as conds
 from difflab.core.cond import Cond, NullCond
 from difflab.data.images import ImageData, load_images
-from difflab.diffusion import solvers
-from difflab.diffusion.guidance import guided
-from difflab.diffusion.noise import DiscreteNoise
 from difflab.diffusion.parameterization import EpsModel, as_eps_model
-from difflab.diffusion.samplers import ddim_sample, ddim_timesteps, ddpm_sample
 from difflab.diffusion.schedules import Schedule, make_schedule
 from difflab.nets.autoencoder import AutoencoderConfig
 from difflab.nets.unet import UNet, UNetConfig, ddpm_cifar10_config
-from difflab.train.autoencoder import (
+from difflab.pipelines import sampling
+from difflab.pipelines.autoencoder import (
     AutoencoderRecipe,
     TrainedAutoencoder,
     fit_images,
     train_autoencoder,
     unfit_images,
 )
-from difflab.train.cache import cached, entry
-from difflab.train.checkpoint import (
+from difflab.runtime.cache import cached, entry
+from difflab.runtime.checkpoint import (
     CheckpointError,
     load_checkpoint,
     restore,
     unreadable,
 )
-from difflab.train.device import default_device
+from difflab.runtime.device import default_device
+from difflab.runtime.profiles import PROFILES, current_profile
 from difflab.train.loop import TrainConfig, train
-from difflab.train.profiles import PROFILES, current_profile
 
 
 @dataclass(frozen=True)
@@ -322,7 +319,7 @@ def resolve_data(recipe: Recipe, split: str = "train") -> tuple[Recipe, ImageDat
 
 #: What :meth:`Trained.sample` samples with: the two DDPM-chapter samplers, then
 #: the ODE solvers of :mod:`difflab.diffusion.solvers`.
-SAMPLE_SOLVERS = ("ddpm", "ddim", *solvers.SOLVERS)
+SAMPLE_SOLVERS = sampling.SOLVERS
 
 
 @dataclass
@@ -360,75 +357,64 @@ class Trained:
         self,
         n: int,
         *,
-        sampler: str = "ddim",
-        steps: int = 50,
+        solver: str | None = None,
+        nfe: int | None = None,
         eta: float = 0.0,
         cond: Cond | None = None,
-        guidance_scale: float | None = None,
+        guidance: float | None = None,
         generator: torch.Generator | None = None,
         progress: bool = True,
         batch_size: int = 500,
-        solver: str | None = None,
-        nfe: int | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
     ) -> Tensor:
         """``n`` samples in [-1, 1] from any of the package's samplers.
 
-        ``solver`` (or its older name ``sampler``) is one of :data:`SAMPLE_SOLVERS`:
-        ``"ddpm"`` (all T ancestral steps), ``"ddim"`` (``nfe`` steps, ``eta``), or an
-        ODE solver of :mod:`difflab.diffusion.solvers` (``"euler"``,
+        ``solver`` is one of :data:`SAMPLE_SOLVERS` (default ``"ddim"``):
+        ``"ddpm"`` (all T ancestral steps), ``"ddim"`` (``nfe`` steps, ``eta``), or
+        an ODE solver of :mod:`difflab.diffusion.solvers` (``"euler"``,
         ``"dpm_solver_1"``, ``"dpm_solver_pp_2m"``, ``"heun"``) on its
         :func:`~difflab.diffusion.solvers.default_grid` for a budget of ``nfe``
-        evaluations (``steps`` is its older name; 50 by default). A pixel recipe
-        clips its x0 estimate to [-1, 1] with every sampler; a latent recipe draws
-        latents without clipping (scaled latents are not bounded) and returns them
-        decoded, at the data's size.
+        evaluations (default 50); ``sampler`` and ``steps`` are their older names.
+        A pixel recipe clips its x0 estimate to [-1, 1] with every sampler; a latent
+        recipe draws latents without clipping (scaled latents are not bounded) and
+        returns them decoded, at the data's size. All of it is
+        :func:`difflab.pipelines.sampling.draw`.
 
         Args:
             cond: the condition of each sample, (n, ...) tensors (``{"y": labels}``).
-            guidance_scale: classifier-free guidance weight w (w = 1: conditional),
-                with the recipe's null condition.
+            guidance: classifier-free guidance weight w (w = 1: conditional), with
+                the recipe's null condition.
 
         Raises:
             ValueError: for an unknown solver, or a budget the solver cannot spend.
         """
-        solver = sampler if solver is None else solver
-        nfe = steps if nfe is None else nfe
-        if solver not in SAMPLE_SOLVERS:
-            raise ValueError(f"Unknown solver {solver!r}; use one of {SAMPLE_SOLVERS}.")
+        solver = sampling.solver_name(solver or sampler or "ddim")
+        nfe = nfe if nfe is not None else (steps if steps is not None else 50)
+        sampling.check_budget(solver, nfe, self.schedule)
         eps = self.eps_model()
-        if guidance_scale is not None:
-            eps = guided(eps, guidance_scale, self.recipe.train.null_cond)
-        noise = DiscreteNoise(self.schedule)
-        grid = None
-        if solver in solvers.SOLVERS:
-            grid = solvers.default_grid(solver, noise, nfe)
-        out = []
-        for start in range(0, n, batch_size):
-            b = min(batch_size, n - start)
-            cb = conds.select(cond, slice(start, start + b))
-            x_T = self.noise(b, generator)
-            clip = None if self.autoencoder is not None else 1.0
-            if grid is not None:
-                x = solvers.SOLVERS[solver](
-                    noise.continuous(eps),
-                    x_T,
-                    grid,
-                    noise=noise,
-                    cond=cb,
-                    x0_threshold=clip,
-                    progress=progress,
-                )
-            else:
-                kw = dict(clip_x0=clip, cond=cb, generator=generator, progress=progress)
-                if solver == "ddpm":
-                    x = ddpm_sample(eps, x_T, self.schedule, **kw)
-                else:
-                    taus = ddim_timesteps(self.schedule.T, nfe)
-                    x = ddim_sample(eps, x_T, self.schedule, taus, eta=eta, **kw)
+        clip = None if self.autoencoder is not None else 1.0
+
+        def one(b: int, rows: slice) -> Tensor:
+            x = sampling.draw(
+                eps,
+                self.schedule,
+                self.noise(b, generator),
+                solver=solver,
+                nfe=nfe,
+                eta=eta,
+                cond=conds.select(cond, rows),
+                guidance=guidance,
+                null_cond=self.recipe.train.null_cond,
+                clip=clip,
+                generator=generator,
+                progress=progress,
+            )
             if self.autoencoder is not None:
                 x = self.decode(x)
-            out.append(x.clamp(-1, 1).float().cpu())
-        return torch.cat(out)
+            return x.clamp(-1, 1).float()
+
+        return sampling.in_batches(n, batch_size, one)
 
     def decode(self, z: Tensor) -> Tensor:
         """Images at the data's size from scaled latents (a latent recipe only)."""
@@ -469,7 +455,7 @@ def recipe_deps(recipe: Recipe) -> tuple[str, ...]:
     changed autoencoder gives other latents, so the UNet trains again too)."""
     if recipe.autoencoder is None:
         return DEPS
-    return (*DEPS, "difflab.train.autoencoder")
+    return (*DEPS, "difflab.pipelines.autoencoder")
 
 
 def plan(

@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from difflab.train.settings import SettingError
+from difflab.runtime.settings import SettingError
 
 
 def default_device() -> torch.device:

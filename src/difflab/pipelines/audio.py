@@ -36,17 +36,16 @@ from torch import Tensor, nn
 from difflab.core.cond import NullCond
 from difflab.data.audio import AudioData, load_audio
 from difflab.data.signal import griffin_lim, n_frames, resample_half, stft
-from difflab.diffusion.guidance import guided
 from difflab.diffusion.parameterization import as_eps_model
-from difflab.diffusion.samplers import ddim_sample, ddim_timesteps
 from difflab.diffusion.schedules import Schedule, make_schedule
 from difflab.nets.unet import UNet, UNetConfig
 from difflab.nets.unet1d import UNet1D, UNet1DConfig
-from difflab.train.cache import cached
-from difflab.train.checkpoint import restore, unreadable
-from difflab.train.device import default_device
+from difflab.pipelines import sampling
+from difflab.runtime.cache import cached
+from difflab.runtime.checkpoint import restore, unreadable
+from difflab.runtime.device import default_device
+from difflab.runtime.profiles import current_profile
 from difflab.train.loop import TrainConfig, train
-from difflab.train.profiles import current_profile
 
 REPRESENTATIONS = ("wave", "spec")
 NULL = NullCond((("y", 10),))
@@ -202,38 +201,70 @@ class TrainedAudio:
         return (1, r.length) if r.representation == "wave" else (1, *r.spec_shape)
 
     @torch.no_grad()
-    def sample(
+    def sample_raw(
         self,
-        labels: Tensor,
+        n: int,
         *,
-        w: float = 1.0,
-        steps: int = 50,
+        solver: str = "ddim",
+        nfe: int = 50,
+        cond: Tensor | dict[str, Tensor],
+        guidance: float = 1.0,
         generator: torch.Generator | None = None,
-        gl_iters: int = 64,
+        progress: bool = False,
         batch_size: int = 100,
-    ) -> tuple[Tensor, Tensor]:
-        """Clips of the digits ``labels`` with DDIM (eta 0) and guidance weight ``w``.
-
-        Returns:
-            (clips (N, L) in [-1, 1], raw model samples (N, *shape)).
-        """
+    ) -> Tensor:
+        """The model's own samples (n, *shape) of the digits ``cond`` (n labels, or
+        ``{"y": labels}``): solver ``solver`` at ``nfe`` evaluations with guidance
+        weight w (``guidance``), through :func:`difflab.pipelines.sampling.draw`."""
+        labels = cond["y"] if isinstance(cond, dict) else cond
+        if len(labels) != n:
+            raise ValueError(f"asked for {n} clips but gave {len(labels)} digits")
+        sampling.check_budget(solver, nfe, self.schedule)
         device = next(self.net.parameters()).device
-        eps = guided(as_eps_model(self.net, self.schedule, "v"), w, NULL)
-        taus = ddim_timesteps(self.schedule.T, steps)
-        raw = []
-        for start in range(0, len(labels), batch_size):
-            y = labels[start : start + batch_size].to(device)
+        eps = as_eps_model(self.net, self.schedule, "v")
+
+        def one(b: int, rows: slice) -> Tensor:
+            y = labels[rows].to(device)
             x_T = torch.randn(
-                len(y), *self.shape, generator=generator,
+                b, *self.shape, generator=generator,
                 device=generator.device if generator is not None else "cpu",
             ).to(device)  # fmt: skip
-            x = ddim_sample(
-                eps, x_T, self.schedule, taus, clip_x0=1.0, cond={"y": y},
-                progress=False,
+            x = sampling.draw(
+                eps, self.schedule, x_T, solver=solver, nfe=nfe, cond={"y": y},
+                guidance=guidance, null_cond=NULL, clip=1.0, generator=generator,
+                progress=progress,
             )  # fmt: skip
-            raw.append(x.float().cpu())
-        raw = torch.cat(raw)
-        return decode(raw, self.recipe, gl_iters, generator), raw
+            return x.float()
+
+        return sampling.in_batches(n, batch_size, one)
+
+    def decode(
+        self, raw: Tensor, generator: torch.Generator | None = None, gl_iters: int = 64
+    ) -> Tensor:
+        """Clips (N, L) in [-1, 1] from the model's samples: the waveform itself, or
+        the spectrogram's sound by Griffin-Lim (``gl_iters`` iterations)."""
+        return decode(raw, self.recipe, gl_iters, generator)
+
+    def sample(
+        self,
+        n: int,
+        *,
+        solver: str = "ddim",
+        nfe: int = 50,
+        cond: Tensor | dict[str, Tensor],
+        guidance: float = 1.0,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        gl_iters: int = 64,
+        batch_size: int = 100,
+    ) -> Tensor:
+        """``n`` clips (n, L) in [-1, 1] of the digits ``cond``: :meth:`sample_raw`,
+        then :meth:`decode` (with the same generator)."""
+        raw = self.sample_raw(
+            n, solver=solver, nfe=nfe, cond=cond, guidance=guidance,
+            generator=generator, progress=progress, batch_size=batch_size,
+        )  # fmt: skip
+        return self.decode(raw, generator, gl_iters)
 
 
 # What a trained audio model depends on: the loop (loss, schedules), both networks,
@@ -244,7 +275,7 @@ DEPS = (
     "difflab.nets.unet1d",
     "difflab.data.audio",
     "difflab.data.signal",
-    "difflab.train.audio",
+    "difflab.pipelines.audio",
 )
 
 

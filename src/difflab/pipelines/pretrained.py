@@ -1,7 +1,7 @@
 """Cached training of the stage-1 generative models (the VAE and the GANs).
 
 The models and their training loops live in :mod:`difflab.foundations`; this module
-only keeps their trained weights in the cache (:func:`difflab.train.cache.cached`),
+only keeps their trained weights in the cache (:func:`difflab.runtime.cache.cached`),
 keyed by the config and the source of the model's module.
 """
 
@@ -20,7 +20,7 @@ from difflab.foundations.gan import (
     train_ring_gan,
 )
 from difflab.foundations.vae import VAE, VAEConfig, train_vae
-from difflab.train.cache import cached
+from difflab.runtime.cache import cached
 
 VAE_DEPS = ("difflab.foundations.vae",)
 GAN_DEPS = ("difflab.foundations.gan",)

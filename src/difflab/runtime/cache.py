@@ -44,18 +44,18 @@ from typing import Any, TypeVar
 
 import torch
 
-from difflab.train.checkpoint import (
+from difflab.runtime.checkpoint import (
     CheckpointError,
     file_mode,
     load_checkpoint,
     save_checkpoint,
 )
-from difflab.train.settings import SettingError
+from difflab.runtime.settings import SettingError
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/difflab
 PACKAGE = PACKAGE_DIR.name
 # Where objects are stored, not how they are made: editing it retrains nothing.
-NOT_DEPENDENCIES = frozenset({f"{PACKAGE}.train.cache"})
+NOT_DEPENDENCIES = frozenset({f"{PACKAGE}.runtime.cache"})
 T = TypeVar("T")
 
 

@@ -23,9 +23,9 @@ from dataclasses import replace
 import torch
 
 from difflab.diffusion.schedules import make_schedule
-from difflab.train.device import default_device
+from difflab.pipelines.recipes import Recipe, init_net, resolve_data
+from difflab.runtime.device import default_device
 from difflab.train.loop import train
-from difflab.train.recipes import Recipe, init_net, resolve_data
 
 
 def seconds_per_step(
