@@ -30,9 +30,9 @@ import torch
 from torch import Tensor
 
 from difflab.core.cond import Cond, NullCond, cat
+from difflab.core.models import IndexEpsModel
 from difflab.core.tensors import append_dims
 from difflab.diffusion.noise import NoiseLevels
-from difflab.diffusion.parameterization import EpsModel
 
 #: ``log_prob_fn(x_t, t, cond) -> (B,)``: log p(y | x_t, t) of each row's label.
 LogProbFn = Callable[[Tensor, Tensor, Cond], Tensor]
@@ -49,7 +49,7 @@ def _check_scale(name: str, value: float) -> float:
     return value
 
 
-def guided(eps_model: EpsModel, w: float, null: NullCond) -> EpsModel:
+def guided(eps_model: IndexEpsModel, w: float, null: NullCond) -> IndexEpsModel:
     """The guided eps model ``(x_t, t, cond=None) -> eps_w``, one batched call.
 
     The conditional and null halves are stacked along the batch and sent through
@@ -80,13 +80,13 @@ def guided(eps_model: EpsModel, w: float, null: NullCond) -> EpsModel:
 
 
 def classifier_guided(
-    eps_model: EpsModel,
+    eps_model: IndexEpsModel,
     log_prob_fn: LogProbFn,
     scale: float,
     noise: NoiseLevels,
     *,
     null: NullCond | None = None,
-) -> EpsModel:
+) -> IndexEpsModel:
     """Classifier guidance: ``eps - scale * sigma(t) * grad_x log p(y | x_t, t)``.
 
     Dhariwal & Nichol 2021, Sec. 4.2 and Algorithm 2 (there sigma(t) =

@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from difflab.core.cond import Cond
+from difflab.core.models import IndexEpsModel
 from difflab.core.tensors import randn_like
 from difflab.diffusion.forward import q_mean_variance, q_posterior, q_sample
 from difflab.diffusion.parameterization import (
     PREDICTIONS,
-    EpsModel,
     target,
     x0_from_eps,
 )
@@ -114,7 +114,7 @@ def model_log_variance(
 
 @torch.no_grad()
 def vlb_terms(
-    eps_model: EpsModel,
+    eps_model: IndexEpsModel,
     x0: Tensor,
     schedule: Schedule,
     *,
@@ -157,7 +157,7 @@ def vlb_terms(
 
 
 def vlb_bits_per_dim(
-    eps_model: EpsModel, x0: Tensor, schedule: Schedule, **kwargs
+    eps_model: IndexEpsModel, x0: Tensor, schedule: Schedule, **kwargs
 ) -> Tensor:
     """The variational bound on -log2 p(x_0) per dimension, per example (B,).
 

@@ -26,20 +26,13 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from difflab.core.models import EpsModel, IndexEpsModel, ScoreModel, call
 from difflab.core.tensors import append_dims, randn
 from difflab.diffusion.schedules import Schedule
-
-Model = Callable[..., Tensor]
-
-
-def _call(model: Model, x: Tensor, t: Tensor, cond) -> Tensor:
-    """``model(x, t)`` without a condition, else ``model(x, t, cond)``."""
-    return model(x, t) if cond is None else model(x, t, cond)
 
 
 class NoiseLevels(ABC):
@@ -91,10 +84,12 @@ class NoiseLevels(ABC):
         """f(x, t) = f(t) x (like x) and g(t) (B,) of the forward SDE (Eq. 5)."""
         return append_dims(self.f(t), x) * x, self.g(t)
 
-    def ode_drift(self, x: Tensor, t: Tensor, score_fn: Model, cond=None) -> Tensor:
+    def ode_drift(
+        self, x: Tensor, t: Tensor, score_fn: ScoreModel, cond=None
+    ) -> Tensor:
         """dx/dt = f(t) x - 1/2 g(t)^2 score(x, t): probability-flow ODE (Eq. 13)."""
         f, g = self.drift_diffusion(x, t)
-        return f - 0.5 * append_dims(g**2, x) * _call(score_fn, x, t, cond)
+        return f - 0.5 * append_dims(g**2, x) * call(score_fn, x, t, cond)
 
     def transition_coefs(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """a, b with x_t | x_s ~ N(a x_s, b^2 I) for s < t, both (B,).
@@ -219,11 +214,11 @@ class DiscreteNoise(NoiseLevels):
         data), as DDIM's last step to alpha_bar_0 = 1 (Song et al. 2021a, Eq. 12)."""
         return torch.cat([self.time(timesteps.flip(0)), torch.zeros(1).double()])
 
-    def continuous(self, eps_model: Model) -> Model:
+    def continuous(self, eps_model: IndexEpsModel) -> EpsModel:
         """An index-based ``eps_model(x, n, cond)`` as a model of continuous t."""
 
         def model(x: Tensor, t: Tensor, cond=None) -> Tensor:
-            return _call(eps_model, x, self.index(t).to(x.device), cond)
+            return call(eps_model, x, self.index(t).to(x.device), cond)
 
         return model
 
@@ -231,20 +226,20 @@ class DiscreteNoise(NoiseLevels):
         return f"DiscreteNoise({self.schedule!r})"
 
 
-def score_model_from_eps(eps_model: Model, noise: NoiseLevels) -> Model:
+def score_model_from_eps(eps_model: EpsModel, noise: NoiseLevels) -> ScoreModel:
     """s(x, t) = -eps(x, t) / sigma(t) (Song et al. 2021b, Eq. 7; Ho et al. 2020, Eq. 11)."""
 
     def score_fn(x: Tensor, t: Tensor, cond=None) -> Tensor:
-        return -_call(eps_model, x, t, cond) / append_dims(noise.sigma(t), x)
+        return -call(eps_model, x, t, cond) / append_dims(noise.sigma(t), x)
 
     return score_fn
 
 
-def eps_model_from_score(score_fn: Model, noise: NoiseLevels) -> Model:
+def eps_model_from_score(score_fn: ScoreModel, noise: NoiseLevels) -> EpsModel:
     """eps(x, t) = -sigma(t) s(x, t), the inverse of :func:`score_model_from_eps`."""
 
     def eps_model(x: Tensor, t: Tensor, cond=None) -> Tensor:
-        return -append_dims(noise.sigma(t), x) * _call(score_fn, x, t, cond)
+        return -append_dims(noise.sigma(t), x) * call(score_fn, x, t, cond)
 
     return eps_model
 

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from torch import Tensor
 
 from difflab.core.cond import Cond
+from difflab.core.models import IndexEpsModel
 from difflab.diffusion.schedules import Schedule, gather
 
 PREDICTIONS = ("eps", "x0", "v")
-EpsModel = Callable[..., Tensor]  # eps_model(x_t, t) or eps_model(x_t, t, cond)
 
 
 def x0_from_eps(x_t: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
@@ -83,7 +83,7 @@ def to_eps(prediction: str, out: Tensor, x_t: Tensor, alpha_bar: Tensor) -> Tens
 
 def as_eps_model(
     net: Callable[..., Tensor], schedule: Schedule, prediction: str = "eps"
-) -> EpsModel:
+) -> IndexEpsModel:
     """Wrap ``net(x, t, cond)`` as ``eps_model(x_t, t, cond=None) -> eps_hat``.
 
     Args:

@@ -21,22 +21,18 @@ import torch
 from torch import Tensor
 
 from difflab.core.cond import Cond
+from difflab.core.models import IndexEpsModel, call
 from difflab.core.progress import tqdm
 from difflab.core.tensors import append_dims, randn_like
 from difflab.diffusion.forward import q_posterior
 from difflab.diffusion.noise import NoiseLevels
-from difflab.diffusion.parameterization import EpsModel, eps_from_x0, x0_from_eps
+from difflab.diffusion.parameterization import eps_from_x0, x0_from_eps
 from difflab.diffusion.schedules import Schedule, gather
-
-
-def _call(model: EpsModel, x: Tensor, t: Tensor, cond) -> Tensor:
-    """``model(x, t)`` without a condition, else ``model(x, t, cond)``."""
-    return model(x, t) if cond is None else model(x, t, cond)
 
 
 @torch.no_grad()
 def ddpm_sample(
-    eps_model: EpsModel,
+    eps_model: IndexEpsModel,
     x_T: Tensor,
     schedule: Schedule,
     *,
@@ -65,7 +61,7 @@ def ddpm_sample(
         reversed(range(schedule.T)), total=schedule.T, disable=not progress, desc="DDPM"
     ):
         t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
-        eps = _call(eps_model, x, t, cond)
+        eps = call(eps_model, x, t, cond)
         x0_hat = x0_from_eps(x, eps, gather(schedule.alpha_bar, t, x))
         if clip_x0 is not None:
             x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
@@ -107,7 +103,7 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "uniform") -> Tensor:
 
 @torch.no_grad()
 def ddim_sample(
-    eps_model: EpsModel,
+    eps_model: IndexEpsModel,
     x_T: Tensor,
     schedule: Schedule,
     timesteps: Tensor | None = None,
@@ -140,7 +136,7 @@ def ddim_sample(
             a_prev = gather(schedule.alpha_bar, torch.full_like(t, taus[k - 1]), x)
         else:
             a_prev = torch.ones_like(a)  # alpha_bar_0 = 1: the clean image
-        eps = _call(eps_model, x, t, cond)
+        eps = call(eps_model, x, t, cond)
         x0_hat = x0_from_eps(x, eps, a)
         if clip_x0 is not None:
             x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
@@ -157,7 +153,7 @@ def ddim_sample(
 
 @torch.no_grad()
 def ddim_grid_sample(
-    eps_model: EpsModel,
+    eps_model: IndexEpsModel,
     x_T: Tensor,
     grid: Tensor,
     *,
@@ -191,7 +187,7 @@ def ddim_grid_sample(
         s = torch.full_like(t, float(ts[i + 1]))
         alpha_t, sigma_t = (append_dims(v, x) for v in noise.marginal_coefs(t))
         alpha_s, sigma_s = (append_dims(v, x) for v in noise.marginal_coefs(s))
-        eps = _call(eps_model, x, t.to(x.device, x.dtype), cond)
+        eps = call(eps_model, x, t.to(x.device, x.dtype), cond)
         x0_hat = (x - sigma_t * eps) / alpha_t
         if clip_x0 is not None:
             x0_hat = x0_hat.clamp(-clip_x0, clip_x0)

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 
 from difflab.core.cond import Cond
+from difflab.core.models import EpsModel, call
 from difflab.core.progress import tqdm
 from difflab.diffusion.noise import (
     DiscreteNoise,
@@ -57,7 +58,6 @@ from difflab.diffusion.noise import (
 )
 from difflab.diffusion.samplers import ddim_timesteps
 
-Model = Callable[..., Tensor]
 Callback = Callable[[dict], None] | None
 Threshold = float | Callable[[Tensor], Tensor] | None
 
@@ -95,11 +95,6 @@ def _predict(x: Tensor, eps: Tensor, alpha: float, sigma: float, threshold: Thre
     else:
         x0_hat = x0_hat.clamp(-float(threshold), float(threshold))
     return x0_hat, (x - alpha * x0_hat) / sigma
-
-
-def _call(model: Model, x: Tensor, t: Tensor, cond) -> Tensor:
-    """``model(x, t)`` without a condition, else ``model(x, t, cond)``."""
-    return model(x, t) if cond is None else model(x, t, cond)
 
 
 def _times(grid: Tensor) -> Tensor:
@@ -181,7 +176,7 @@ def default_grid(name: str, noise: NoiseLevels, nfe: int) -> Tensor:
 
 @torch.no_grad()
 def euler(
-    eps_model: Model,
+    eps_model: EpsModel,
     x_T: Tensor,
     grid: Tensor,
     *,
@@ -203,7 +198,7 @@ def euler(
     for i in tqdm(range(1, len(ts)), disable=not progress, desc="Euler"):
         t = ts[i - 1 : i]
         t_b = _vec(float(t), x)
-        eps = _call(eps_model, x, t_b, cond)
+        eps = call(eps_model, x, t_b, cond)
         f, g, sigma = noise.f(t), noise.g(t), noise.sigma(t)
         x0_hat, eps = _predict(
             x, eps, float(noise.alpha(t)), float(sigma), x0_threshold
@@ -216,7 +211,7 @@ def euler(
 
 @torch.no_grad()
 def dpm_solver_1(
-    eps_model: Model,
+    eps_model: EpsModel,
     x_T: Tensor,
     grid: Tensor,
     *,
@@ -240,7 +235,7 @@ def dpm_solver_1(
     x, ts = x_T, _times(grid)
     alpha, sigma, lam = _levels(noise, ts)
     for i in tqdm(range(1, len(ts)), disable=not progress, desc="DPM-Solver-1"):
-        eps = _call(eps_model, x, _vec(float(ts[i - 1]), x), cond)
+        eps = call(eps_model, x, _vec(float(ts[i - 1]), x), cond)
         x0_hat, eps = _predict(
             x, eps, float(alpha[i - 1]), float(sigma[i - 1]), x0_threshold
         )
@@ -256,7 +251,7 @@ def dpm_solver_1(
 
 @torch.no_grad()
 def dpm_solver_pp_2m(
-    eps_model: Model,
+    eps_model: EpsModel,
     x_T: Tensor,
     grid: Tensor,
     *,
@@ -285,7 +280,7 @@ def dpm_solver_pp_2m(
     alpha, sigma, lam = _levels(noise, ts)
     x0_prev = None
     for i in tqdm(range(1, len(ts)), disable=not progress, desc="DPM-Solver++(2M)"):
-        eps = _call(eps_model, x, _vec(float(ts[i - 1]), x), cond)
+        eps = call(eps_model, x, _vec(float(ts[i - 1]), x), cond)
         x0_hat, _ = _predict(
             x, eps, float(alpha[i - 1]), float(sigma[i - 1]), x0_threshold
         )
@@ -303,7 +298,7 @@ def dpm_solver_pp_2m(
 
 @torch.no_grad()
 def heun(
-    eps_model: Model,
+    eps_model: EpsModel,
     x_T: Tensor,
     grid: Tensor,
     *,
@@ -330,7 +325,7 @@ def heun(
     for i in tqdm(range(1, len(ts)), disable=not progress, desc="Heun"):
         ds = float(s[i] - s[i - 1])
         x = float(alpha[i - 1]) * y
-        d = _call(eps_model, x, _vec(float(ts[i - 1]), y), cond)
+        d = call(eps_model, x, _vec(float(ts[i - 1]), y), cond)
         x0_hat, d = _predict(
             x, d, float(alpha[i - 1]), float(sigma[i - 1]), x0_threshold
         )
@@ -338,7 +333,7 @@ def heun(
         y_next = y + ds * d  # Euler step.
         if s[i] > 0:  # 2nd order correction.
             x_next = float(alpha[i]) * y_next
-            d2 = _call(eps_model, x_next, _vec(float(ts[i]), y), cond)
+            d2 = call(eps_model, x_next, _vec(float(ts[i]), y), cond)
             _, d2 = _predict(x_next, d2, float(alpha[i]), float(sigma[i]), x0_threshold)
             nfe += 1
             y_next = y + ds * 0.5 * (d + d2)

@@ -24,8 +24,9 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from difflab.core.models import IndexEpsModel
 from difflab.core.tensors import randn_like
-from difflab.diffusion.parameterization import EpsModel, eps_from_x0, x0_from_eps
+from difflab.diffusion.parameterization import eps_from_x0, x0_from_eps
 from difflab.diffusion.samplers import ddim_timesteps
 from difflab.diffusion.schedules import Schedule, gather
 from difflab.eval.metrics import frechet_distance, gaussian_stats
@@ -80,7 +81,7 @@ def coarse_noise_weights(
 
 @torch.no_grad()
 def coupled_ddim(
-    eps_model: EpsModel,
+    eps_model: IndexEpsModel,
     x_T: Tensor,
     schedule: Schedule,
     step_counts: Sequence[int],

@@ -35,15 +35,12 @@ weightings to the ELBO).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
+from difflab.core.models import VelocityModel
 from difflab.core.tensors import append_dims, randn_like
 from difflab.diffusion.noise import NoiseLevels
-
-VelocityModel = Callable[..., Tensor]  # v(x, t) or v(x, t, cond), t (B,) in [0, 1]
 
 
 class StraightPath(NoiseLevels):

@@ -29,17 +29,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from difflab.core.models import VelocityModel, call
 from difflab.core.progress import tqdm
 from difflab.flow.paths import (
     StraightPath,
-    VelocityModel,
     conditional_sample,
     fm_loss,
 )
-
-
-def _call(model: VelocityModel, x: Tensor, t: Tensor, cond) -> Tensor:
-    return model(x, t) if cond is None else model(x, t, cond)
 
 
 def time_grid(steps: int, t_max: float = 1.0, t_min: float = 0.0) -> Tensor:
@@ -72,10 +68,10 @@ def flow_sample(
     for i in tqdm(range(len(ts) - 1), disable=not progress, desc=f"flow {method}"):
         t = torch.full((x.shape[0],), float(ts[i]), dtype=x.dtype, device=x.device)
         dt = float(ts[i + 1] - ts[i])
-        d = _call(velocity, x, t, cond)
+        d = call(velocity, x, t, cond)
         if method == "heun":
             t_next = torch.full_like(t, float(ts[i + 1]))
-            d_next = _call(velocity, x + dt * d, t_next, cond)
+            d_next = call(velocity, x + dt * d, t_next, cond)
             d = 0.5 * (d + d_next)  # 2nd order correction.
         x = x + dt * d  # Euler step.
         if callback is not None:

@@ -26,8 +26,9 @@ from torch import Tensor, nn
 
 from difflab.core import cond as conds
 from difflab.core.cond import Cond, NullCond
+from difflab.core.models import IndexEpsModel
 from difflab.data.images import ImageData, load_images
-from difflab.diffusion.parameterization import EpsModel, as_eps_model
+from difflab.diffusion.parameterization import as_eps_model
 from difflab.diffusion.schedules import Schedule, make_schedule
 from difflab.nets.autoencoder import AutoencoderConfig
 from difflab.nets.unet import UNet, UNetConfig, ddpm_cifar10_config
@@ -336,7 +337,7 @@ class Trained:
     autoencoder: TrainedAutoencoder | None = None
     image_size: int | None = None  # of the data (a latent recipe's decoded images)
 
-    def eps_model(self) -> EpsModel:
+    def eps_model(self) -> IndexEpsModel:
         """The network as ``eps_model(x_t, t, cond=None)`` (see :func:`as_eps_model`)."""
         return as_eps_model(self.net, self.schedule, self.recipe.train.prediction)
 

@@ -20,10 +20,10 @@ import torch
 from torch import Tensor
 
 from difflab.core.cond import Cond, NullCond
+from difflab.core.models import IndexEpsModel
 from difflab.diffusion import solvers
 from difflab.diffusion.guidance import guided
 from difflab.diffusion.noise import DiscreteNoise
-from difflab.diffusion.parameterization import EpsModel
 from difflab.diffusion.samplers import ddim_sample, ddim_timesteps, ddpm_sample
 from difflab.diffusion.schedules import Schedule
 
@@ -72,7 +72,7 @@ def check_budget(solver: str, nfe: int, schedule: Schedule) -> None:
 
 @torch.no_grad()
 def draw(
-    eps: EpsModel,
+    eps: IndexEpsModel,
     schedule: Schedule,
     x_T: Tensor,
     *,

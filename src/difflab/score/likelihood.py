@@ -42,9 +42,9 @@ import torch
 from scipy.integrate import solve_ivp
 from torch import Tensor
 
+from difflab.core.models import ScoreModel
 from difflab.diffusion.noise import DiscreteNoise, NoiseLevels
 from difflab.foundations.gaussians import nats_to_bits_per_dim
-from difflab.score.sde import ScoreFn
 
 
 @dataclass
@@ -76,7 +76,7 @@ def _divergence(
 
 
 def ode_log_likelihood(
-    score_fn: ScoreFn,
+    score_fn: ScoreModel,
     x: Tensor,
     sde: NoiseLevels,
     *,
@@ -177,7 +177,7 @@ def dequantize(
 
 
 def ode_bits_per_dim(
-    score_fn: ScoreFn,
+    score_fn: ScoreModel,
     images: Tensor,
     sde: NoiseLevels,
     *,

@@ -30,10 +30,10 @@ from scipy.integrate import solve_ivp
 from torch import Tensor
 
 from difflab.core.cond import Cond
+from difflab.core.models import ScoreModel, call
 from difflab.core.progress import tqdm
 from difflab.core.tensors import append_dims, randn_like
 from difflab.diffusion.noise import NoiseLevels
-from difflab.score.sde import ScoreFn
 
 Callback = Callable[[dict], None] | None
 
@@ -47,11 +47,6 @@ class CountedScore:
     def __call__(self, *args: Tensor) -> Tensor:
         self.nfe += 1
         return self.score_fn(*args)
-
-
-def _call(model: Callable[..., Tensor], x: Tensor, t: Tensor, cond) -> Tensor:
-    """``model(x, t)`` without a condition, else ``model(x, t, cond)``."""
-    return model(x, t) if cond is None else model(x, t, cond)
 
 
 def _times(grid: Tensor) -> Tensor:
@@ -69,7 +64,7 @@ def _vec(t: float | Tensor, x: Tensor) -> Tensor:
 
 @torch.no_grad()
 def reverse_sde_sample(
-    score_fn: ScoreFn,
+    score_fn: ScoreModel,
     x_T: Tensor,
     grid: Tensor,
     *,
@@ -89,7 +84,7 @@ def reverse_sde_sample(
     for i in tqdm(range(steps), disable=not progress, desc="reverse SDE"):
         t, dt = _vec(ts[i], x), float(ts[i] - ts[i + 1])  # dt > 0, time goes down
         f, g = sde.drift_diffusion(x, t)
-        drift = f - append_dims(g**2, x) * _call(score_fn, x, t, cond)
+        drift = f - append_dims(g**2, x) * call(score_fn, x, t, cond)
         x = x - drift * dt  # Euler step of the drift, backwards in time.
         if i < steps - 1:
             x = x + append_dims(g, x) * dt**0.5 * randn_like(
@@ -102,7 +97,7 @@ def reverse_sde_sample(
 
 @torch.no_grad()
 def pc_sample(
-    score_fn: ScoreFn,
+    score_fn: ScoreModel,
     x_T: Tensor,
     grid: Tensor,
     *,
@@ -137,14 +132,14 @@ def pc_sample(
         # Corrector: Langevin MCMC targeting p_{t_i}.
         a, _ = sde.transition_coefs(t - dt, t)  # a_i^2 ~ 1 - beta_i (VP), 1 (VE)
         for _ in range(corrector_steps):
-            grad, z = _call(score_fn, x, t, cond), randn_like(x, generator)
+            grad, z = call(score_fn, x, t, cond), randn_like(x, generator)
             nfe += 1
             grad_norm = grad.reshape(len(x), -1).norm(dim=-1).mean()
             noise_norm = z.reshape(len(x), -1).norm(dim=-1).mean()
             step = 2 * a**2 * (snr * noise_norm / grad_norm) ** 2  # (B,)
             x = x + append_dims(step, x) * grad + append_dims((2 * step).sqrt(), x) * z
         # Predictor: one reverse step from t_i to t_{i+1}.
-        s = _call(score_fn, x, t, cond)
+        s = call(score_fn, x, t, cond)
         nfe += 1
         if predictor == "reverse_diffusion":
             f, g = sde.discretize(x, t, dt)  # forward step t - dt -> t
@@ -162,7 +157,7 @@ def pc_sample(
 
 @torch.no_grad()
 def ode_sample(
-    score_fn: ScoreFn,
+    score_fn: ScoreModel,
     x_T: Tensor,
     grid: Tensor,
     *,
@@ -210,7 +205,7 @@ def ode_sample(
 
 
 def _ode_rk45(
-    score_fn: ScoreFn,
+    score_fn: ScoreModel,
     x_T: Tensor,
     ts: Tensor,
     sde: NoiseLevels,
@@ -295,11 +290,11 @@ def annealed_langevin_sample(
         sigma = _vec(sigmas[i], x)
         alpha = eps * float(sigmas[i]) ** 2 / sigma_last**2
         for _ in range(steps_per_sigma):
-            s = _call(score_fn, x, sigma, cond)
+            s = call(score_fn, x, sigma, cond)
             x = x + 0.5 * alpha * s + alpha**0.5 * randn_like(x, generator)
             nfe += 1
         if callback is not None:
             callback({"i": i, "sigma": float(sigmas[i]), "x": x, "nfe": nfe})
     if denoise:
-        x = x + sigma_last**2 * _call(score_fn, x, _vec(sigma_last, x), cond)
+        x = x + sigma_last**2 * call(score_fn, x, _vec(sigma_last, x), cond)
     return x

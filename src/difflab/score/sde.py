@@ -33,16 +33,14 @@ Notation (paper / code): beta(t) ``beta``, alpha(t) = exp(-1/2 int_0^t beta)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from difflab.core.models import ScoreModel
 from difflab.core.tensors import append_dims
 from difflab.diffusion.noise import NoiseLevels
-
-ScoreFn = Callable[..., Tensor]  # score_fn(x, t) or score_fn(x, t, cond)
 
 
 class SDE(NoiseLevels):
@@ -53,7 +51,9 @@ class SDE(NoiseLevels):
     reverse-time process.
     """
 
-    def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE:
+    def reverse(
+        self, score_fn: ScoreModel, probability_flow: bool = False
+    ) -> ReverseSDE:
         """The reverse-time SDE (Eq. 6) or, if probability_flow, the ODE (Eq. 13)."""
         return ReverseSDE(self, score_fn, probability_flow)
 
@@ -68,7 +68,7 @@ class ReverseSDE:
     """
 
     sde: SDE
-    score_fn: ScoreFn
+    score_fn: ScoreModel
     probability_flow: bool = False
 
     def drift_diffusion(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:

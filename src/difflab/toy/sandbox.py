@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from difflab.core.models import ScoreModel
 from difflab.diffusion.noise import (
     DiscreteNoise,
     NoiseLevels,
@@ -37,7 +38,7 @@ from difflab.score.samplers import (
     pc_sample,
     reverse_sde_sample,
 )
-from difflab.score.sde import SDE, VPSDE, ScoreFn
+from difflab.score.sde import SDE, VPSDE
 from difflab.toy.mixtures import GaussianMixture, eight_gaussians
 
 SAMPLERS = ("ddpm", "ddim", "reverse_sde", "pc", "ode_euler", "ode_heun", "rk45")
@@ -63,7 +64,7 @@ def sliced_wasserstein(
     return (px - py).pow(2).mean().sqrt()
 
 
-def exact_score_fn(mixture: GaussianMixture, noise: NoiseLevels) -> ScoreFn:
+def exact_score_fn(mixture: GaussianMixture, noise: NoiseLevels) -> ScoreModel:
     """s(x, t) = grad log p_t(x) of the mixture carried by ``noise`` to time t (B,).
 
     ``noise`` is any :class:`~difflab.diffusion.noise.NoiseLevels`: an SDE or a
