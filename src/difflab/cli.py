@@ -133,6 +133,11 @@ def _seed(text: str) -> int:
 def _add_recipe(p: argparse.ArgumentParser) -> None:
     names = ", ".join(RECIPES)
     p.add_argument("recipe", type=_recipe, help=f"one of: {names}")
+    _add_run_flags(p)
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """The profile, progress bars and the full profile on a CPU."""
     p.add_argument(
         "--profile", choices=PROFILES, help="default: quick on CPU, full on GPU"
     )
@@ -196,15 +201,7 @@ def _sampling_parent(n: int, most: int = MAX_SAMPLES) -> argparse.ArgumentParser
     guidance, the seed, the profile."""
     p = argparse.ArgumentParser(add_help=False)
     _add_sampling(p, n, most)
-    p.add_argument(
-        "--profile", choices=PROFILES, help="default: quick on CPU, full on GPU"
-    )
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument(
-        "--yes",
-        action="store_true",
-        help="train the full profile on a CPU anyway (or DIFFLAB_ALLOW_SLOW=1)",
-    )
+    _add_run_flags(p)
     return p
 
 
