@@ -252,7 +252,7 @@ def draw(n: int, seed: int, ddim_steps: int = 50, w: float | None = W) -> torch.
     g = torch.Generator(device).manual_seed(seed)
     cond = {"y": labels_of(n)} if r.conditional else None
     return trained.sample(
-        n, steps=ddim_steps, cond=cond, guidance_scale=w, generator=g, progress=False
+        n, steps=ddim_steps, cond=cond, guidance=w, generator=g, progress=False
     )
 
 
@@ -421,7 +421,7 @@ assert five["diff"] > K_SE * five["diff_se"], five
 # | data | `bash download-datasets.sh mnist` | `load_images("auto")` |
 # | train | `python -m difflab train mnist` | `load_or_train(get_recipe("mnist"))` |
 # | resume | the same command again | the same call again |
-# | sample, export | `python -m difflab sample mnist --guidance 2 --out --png-dir --npz` | `Trained.sample(n, cond=..., guidance_scale=2)` |
+# | sample, export | `python -m difflab sample mnist --guidance 2 --out --png-dir --npz` | `Trained.sample(n, cond=..., guidance=2)` |
 # | score | `python -m difflab evaluate mnist --guidance 2 --n 1000` | `evaluate_samples(x, dataset)` |
 #
 # - The recipe fixes every hyper-parameter and keys the cache; the command line
