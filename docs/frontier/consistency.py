@@ -37,7 +37,6 @@
 
 # %% tags=["fold"]
 # Imports and set-up (the page's provenance box starts here)
-import copy
 import math
 
 import matplotlib.pyplot as plt
@@ -46,21 +45,18 @@ import torch
 from difflab.core.tensors import append_dims
 from difflab.data.images import load_images
 from difflab.diffusion.noise import DiscreteNoise
-from difflab.diffusion.samplers import ddim_sample, ddim_timesteps
+from difflab.diffusion.samplers import ddim_sample
 from difflab.eval.metrics import evaluate_samples, real_data_floor
 from difflab.flow.consistency import (
     ConsistencyModel,
-    DistillConfig,
     consistency_coefs,
     consistency_sample,
-    distill,
 )
 from difflab.notes import page
 from difflab.notes.plotting import show_grid
 from difflab.notes.tables import show_table
-from difflab.pipelines.recipes import DEPS as RECIPE_DEPS
+from difflab.pipelines.frontier import load_or_train_consistency
 from difflab.pipelines.recipes import load_or_train
-from difflab.runtime.cache import cached
 
 run = page.start()
 quick = run.profile == "quick"
@@ -158,42 +154,13 @@ for t_eps in (0.0, 1 / N):  # the page's model, and the teacher's first step
 # teacher's weights and is cached like every trained model.
 
 # %%
-GRID_STEPS = 20
-taus = ddim_timesteps(N, GRID_STEPS)
-config = DistillConfig(
-    grid=(0.0, *((taus + 1) / N).tolist()),
-    steps=300 if quick else 3000,
-    batch_size=64 if quick else 256,
-    lr=4e-4 if quick else 2e-4,
-    mu=0.95,
-)
-
-
-def make_student():
-    net = copy.deepcopy(teacher.net)
-    return ConsistencyModel(net, noise, 0.0, kind="ddim", t_input=t_input)
-
-
-def build(path):
-    student = make_student().train()
-    teacher_eps = noise.continuous(teacher.eps_model())
-    target, losses = distill(student, teacher_eps, data.images, config, progress=False)
-    return {"net": target.net.state_dict(), "losses": losses}
-
-
-def load(state):
-    model = make_student()
-    model.net.load_state_dict(state["net"])
-    return model.eval(), state["losses"]
-
-
-(student, losses), hit = cached(
-    "consistency",
-    (teacher.recipe, config),
-    deps=("difflab.flow.consistency", *RECIPE_DEPS),
-    build=build,
-    load=load,
-)
+# The distillation above is difflab.pipelines.frontier.load_or_train_consistency
+# (the command line's `sample consistency` samples this very model): the grid is
+# the teacher's steps at a uniform 20-step DDIM's times plus t_0 = 0, and the
+# student starts from the teacher's weights.
+cm = load_or_train_consistency()
+student, losses, hit, config = cm.model, cm.losses, cm.from_cache, cm.config
+assert len(config.grid) == 21 and config.grid[0] == 0.0
 print(
     f"{config.steps} distillation steps of batch {config.batch_size} "
     f"({'from the cache' if hit else 'trained now'}); loss "

@@ -75,7 +75,8 @@ from difflab.nets.mlp import MLP, MLPConfig
 from difflab.notes import page
 from difflab.notes.plotting import show_grid
 from difflab.notes.tables import show_table
-from difflab.pipelines.recipes import get_recipe, init_net, load_or_train, resolve_data
+from difflab.pipelines.frontier import flow_config, load_or_train_flow, reflow_config
+from difflab.pipelines.recipes import get_recipe, load_or_train, resolve_data
 from difflab.runtime.cache import cached
 from difflab.score.sde import VPSDE
 from difflab.toy.mixtures import eight_gaussians
@@ -553,43 +554,12 @@ assert float(one_gap.mean()) > 4 * se(one_gap)
 # %%
 ddpm = load_or_train("ddpm", progress=False)
 recipe, digits = resolve_data(get_recipe("ddpm"))
-img_cfg = FlowTrainConfig(
-    steps=recipe.train.steps,
-    batch_size=recipe.train.batch_size,
-    lr=2e-3,
-    ema_decay=recipe.train.ema_decay,
-    time_scale=999.0,
-)
-N_PAIRS = 2048 if quick else 8192
-IMG_DEPS = (*DEPS, "difflab.data.images", "difflab.pipelines.recipes")
-img_rf_cfg = replace(img_cfg, steps=recipe.train.steps // 2, lr=5e-4)
-
-fm_img = cached_net(
-    "digits-fm",
-    (recipe, img_cfg),
-    lambda: train_velocity(init_net(recipe), digits.images, img_cfg),
-    lambda: init_net(recipe),
-    deps=IMG_DEPS,
-)
-
-
-def train_img_reflow():
-    z = torch.randn(
-        N_PAIRS, *digits.images.shape[1:], generator=torch.Generator().manual_seed(3)
-    )
-    x_end, _ = reflow_pairs(velocity_model(fm_img, 999.0), z, steps=8, batch=512)
-    return train_velocity(
-        copy.deepcopy(fm_img).train(), x_end.clamp(-1, 1), img_rf_cfg, noise=z
-    )
-
-
-rf_img = cached_net(
-    "digits-reflow",
-    (recipe, img_cfg, img_rf_cfg, N_PAIRS),
-    train_img_reflow,
-    lambda: init_net(recipe),
-    deps=IMG_DEPS,
-)
+# The recipe's budget for FM, half as many steps again for reflow
+# (difflab.pipelines.frontier, which `sample flow` and `sample reflow` also use).
+img_cfg = flow_config(recipe)
+img_rf_cfg, N_PAIRS = reflow_config(recipe)
+fm_img = load_or_train_flow("fm").net
+rf_img = load_or_train_flow("reflow").net
 
 # %%
 from difflab.diffusion import solvers

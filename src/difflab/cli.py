@@ -8,6 +8,8 @@ Examples::
     python -m difflab sample sd --prompt "a thin two" --guidance 3 --out grid.png
     python -m difflab evaluate ddpm --n 1000 --steps 50
     python -m difflab sample audio --digit 7 --n 8 --out clips/   # spoken digits
+    python -m difflab sample flow --solver heun --nfe 8            # flow matching
+    python -m difflab sample consistency --nfe 1                  # one step
     python -m difflab bench train                   # difflab vs diffusers throughput
     python -m difflab bench quality                 # same wall-clock, both scored
     python -m difflab bench alloc                   # keeping freed memory, side by side
@@ -66,7 +68,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 # Models sampled by their own module (``sample`` only), not recipes of pipelines.recipes.
-SAMPLE_ONLY = ("sd", "audio")
+SAMPLE_ONLY = ("sd", "audio", "flow", "reflow", "consistency")
 
 
 def _recipe(name: str) -> str:
@@ -158,6 +160,20 @@ SOLVER_HELP = "solvers (--solver NAME --nfe N) and what each costs:\n" + "\n".jo
 )
 
 
+#: The Frontier pages' models: their solvers, default budget and one line of help.
+FRONTIER = {
+    "flow": (("euler", "heun"), 8, "flow matching on the ddpm recipe's network"),
+    "reflow": (("euler", "heun"), 2, "flow matching, reflowed (straighter paths)"),
+    "consistency": (("consistency",), 1, "the ddpm teacher's consistency student"),
+}
+FRONTIER_HELP = (
+    "solvers of the Frontier models (--solver NAME --nfe N):\n"
+    "  euler             nfe steps of the flow's ODE, one evaluation each (>= 1)\n"
+    "  heun              nfe / 2 steps, two evaluations each (nfe even, >= 2)\n"
+    "  consistency       nfe evaluations, re-noising between them (>= 1)"
+)
+
+
 def _solver_name(text: str) -> str:
     name = text.strip().lower().replace("-", "_")
     return SOLVER_ALIASES.get(text.strip().lower(), name)
@@ -201,6 +217,32 @@ def _sampling_parent(n: int, most: int = MAX_SAMPLES) -> argparse.ArgumentParser
     guidance, the seed, the profile."""
     p = argparse.ArgumentParser(add_help=False)
     _add_sampling(p, n, most)
+    _add_run_flags(p)
+    return p
+
+
+def _frontier_parent(solvers: tuple[str, ...], nfe: int) -> argparse.ArgumentParser:
+    """What ``sample flow|reflow|consistency`` takes: their own solvers and budget
+    (unconditional: no guidance, no eta)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--n", type=_count(MAX_SAMPLES), default=64, help="samples (64)")
+    p.add_argument(
+        "--solver",
+        "--sampler",
+        dest="sampler",
+        choices=solvers,
+        default=solvers[0],
+        help=f"one of {', '.join(solvers)} ({solvers[0]})",
+    )
+    p.add_argument(
+        "--nfe",
+        "--steps",
+        dest="steps",
+        type=_count(MAX_SAMPLING_STEPS),
+        default=None,
+        help=f"the budget of network evaluations ({nfe})",
+    )
+    p.add_argument("--seed", type=_seed, default=0)
     _add_run_flags(p)
     return p
 
@@ -287,7 +329,16 @@ def parser() -> argparse.ArgumentParser:
         default="wave",
         help="waveform UNet or spectrogram UNet + Griffin-Lim (wave)",
     )
-    au.set_defaults(func=_sample_audio, guidance=2.0, steps=25)
+    au.set_defaults(func=_sample_audio, guidance=2.0, default_nfe=AUDIO_STEPS)
+    for name, (solvers, nfe, what) in FRONTIER.items():
+        f = models.add_parser(
+            name,
+            parents=[_frontier_parent(solvers, nfe), images],
+            help=what,
+            epilog=FRONTIER_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        f.set_defaults(func=_sample, default_nfe=nfe, prompt=None, train_steps=None)
 
     e = sub.add_parser(
         "evaluate",
@@ -463,9 +514,7 @@ def _check_steps(args) -> None:
     if not hasattr(args, "sampler") or args.command == "train":
         return
     if args.steps is None:
-        args.steps = (
-            AUDIO_STEPS if getattr(args, "recipe", None) == "audio" else DDIM_STEPS
-        )
+        args.steps = getattr(args, "default_nfe", DDIM_STEPS)
     elif args.sampler == "ddpm":
         raise SettingError(
             "argument --steps: ddpm sampling walks all T steps of the chain; "
@@ -482,7 +531,18 @@ def _checks(args) -> None:
     if args.command == "sample" and args.recipe == "audio":
         _check_output("--out", args.out, folder=True)
         _check_budget(args, 1000)
-    elif args.command == "sample":
+    elif args.command == "sample" and args.recipe in FRONTIER:
+        from difflab.pipelines.frontier import TrainedFlow
+
+        try:
+            if args.recipe == "consistency":
+                if not 1 <= args.steps <= 1000:
+                    raise ValueError("consistency sampling needs 1 to 1000 steps")
+            else:
+                TrainedFlow.check_budget(args.sampler, args.steps)
+        except ValueError as err:
+            raise SettingError(f"argument --nfe: {err}") from None
+    if args.command == "sample" and args.recipe != "audio":
         _check_output("--out", args.out, (".png",))
         if args.png_dir:
             _check_output("--png-dir", args.png_dir, folder=True)
@@ -646,11 +706,39 @@ def _draw_sd(args) -> tuple[torch.Tensor, None, str]:
     return x, None, what
 
 
+def _draw_frontier(args) -> tuple[torch.Tensor, None, str]:
+    """``sample flow|reflow|consistency``: the Frontier pages' models."""
+    from difflab.pipelines.frontier import (
+        load_or_train_consistency,
+        load_or_train_flow,
+    )
+
+    progress = not args.no_progress
+    profile = args.profile or current_profile()
+    if args.recipe == "consistency":
+        model = load_or_train_consistency(profile, progress=progress)
+    else:
+        kind = "fm" if args.recipe == "flow" else "reflow"
+        model = load_or_train_flow(kind, profile, progress=progress)
+    t0 = time.perf_counter()
+    x = model.sample(
+        args.n,
+        solver=args.sampler,
+        nfe=args.steps,
+        generator=torch.Generator().manual_seed(args.seed),
+        progress=progress,
+    )
+    what = f"{args.recipe}, {args.sampler}, {args.steps} evaluations"
+    return x, None, f"{what}, {time.perf_counter() - t0:.1f} s"
+
+
 def _sample(args) -> int:
     from difflab.notes.plotting import image_grid, to_uint8
 
     if args.recipe == "sd":
         x, labels, what = _draw_sd(args)
+    elif args.recipe in FRONTIER:
+        x, labels, what = _draw_frontier(args)
     else:
         _, x, labels, what = _draw(args)
     if _follower():  # under torchrun: rank 0 alone writes and reports

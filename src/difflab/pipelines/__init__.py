@@ -1,1 +1,1 @@
-"""Layer 6: the trained pipelines: recipes and their budgets, the latent autoencoder, the simplified Stable Diffusion, audio, the noisy classifier and the pretrained foundations models."""
+"""Layer 6: the trained pipelines: recipes and their budgets, the latent autoencoder, the simplified Stable Diffusion, audio, the Frontier's flow and consistency models, the noisy classifier and the pretrained foundations models."""

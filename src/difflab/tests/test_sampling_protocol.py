@@ -128,3 +128,91 @@ def test_the_aliases_name_the_same_solver():
     assert sampling.solver_name("dpm++2m") == "dpm_solver_pp_2m"
     with pytest.raises(ValueError, match="choose from"):
         sampling.solver_name("dpm++3")
+
+
+# --- the Frontier models: flow matching and the consistency student ---------------
+
+
+@pytest.fixture(scope="module")
+def ddpm_parts():
+    from difflab.pipelines.recipes import get_recipe, init_net
+
+    recipe = get_recipe("ddpm", "quick")
+    return recipe, init_net(recipe).eval()
+
+
+@pytest.mark.parametrize(("solver", "nfe", "calls"), [("euler", 3, 3), ("heun", 4, 4)])
+def test_a_flow_samples_with_its_solvers(ddpm_parts, solver, nfe, calls):
+    from difflab.pipelines.frontier import TrainedFlow
+
+    recipe, net = ddpm_parts
+    flow = TrainedFlow("fm", recipe, net, [], 0, False)
+    counter = _counted(net)
+
+    def draw(seed: int):
+        g = torch.Generator().manual_seed(seed)
+        return flow.sample(2, solver=solver, nfe=nfe, generator=g)
+
+    x = draw(0)
+    u = recipe.unet
+    assert x.shape == (2, u.in_channels, u.image_size, u.image_size)
+    assert len(counter) == calls and x.abs().max() <= 1
+    assert torch.equal(x, draw(0)) and not torch.equal(x, draw(1))
+    del net.forward
+    with pytest.raises(ValueError, match="even number"):
+        flow.sample(1, solver="heun", nfe=3)
+    with pytest.raises(ValueError, match="unconditional"):
+        flow.sample(1, guidance=2.0)
+
+
+@pytest.mark.parametrize("nfe", [1, 3])
+def test_the_consistency_student_samples_with_one_evaluation_a_step(ddpm_parts, nfe):
+    import copy
+
+    from difflab.diffusion.noise import DiscreteNoise
+    from difflab.diffusion.schedules import make_schedule
+    from difflab.flow.consistency import ConsistencyModel
+    from difflab.pipelines.frontier import TrainedConsistency, distill_config
+    from difflab.pipelines.recipes import Trained
+
+    recipe, net = ddpm_parts
+    schedule = make_schedule(recipe.schedule, recipe.T)
+    teacher = Trained(recipe, net, schedule, [], 0.0, False)
+    student_net = copy.deepcopy(net)
+    noise = DiscreteNoise(schedule)
+    model = ConsistencyModel(
+        student_net, noise, 0.0, kind="ddim", t_input=lambda t: t * recipe.T - 1
+    )
+    cm = TrainedConsistency(model, teacher, distill_config(teacher), [], False)
+    counter = _counted(student_net)
+    g = torch.Generator().manual_seed(0)
+    x = cm.sample(2, nfe=nfe, generator=g)
+    assert x.shape[0] == 2 and len(counter) == nfe
+    assert torch.equal(
+        x, cm.sample(2, nfe=nfe, generator=torch.Generator().manual_seed(0))
+    )
+    with pytest.raises(ValueError, match="use consistency"):
+        cm.sample(1, solver="ddim")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sample", "flow", "--solver", "heun", "--nfe", "3"], "even number"),
+        (["sample", "reflow", "--solver", "ddim"], "invalid choice"),
+        (["sample", "consistency", "--guidance", "2"], "unrecognized arguments"),
+        (["sample", "consistency", "--nfe", "1001"], "1 to 1000"),
+        (["train", "flow"], "can only be sampled"),
+        (["sample", "audio", "--digit", "3", "--solver", "heun", "--nfe", "2"], "3"),
+    ],
+)
+def test_the_command_line_refuses_a_bad_frontier_or_audio_budget(
+    argv, message, tmp_path, capsys
+):
+    """Exit status 2 and one line, before any model is loaded or trained."""
+    from difflab.cli import main
+
+    out = ["--out", str(tmp_path / ("clips" if "audio" in argv else "grid.png"))]
+    assert main([*argv, *(out if argv[0] == "sample" else [])]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
