@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from difflab.core.models import VelocityModel, call
+from difflab.core.ode import integrate
 from difflab.core.progress import tqdm
 from difflab.flow.paths import (
     StraightPath,
@@ -58,25 +59,20 @@ def flow_sample(
 
     ``method``: ``"euler"`` (len(grid) - 1 evaluations) or ``"heun"`` (twice as
     many; Karras et al. 2022, Algorithm 1, with the correction on every step).
-    ``callback`` gets ``{"i", "t", "x", "v", "dt"}`` after each step, ``v`` the
-    slope used and ``dt`` < 0 the step.
+    ``callback`` gets ``{"i", "t", "x", "v", "dt", "nfe"}`` after each step, ``v``
+    the slope used and ``dt`` < 0 the step (:func:`difflab.core.ode.integrate`, the
+    integrator the probability-flow sampler uses too).
     """
-    if method not in ("euler", "heun"):
-        raise ValueError(f"method must be 'euler' or 'heun', got {method!r}")
     ts = torch.as_tensor(grid, dtype=torch.float64).cpu()
-    x = x_1
-    for i in tqdm(range(len(ts) - 1), disable=not progress, desc=f"flow {method}"):
-        t = torch.full((x.shape[0],), float(ts[i]), dtype=x.dtype, device=x.device)
-        dt = float(ts[i + 1] - ts[i])
-        d = call(velocity, x, t, cond)
-        if method == "heun":
-            t_next = torch.full_like(t, float(ts[i + 1]))
-            d_next = call(velocity, x + dt * d, t_next, cond)
-            d = 0.5 * (d + d_next)  # 2nd order correction.
-        x = x + dt * d  # Euler step.
-        if callback is not None:
-            callback({"i": i, "t": float(ts[i + 1]), "x": x, "v": d, "dt": dt})
-    return x
+    return integrate(
+        lambda x, t: call(velocity, x, t, cond),
+        x_1,
+        ts,
+        method=method,
+        callback=callback,
+        progress=progress,
+        desc="flow",
+    )
 
 
 @torch.no_grad()

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from difflab.core.cond import Cond
 from difflab.core.models import ScoreModel, call
+from difflab.core.ode import integrate
 from difflab.core.progress import tqdm
 from difflab.core.tensors import append_dims, randn_like
 from difflab.diffusion.noise import NoiseLevels
@@ -186,22 +187,14 @@ def ode_sample(
         )
     if method not in ("euler", "heun"):
         raise ValueError(f"method must be 'euler', 'heun' or 'rk45', got {method!r}")
-    x, nfe, steps = x_T, 0, len(ts) - 1
-    for i in tqdm(range(steps), disable=not progress, desc=f"ODE {method}"):
-        t, t_next = _vec(ts[i], x), _vec(ts[i + 1], x)
-        h = float(ts[i + 1] - ts[i])  # negative
-        d = sde.ode_drift(x, t, score_fn, cond)
-        nfe += 1
-        if method == "euler":
-            x = x + h * d  # Euler step.
-        else:
-            x_pred = x + h * d
-            d_next = sde.ode_drift(x_pred, t_next, score_fn, cond)
-            nfe += 1
-            x = x + h * 0.5 * (d + d_next)  # 2nd order correction.
-        if callback is not None:
-            callback({"i": i, "t": float(ts[i + 1]), "x": x, "nfe": nfe})
-    return x
+    return integrate(
+        lambda x, t: sde.ode_drift(x, t, score_fn, cond),
+        x_T,
+        ts,
+        method=method,
+        callback=callback,
+        progress=progress,
+    )
 
 
 def _ode_rk45(
