@@ -121,6 +121,11 @@ def ddim_sample(
     sigma = eta sqrt((1 - a_prev) / (1 - a)) sqrt(1 - a / a_prev) (Eq. 16): eta = 0 is
     the deterministic DDIM, eta = 1 over all T steps is DDPM with beta_tilde.
 
+    It is written in the DDPM chapter's variables (alpha_bar, the step index) and is
+    a view of :func:`ddim_grid_sample`, the same update on any noise interface: on
+    ``DiscreteNoise(schedule)`` with the grid of ``timesteps`` the two agree to
+    1e-10 (``tests/test_noise.py``).
+
     Args:
         timesteps: increasing step indices (default: all of 0..T-1); see
             :func:`ddim_timesteps`.
