@@ -261,6 +261,7 @@ def on_config(config):
     _state["docs"] = Path(config.docs_dir).resolve()
     _state["root"] = Path(config.config_file_path).resolve().parent
     _state["info"] = {}
+    _state["zh"] = None
     return config
 
 
@@ -369,12 +370,14 @@ def on_page_markdown(markdown, page, config, files):
 
 
 def _zh_strings() -> dict:
-    """The Chinese edition's interface lines (``docs/i18n.zh.yml``)."""
-    import yaml
+    """The Chinese edition's interface lines (``docs/i18n.zh.yml``), read once a
+    build (``mkdocs serve`` reads an edited file again on the next one)."""
+    if _state.get("zh") is None:
+        import yaml
 
-    return yaml.safe_load((_state["docs"] / "i18n.zh.yml").read_text("utf-8"))[
-        "strings"
-    ]
+        path = _state["docs"] / "i18n.zh.yml"
+        _state["zh"] = yaml.safe_load(path.read_text("utf-8"))["strings"]
+    return _state["zh"]
 
 
 def _is_stage_page(page) -> bool:

@@ -199,24 +199,27 @@ def on_page_markdown(markdown, page, config, files):
         return markdown
     zh = page.file.src_uri.startswith("zh/")
     up = "../" if zh else ""
+    if zh:
+        import yaml
+
+        path = Path(config.docs_dir) / "i18n.zh.yml"
+        table = yaml.safe_load(path.read_text("utf-8")).get("api", {})
     rows = []
     for part, mods in _api["parts"]:
         path = _api["src"] / part if mods != [part] else _api["src"] / f"{part}.py"
         summary = _summary(path)
         if zh:
-            summary = _chinese_summary(part, summary, Path(config.docs_dir))
+            summary = _chinese_summary(part, summary, table)
         rows.append(f"- [`difflab.{part}`]({up}api/{part}.md): {summary}")
     return markdown.replace(API_MARKER, "\n".join(rows))
 
 
-def _chinese_summary(part: str, english: str, docs: Path) -> str:
-    """A part's line on the Chinese API index (``api:`` in ``docs/i18n.zh.yml``);
-    the English one, and a warning, where it is missing or its English changed."""
+def _chinese_summary(part: str, english: str, table: dict) -> str:
+    """A part's line on the Chinese API index (``table``: ``api:`` of
+    ``docs/i18n.zh.yml``); the English one, and a warning, where it is missing or
+    its English changed."""
     import hashlib
 
-    import yaml
-
-    table = yaml.safe_load((docs / "i18n.zh.yml").read_text("utf-8")).get("api", {})
     entry = table.get(part) or {}
     key = hashlib.sha256(english.encode()).hexdigest()[:12]
     if entry.get("en") == key and entry.get("zh"):

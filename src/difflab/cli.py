@@ -43,7 +43,7 @@ from difflab.pipelines.recipes import (
     get_recipe,
     load_or_train,
 )
-from difflab.pipelines.sampling import SOLVER_COST
+from difflab.pipelines.sampling import ALIASES, SOLVER_COST
 from difflab.runtime import cache
 from difflab.runtime.checkpoint import CheckpointError, DiskFullError
 from difflab.runtime.device import default_device
@@ -152,7 +152,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
 
 
 #: Other names ``--solver`` takes, as readers of the fast-sampling page call them.
-SOLVER_ALIASES = {"dpm++2m": "dpm_solver_pp_2m", "dpm++": "dpm_solver_pp_2m"}
+SOLVER_ALIASES = ALIASES  # the package's one table (difflab.pipelines.sampling)
 
 
 SOLVER_HELP = "solvers (--solver NAME --nfe N) and what each costs:\n" + "\n".join(

@@ -29,7 +29,11 @@ from difflab.diffusion.schedules import Schedule
 
 SOLVERS = ("ddpm", "ddim", *solvers.SOLVERS)
 # Short names as k-diffusion and diffusers spell them.
-ALIASES = {"dpm++2m": "dpm_solver_pp_2m", "dpmpp_2m": "dpm_solver_pp_2m"}
+ALIASES = {
+    "dpm++2m": "dpm_solver_pp_2m",
+    "dpm++": "dpm_solver_pp_2m",
+    "dpmpp_2m": "dpm_solver_pp_2m",
+}
 SOLVER_COST = {
     "ddpm": "all T steps of the chain, one evaluation each (nfe is ignored)",
     "ddim": "nfe evaluations, one per step (eta = 0: deterministic)",
