@@ -733,9 +733,8 @@ assert a_last < chance + 4 * s_last  # nothing to read at t = T
 # %%
 N_DIG = 500 if quick else 2000
 S_DIG = 25 if quick else 50
-eps_index = trained.eps_model()  # index-based, as the network was trained
 dnoise = DiscreteNoise(trained.schedule)
-eps_cont = dnoise.continuous(eps_index)  # the same model on continuous t
+eps_cont = trained.eps_model()  # continuous t: step n at (n + 1) / T, as dnoise
 grid = dnoise.grid(ddim_timesteps(trained.schedule.T, S_DIG))
 requested = torch.arange(N_DIG) % 10
 dig_null = trained.recipe.train.null_cond

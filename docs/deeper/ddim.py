@@ -232,7 +232,7 @@ x_t = q_sample(schedule, x0[:m], torch.full((m,), t), torch.randn(m, 3, dtype=F6
 
 
 def oracle(x, tt):  # eps_model(x_t, t) that knows x0: x0_hat is then exactly x0
-    ab = alpha_bar[tt].unsqueeze(1)
+    ab = alpha_bar[schedule.index(tt)].unsqueeze(1)  # tt: the step's time (n + 1) / T
     return (x - ab.sqrt() * x0[:m]) / (1 - ab).sqrt()
 
 
@@ -936,7 +936,7 @@ def ddim_encode(eps_model, x0, schedule, timesteps):
         t_cur = taus[k - 1] if k > 0 else taus[0]
         ab_cur = ab[t_cur] if k > 0 else torch.tensor(1.0, dtype=F64)
         tt = torch.full((x.shape[0],), t_cur, dtype=torch.long)
-        eps = eps_model(x, tt)
+        eps = eps_model(x, schedule.time(tt))  # the model takes the step's time
         x0_hat = (x - (1 - ab_cur).sqrt().float() * eps) / ab_cur.sqrt().float()
         x = ab[t].sqrt().float() * x0_hat + (1 - ab[t]).sqrt().float() * eps
     return x

@@ -298,7 +298,7 @@ test = load_images(trained.recipe.dataset, split="test")
 x_test = test.images[: 64 if run.profile == "quick" else 256]  # see the s.e. below
 g = torch.Generator().manual_seed(0)
 noise = DiscreteNoise(trained.schedule)
-score_fn = score_model_from_eps(noise.continuous(trained.eps_model()), noise)
+score_fn = score_model_from_eps(trained.eps_model(), noise)
 ode_bpd, ode_res = ode_bits_per_dim(
     score_fn, x_test, noise, generator=g, rtol=1e-4, atol=1e-4
 )
@@ -362,7 +362,7 @@ plt.show()
 # | ODE sampling | `ode_sample(score_fn, x_T, grid, sde=sde, method="euler" / "heun" / "rk45")` |
 # | Eq. (3) and (4) | `ode_log_likelihood(score_fn, x, sde, trace="exact" / "hutchinson")` |
 # | Eq. (5) | `dequantized_bits_per_dim(log_p, dims)`, `dequantize(images, generator)` |
-# | a DDPM in continuous time | `DiscreteNoise(schedule)`, `score_model_from_eps(noise.continuous(eps_model), noise)` |
+# | a DDPM in continuous time | `DiscreteNoise(schedule)`, `score_model_from_eps(trained.eps_model(), noise)` |
 #
 # ## Exercises
 #

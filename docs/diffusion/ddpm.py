@@ -718,7 +718,12 @@ assert_close(loss_by_hand, loss_pkg)
 # $T = 1000$ steps (section 7 compares them on a short chain, where they differ).
 # `samplers.ddpm_sample` is Algorithm 2; its `callback` receives, after every
 # step, the new $x_{t-1}$ and the current guess $\hat x_0$, which we keep at a few
-# steps to watch an image form.
+# steps to watch an image form. The network was trained on step indices, but
+# `trained.eps_model()` is called, like every model in `difflab`, at a continuous
+# time: code index $t$ (the paper's step $t + 1$) sits at time $(t + 1)/T$,
+# `schedule.time(t)`, and `schedule.index` maps a time back to its step. The
+# sampler loops over indices and passes their times, so the faster samplers of
+# later chapters, which choose their own times, call the same model.
 
 # %%
 quick = run.profile == "quick"
@@ -811,7 +816,8 @@ for i in (99, 599):
     t_i = torch.full((n_bound,), i, dtype=torch.long)
     x_t_i = diffusion.q_sample(trained.schedule, x0_bound, t_i, eps_all[i])
     with torch.no_grad():
-        err = ((eps_all[i] - eps_model(x_t_i, t_i)) ** 2).flatten(1).sum(1)
+        eps_hat = eps_model(x_t_i, trained.schedule.time(t_i))  # step i's time
+        err = ((eps_all[i] - eps_hat) ** 2).flatten(1).sum(1)
     s = trained.schedule
     lam_i = s.betas[i] ** 2 / (
         2 * s.posterior_variance[i] * s.alphas[i] * (1 - s.alpha_bar[i])
@@ -865,7 +871,7 @@ def bound_in_nats(x0, generator, n_random=32, n_first=10):
     def x_t_and_eps_hat(t):  # t: (n,) code indices
         eps = torch.randn(x0.shape, generator=generator)
         x_t = diffusion.q_sample(s, x0, t, eps)
-        return x_t, eps, eps_model(x_t, t)
+        return x_t, eps, eps_model(x_t, s.time(t))
 
     def kl(t):  # Eq. (18) with C_t = 0: lambda_t ||eps - eps_hat||^2, (n,)
         _, eps, eps_hat = x_t_and_eps_hat(t)
@@ -964,8 +970,9 @@ taus, sub = respaced(trained.schedule, n_steps)
 assert_close(sub.alpha_bar, trained.schedule.alpha_bar[taus])  # same marginals, Eq. (4)
 
 
-def sub_eps_model(x_t: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    return eps_model(x_t, taus.to(k.device)[k])  # step k of the sub-chain is step tau_k
+def sub_eps_model(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    k = sub.index(t).cpu()  # step k of the sub-chain (at its time t) is step tau_k
+    return eps_model(x_t, trained.schedule.time(taus[k]))
 
 
 acc = metrics.classifier_test_accuracy(r.dataset)

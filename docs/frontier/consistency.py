@@ -213,7 +213,7 @@ def sample(method, k, seed):
             eps, x_T, teacher.schedule, trailing(k), clip_x0=1.0, progress=False
         )
     else:
-        eps = noise.continuous(teacher.eps_model())
+        eps = teacher.eps_model()
         x = solvers.dpm_solver_pp_2m(eps, x_T, grid, noise=noise, progress=False)
     return x.clamp(-1, 1)
 

@@ -582,7 +582,7 @@ def img_sample(name, k, seed):
         x = ddim_sample(eps, z, ddpm.schedule, trailing(k), clip_x0=1.0, progress=False)
     elif name == "diffusion + DPM-Solver++":
         dn = DiscreteNoise(ddpm.schedule)
-        eps = dn.continuous(ddpm.eps_model())
+        eps = ddpm.eps_model()
         x = solvers.dpm_solver_pp_2m(
             eps, z, dn.grid(trailing(k)), noise=dn, progress=False
         )

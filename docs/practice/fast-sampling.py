@@ -359,7 +359,7 @@ plt.show()
 # uniform in $\lambda$; Heun on Eq. (8) with $n = \lfloor(\text{NFE}+1)/2\rfloor$
 # steps (odd NFE: 5, 9, 15, 19, 49, 99). Every grid ends with a step to $t = 0$,
 # the clean image. The network knows only the 1000 integer steps, so a time
-# between two of them is evaluated at the nearest one (`DiscreteNoise.continuous`),
+# between two of them is evaluated at the nearest one (`trained.eps_model()`),
 # as diffusers does; the solvers use the exact $\alpha, \sigma$ of the grid time.
 #
 # **Clipping is one of the things compared, not a difference between the
@@ -395,7 +395,7 @@ print(trained.data_note)
 print(f"model from cache: {trained.from_cache}; training {trained.train_seconds:.0f} s")
 noise = DiscreteNoise(trained.schedule)
 T = trained.schedule.T
-eps_model = noise.continuous(trained.eps_model())
+eps_model = trained.eps_model()  # continuous t, as every solver calls it
 
 
 # %% tags=["fold"]

@@ -491,13 +491,18 @@ def _check_sd(args) -> None:
     if args.command != "sample":
         return
     if sd:
-        from difflab.pipelines.stable_diffusion import tokenizer
+        from difflab.pipelines.stable_diffusion import (
+            stable_diffusion_recipe,
+            tokenizer,
+        )
 
         if args.eta != 0:
             raise SettingError(
                 "argument --eta: sample sd draws with eta 0 (drop --eta)"
             )
-        _check_budget(args, 1000)
+        _check_budget(
+            args, stable_diffusion_recipe(args.profile or current_profile()).T
+        )
         if len(args.prompt) > MAX_PROMPT_CHARS:
             raise SettingError(
                 f"argument --prompt: {len(args.prompt):,} characters, more than "
@@ -529,8 +534,10 @@ def _checks(args) -> None:
     _check_steps(args)
     _check_sd(args)
     if args.command == "sample" and args.recipe == "audio":
+        from difflab.pipelines.audio import audio_recipe
+
         _check_output("--out", args.out, folder=True)
-        _check_budget(args, 1000)
+        _check_budget(args, audio_recipe(args.model, args.profile).T)
     elif args.command == "sample" and args.recipe in FRONTIER:
         from difflab.pipelines.frontier import TrainedFlow
 
@@ -826,9 +833,9 @@ def _digit(text: str) -> int:
 def _sample_audio(args) -> int:
     """``sample audio``: write ``--n`` WAV files of ``--digit`` into ``--out``."""
     from difflab.data.signal import write_wav
-    from difflab.pipelines.audio import load_or_train_audio
+    from difflab.pipelines.audio import audio_recipe, load_or_train_audio
 
-    model = load_or_train_audio(args.model)
+    model = load_or_train_audio(audio_recipe(args.model, args.profile))
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
     x = model.sample(

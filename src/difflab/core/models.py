@@ -7,12 +7,15 @@ with a condition, ``model(x, t, cond)``, as k-diffusion always passes its
 solver. The aliases say what a model predicts and what its ``t`` is, so that a
 signature says which kind it takes:
 
-- :data:`IndexEpsModel`: the noise eps on the DDPM chain's step index ``t`` (a
-  ``(B,)`` long tensor, 0 to T - 1): what ``as_eps_model`` returns and the DDPM and
-  DDIM samplers take;
-- :data:`EpsModel`: the noise eps in continuous time ``t`` (a ``(B,)`` float tensor
-  of a ``NoiseLevels``): what the ODE solvers take;
-  ``DiscreteNoise.continuous`` turns an :data:`IndexEpsModel` into one;
+- :data:`EpsModel`: the noise eps in continuous time ``t`` (a ``(B,)`` float
+  tensor): what every sampler and solver takes. A network trained on the DDPM
+  chain's step index n is wrapped once, where it is loaded, by ``as_eps_model``,
+  which puts step n at t = (n + 1) / T (``Schedule.time``, ``Schedule.index``);
+- :data:`IndexEpsModel`: the noise eps on the step index itself (a ``(B,)`` long
+  tensor, 0 to T - 1), the way the DDPM chapter writes a model by hand; no
+  sampler takes one: ``DiscreteNoise.continuous`` turns it into an
+  :data:`EpsModel` (and ``Schedule.index`` refuses an integer t, so passing one
+  where a time belongs fails loudly);
 - :data:`ScoreModel`: the score grad_x log p_t(x) in continuous time (the score
   SDE samplers and likelihoods);
 - :data:`VelocityModel`: the velocity dx/dt in continuous time t in [0, 1] (flow

@@ -56,13 +56,14 @@ def gaussian_eps_model(mean: Tensor, cov: Tensor, schedule: Schedule):
     (x_t - sqrt(a) mean). A sampler fed this model must reproduce N(mean, cov).
 
     Returns:
-        ``eps_model(x_t, t)`` over x_t of shape (B, D) and t (B,) long.
+        ``eps_model(x_t, t)`` over x_t of shape (B, D) and continuous t (B,) (step
+        index n at t = (n + 1) / T, as every model of the package).
     """
     mean = mean.to(torch.float64)
     evals, U = torch.linalg.eigh(cov.to(torch.float64))  # cov = U diag(evals) U^T
 
     def eps_model(x_t: Tensor, t: Tensor) -> Tensor:
-        a = schedule.alpha_bar[t.cpu()].unsqueeze(1)  # (B, 1)
+        a = schedule.alpha_bar[schedule.index(t.cpu())].unsqueeze(1)  # (B, 1)
         r = (x_t.cpu().to(torch.float64) - a.sqrt() * mean) @ U  # (B, D), eigenbasis
         eps = (
             (1 - a).sqrt() * r / (a * evals + 1 - a)

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from difflab.core.cond import Cond, NullCond, cat
-from difflab.core.models import IndexEpsModel
+from difflab.core.models import EpsModel
 from difflab.core.tensors import append_dims
 from difflab.diffusion.noise import NoiseLevels
 
@@ -49,7 +49,7 @@ def _check_scale(name: str, value: float) -> float:
     return value
 
 
-def guided(eps_model: IndexEpsModel, w: float, null: NullCond) -> IndexEpsModel:
+def guided(eps_model: EpsModel, w: float, null: NullCond) -> EpsModel:
     """The guided eps model ``(x_t, t, cond=None) -> eps_w``, one batched call.
 
     The conditional and null halves are stacked along the batch and sent through
@@ -80,13 +80,13 @@ def guided(eps_model: IndexEpsModel, w: float, null: NullCond) -> IndexEpsModel:
 
 
 def classifier_guided(
-    eps_model: IndexEpsModel,
+    eps_model: EpsModel,
     log_prob_fn: LogProbFn,
     scale: float,
     noise: NoiseLevels,
     *,
     null: NullCond | None = None,
-) -> IndexEpsModel:
+) -> EpsModel:
     """Classifier guidance: ``eps - scale * sigma(t) * grad_x log p(y | x_t, t)``.
 
     Dhariwal & Nichol 2021, Sec. 4.2 and Algorithm 2 (there sigma(t) =
@@ -102,7 +102,7 @@ def classifier_guided(
 
     Args:
         eps_model: ``eps_model(x_t, t, cond)`` on the time of ``noise`` (continuous
-            t; wrap an index-based model with ``DiscreteNoise.continuous``).
+            t, as every model).
         log_prob_fn: ``log_prob_fn(x_t, t, cond) -> (B,)``, log p(y | x_t, t) of
             the labels in ``cond`` (e.g. a noise-aware classifier's log-softmax).
         scale: the guidance scale s; 0 returns ``eps_model``'s prediction.

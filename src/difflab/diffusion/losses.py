@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from difflab.core.cond import Cond
-from difflab.core.models import IndexEpsModel
+from difflab.core.models import EpsModel
 from difflab.core.tensors import randn_like
 from difflab.diffusion.forward import q_mean_variance, q_posterior, q_sample
 from difflab.diffusion.parameterization import (
@@ -114,7 +114,7 @@ def model_log_variance(
 
 @torch.no_grad()
 def vlb_terms(
-    eps_model: IndexEpsModel,
+    eps_model: EpsModel,
     x0: Tensor,
     schedule: Schedule,
     *,
@@ -140,7 +140,8 @@ def vlb_terms(
         t = torch.full((B,), i, device=x0.device, dtype=torch.long)
         eps = randn_like(x0, generator)
         x_t = q_sample(schedule, x0, t, eps)
-        x0_hat = x0_from_eps(x_t, eps_model(x_t, t), gather(schedule.alpha_bar, t, x0))
+        eps_hat = eps_model(x_t, schedule.time(t).to(x0.device, x0.dtype))
+        x0_hat = x0_from_eps(x_t, eps_hat, gather(schedule.alpha_bar, t, x0))
         mean, _, _ = q_posterior(schedule, x0_hat, x_t, t)  # model mean (Eq. 11)
         log_var = model_log_variance(schedule, t, x0, variance)
         if i == 0:
@@ -157,7 +158,7 @@ def vlb_terms(
 
 
 def vlb_bits_per_dim(
-    eps_model: IndexEpsModel, x0: Tensor, schedule: Schedule, **kwargs
+    eps_model: EpsModel, x0: Tensor, schedule: Schedule, **kwargs
 ) -> Tensor:
     """The variational bound on -log2 p(x_0) per dimension, per example (B,).
 

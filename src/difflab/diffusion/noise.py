@@ -202,11 +202,11 @@ class DiscreteNoise(NoiseLevels):
 
     def index(self, t: Tensor) -> Tensor:
         """The step index n = round(t N) - 1 of time t, clamped to 0..N-1 (long)."""
-        return (torch.round(t * self.N) - 1).clamp(0, self.N - 1).long()
+        return self.schedule.index(t)
 
     def time(self, n: Tensor) -> Tensor:
         """The time t_n = (n + 1) / N of step index n (float64)."""
-        return (n.to(torch.float64) + 1) / self.N
+        return self.schedule.time(n)
 
     def grid(self, timesteps: Tensor) -> Tensor:
         """The time grid of an increasing index subsequence (e.g. ``ddim_timesteps``):

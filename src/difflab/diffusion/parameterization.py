@@ -8,7 +8,8 @@ Every conversion takes ``alpha_bar`` already broadcast against ``x_t`` (see
 - score = grad log q(x_t) = -E[eps | x_t] / sqrt(1 - a) (Song et al. 2021b, Eq. 7)
 
 :func:`as_eps_model` turns any network into the ``eps_model(x_t, t, cond=None)``
-callable that every sampler takes, so that samplers compare on one trained network.
+callable (t continuous) that every sampler takes, so that samplers compare on one
+trained network.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from torch import Tensor
 
 from difflab.core.cond import Cond
-from difflab.core.models import IndexEpsModel
+from difflab.core.models import EpsModel
 from difflab.diffusion.schedules import Schedule, gather
 
 PREDICTIONS = ("eps", "x0", "v")
@@ -83,16 +84,23 @@ def to_eps(prediction: str, out: Tensor, x_t: Tensor, alpha_bar: Tensor) -> Tens
 
 def as_eps_model(
     net: Callable[..., Tensor], schedule: Schedule, prediction: str = "eps"
-) -> IndexEpsModel:
-    """Wrap ``net(x, t, cond)`` as ``eps_model(x_t, t, cond=None) -> eps_hat``.
+) -> EpsModel:
+    """Wrap ``net(x, n, cond)`` as ``eps_model(x_t, t, cond=None) -> eps_hat``.
+
+    This is where a network trained on the chain's step index n is wrapped, once,
+    into the package's model convention (:mod:`difflab.core.models`): ``t`` is
+    continuous time, step index n sitting at t = (n + 1) / T
+    (:meth:`~difflab.diffusion.schedules.Schedule.time`), so every sampler and
+    solver calls it the same way.
 
     Args:
-        net: predicts ``prediction`` from (x_t, t as float, cond).
-        schedule: the discrete schedule; t is the step index (B,) long.
+        net: predicts ``prediction`` from (x_t, n as float, cond).
+        schedule: the discrete schedule the network was trained on.
         prediction: ``"eps"``, ``"x0"`` or ``"v"``; the output is converted to eps.
 
     ``cond`` is passed to the network unchanged; classifier-free guidance is a
-    wrapper around the result (:func:`difflab.diffusion.guidance.guided`).
+    wrapper around the result (:func:`difflab.diffusion.guidance.guided`). An
+    integer ``t`` (a step index) raises ``TypeError``.
     """
     if prediction not in PREDICTIONS:
         raise ValueError(
@@ -100,7 +108,8 @@ def as_eps_model(
         )
 
     def eps_model(x_t: Tensor, t: Tensor, cond: Cond | None = None) -> Tensor:
-        out = net(x_t, t.to(x_t.dtype), cond)
-        return to_eps(prediction, out, x_t, gather(schedule.alpha_bar, t, x_t))
+        n = schedule.index(t).to(x_t.device)
+        out = net(x_t, n.to(x_t.dtype), cond)
+        return to_eps(prediction, out, x_t, gather(schedule.alpha_bar, n, x_t))
 
     return eps_model

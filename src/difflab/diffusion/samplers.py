@@ -2,14 +2,17 @@
 
 Every sampler has the signature ``(eps_model, x_T, schedule or grid, ..., *, cond,
 generator, callback, progress) -> x_0``, where ``eps_model(x_t, t)`` predicts the
-noise (wrap any network with
+noise at continuous time t (the package's one model convention,
+:mod:`difflab.core.models`; wrap any network with
 :func:`difflab.diffusion.parameterization.as_eps_model`); ``cond``, if given, is
 passed unchanged as ``eps_model(x_t, t, cond)``. ``callback``, if given, is called
 after every step with a dict ``{"i", "t", "x", "x0_hat"}``.
 
 :func:`ddpm_sample` and :func:`ddim_sample` speak the DDPM chapter's variables
-(integer steps t, alpha_bar); :func:`ddim_grid_sample` is the same DDIM update
-written on the noise interface (alpha(t), sigma(t), lambda(t) of
+(integer steps, alpha_bar): they loop over step indices n and call the model at
+n's time, ``schedule.time(n)`` = (n + 1) / T, the paper's step over T (their
+callback's ``"t"`` is the index n); :func:`ddim_grid_sample` is the same DDIM
+update written on the noise interface (alpha(t), sigma(t), lambda(t) of
 :mod:`difflab.diffusion.noise`) over any time grid the caller chooses.
 """
 
@@ -21,7 +24,7 @@ import torch
 from torch import Tensor
 
 from difflab.core.cond import Cond
-from difflab.core.models import IndexEpsModel, call
+from difflab.core.models import EpsModel, call
 from difflab.core.progress import tqdm
 from difflab.core.tensors import append_dims, randn_like
 from difflab.diffusion.forward import q_posterior
@@ -32,7 +35,7 @@ from difflab.diffusion.schedules import Schedule, gather
 
 @torch.no_grad()
 def ddpm_sample(
-    eps_model: IndexEpsModel,
+    eps_model: EpsModel,
     x_T: Tensor,
     schedule: Schedule,
     *,
@@ -61,7 +64,7 @@ def ddpm_sample(
         reversed(range(schedule.T)), total=schedule.T, disable=not progress, desc="DDPM"
     ):
         t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
-        eps = call(eps_model, x, t, cond)
+        eps = call(eps_model, x, _time(schedule, t, x), cond)
         x0_hat = x0_from_eps(x, eps, gather(schedule.alpha_bar, t, x))
         if clip_x0 is not None:
             x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
@@ -75,6 +78,11 @@ def ddpm_sample(
         if callback is not None:
             callback({"i": schedule.T - 1 - i, "t": i, "x": x, "x0_hat": x0_hat})
     return x
+
+
+def _time(schedule: Schedule, n: Tensor, x: Tensor) -> Tensor:
+    """The continuous time of step indices ``n``, in ``x``'s dtype and device."""
+    return schedule.time(n).to(device=x.device, dtype=x.dtype)
 
 
 def ddim_timesteps(T: int, steps: int, spacing: str = "uniform") -> Tensor:
@@ -103,7 +111,7 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "uniform") -> Tensor:
 
 @torch.no_grad()
 def ddim_sample(
-    eps_model: IndexEpsModel,
+    eps_model: EpsModel,
     x_T: Tensor,
     schedule: Schedule,
     timesteps: Tensor | None = None,
@@ -141,7 +149,7 @@ def ddim_sample(
             a_prev = gather(schedule.alpha_bar, torch.full_like(t, taus[k - 1]), x)
         else:
             a_prev = torch.ones_like(a)  # alpha_bar_0 = 1: the clean image
-        eps = call(eps_model, x, t, cond)
+        eps = call(eps_model, x, _time(schedule, t, x), cond)
         x0_hat = x0_from_eps(x, eps, a)
         if clip_x0 is not None:
             x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
@@ -158,7 +166,7 @@ def ddim_sample(
 
 @torch.no_grad()
 def ddim_grid_sample(
-    eps_model: IndexEpsModel,
+    eps_model: EpsModel,
     x_T: Tensor,
     grid: Tensor,
     *,
@@ -179,10 +187,9 @@ def ddim_grid_sample(
     c = eta sigma_s sqrt(1 - exp(2 (lambda_t - lambda_s))), the std of
     q(x_s | x_t, x_0) at eta = 1 (Eq. 16 written with lambda = log(alpha / sigma);
     for the VP case it is Eq. 16 exactly). eta = 0 is the deterministic DDIM, the
-    first-order DPM-Solver (Lu et al. 2022, Sec. 4.1). ``eps_model`` takes
-    continuous t (wrap an index-based one with
-    :meth:`~difflab.diffusion.noise.DiscreteNoise.continuous`). The last step adds
-    no noise. len(grid) - 1 model evaluations.
+    first-order DPM-Solver (Lu et al. 2022, Sec. 4.1). ``eps_model`` takes the
+    continuous t of ``noise``, as every model does. The last step adds no noise.
+    len(grid) - 1 model evaluations.
     """
     ts = torch.as_tensor(grid, dtype=torch.float64).cpu()
     x = x_T

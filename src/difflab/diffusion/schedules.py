@@ -92,6 +92,31 @@ class Schedule:
         """The number of steps."""
         return len(self.betas)
 
+    def time(self, n: Tensor | int) -> Tensor:
+        """The continuous time t = (n + 1) / T of step index n (float64).
+
+        Step index n is the paper's step n + 1, so t is the paper's step over T: every
+        model is called on this t (:mod:`difflab.core.models`), and
+        :class:`~difflab.diffusion.noise.DiscreteNoise` puts alpha_bar_n exactly there.
+        """
+        return (torch.as_tensor(n).to(torch.float64) + 1) / self.T
+
+    def index(self, t: Tensor) -> Tensor:
+        """The step index n = round(t T) - 1 of continuous time t, clamped to 0..T-1.
+
+        The inverse of :meth:`time` (exactly, in float32 too, for T below 10^6).
+
+        Raises:
+            TypeError: for an integer ``t``: a step index where a time is expected.
+        """
+        if not (t.is_floating_point() or t.is_complex()):
+            raise TypeError(
+                f"expected a continuous time t in (0, 1], got a {t.dtype} tensor (a "
+                "step index?); the time of step index n is schedule.time(n) = (n + 1) / T"
+            )
+        n = torch.round(t.to(torch.float64) * self.T) - 1
+        return n.clamp(0, self.T - 1).long()
+
     def snr(self) -> Tensor:
         """Signal-to-noise ratio alpha_bar / (1 - alpha_bar) (Kingma et al. 2021, Eq. 2)."""
         return self.alpha_bar / (1 - self.alpha_bar)

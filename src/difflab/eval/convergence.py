@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from difflab.core.models import IndexEpsModel
+from difflab.core.models import EpsModel
 from difflab.core.tensors import randn_like
 from difflab.diffusion.parameterization import eps_from_x0, x0_from_eps
 from difflab.diffusion.samplers import ddim_timesteps
@@ -81,7 +81,7 @@ def coarse_noise_weights(
 
 @torch.no_grad()
 def coupled_ddim(
-    eps_model: IndexEpsModel,
+    eps_model: EpsModel,
     x_T: Tensor,
     schedule: Schedule,
     step_counts: Sequence[int],
@@ -124,7 +124,7 @@ def coupled_ddim(
             a_prev = gather(schedule.alpha_bar, torch.full_like(tt, t_prev), x)
         else:
             a_prev = torch.ones_like(a)
-        eps = eps_model(x, tt)
+        eps = eps_model(x, schedule.time(tt).to(x.device, x.dtype))
         x0_hat = x0_from_eps(x, eps, a)
         if clip_x0 is not None:
             x0_hat = x0_hat.clamp(-clip_x0, clip_x0)

@@ -309,7 +309,7 @@ def load_or_train_consistency(
 
     def build(path):
         student = make_student().train()
-        teacher_eps = noise.continuous(teacher.eps_model())
+        teacher_eps = teacher.eps_model()
         target, losses = distill(
             student, teacher_eps, data.images, config, progress=progress
         )

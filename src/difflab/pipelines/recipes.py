@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from difflab.core import cond as conds
 from difflab.core.cond import Cond, NullCond
-from difflab.core.models import IndexEpsModel
+from difflab.core.models import EpsModel
 from difflab.data.images import ImageData, load_images
 from difflab.diffusion.parameterization import as_eps_model
 from difflab.diffusion.schedules import Schedule, make_schedule
@@ -337,7 +337,7 @@ class Trained:
     autoencoder: TrainedAutoencoder | None = None
     image_size: int | None = None  # of the data (a latent recipe's decoded images)
 
-    def eps_model(self) -> IndexEpsModel:
+    def eps_model(self) -> EpsModel:
         """The network as ``eps_model(x_t, t, cond=None)`` (see :func:`as_eps_model`)."""
         return as_eps_model(self.net, self.schedule, self.recipe.train.prediction)
 

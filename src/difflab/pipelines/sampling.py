@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from difflab.core.cond import Cond, NullCond
-from difflab.core.models import IndexEpsModel
+from difflab.core.models import EpsModel
 from difflab.diffusion import solvers
 from difflab.diffusion.guidance import guided
 from difflab.diffusion.noise import DiscreteNoise
@@ -76,7 +76,7 @@ def check_budget(solver: str, nfe: int, schedule: Schedule) -> None:
 
 @torch.no_grad()
 def draw(
-    eps: IndexEpsModel,
+    eps: EpsModel,
     schedule: Schedule,
     x_T: Tensor,
     *,
@@ -92,10 +92,10 @@ def draw(
 ) -> Tensor:
     """x_0 from ``x_T`` with solver ``solver`` spending ``nfe`` evaluations.
 
-    ``eps(x_t, t, cond)`` is the network as a noise predictor on the step index of
-    ``schedule``. With ``guidance`` (w) it is guided with ``null_cond``
-    (classifier-free guidance). ``clip`` bounds the x0 estimate of every step
-    (None for latents, which are not bounded).
+    ``eps(x_t, t, cond)`` is the network as a noise predictor in continuous time
+    (``as_eps_model(net, schedule, prediction)``). With ``guidance`` (w) it is
+    guided with ``null_cond`` (classifier-free guidance). ``clip`` bounds the x0
+    estimate of every step (None for latents, which are not bounded).
 
     Raises:
         ValueError: unknown solver, a budget it cannot spend, or guidance without
@@ -110,7 +110,7 @@ def draw(
         noise = DiscreteNoise(schedule)
         grid = solvers.default_grid(solver, noise, nfe)
         return solvers.SOLVERS[solver](
-            noise.continuous(eps),
+            eps,
             x_T,
             grid,
             noise=noise,

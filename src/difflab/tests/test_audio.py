@@ -201,6 +201,32 @@ def test_cli_sample_audio_refuses_bad_input(argv, message, tmp_path, capsys):
     assert message in err and err.count("\n") == 1  # one line, no traceback
 
 
+def test_cli_sample_audio_checks_the_budget_against_the_recipes_own_T(
+    monkeypatch, tmp_path, capsys
+):
+    """``--nfe`` is held to the T of the audio recipe asked for (``--model``,
+    ``--profile``), read from the recipe (here shortened to 30 steps)."""
+    from dataclasses import replace
+
+    import difflab.pipelines.audio as audio
+    from difflab.cli import main
+
+    real = audio.audio_recipe
+    asked = []
+
+    def short(*a, **k):
+        asked.append(a)
+        return replace(real(*a, **k), T=30)
+
+    monkeypatch.setattr(audio, "audio_recipe", short)
+    argv = ["--digit", "3", "--model", "wave", "--profile", "quick", "--nfe", "31"]
+    out = ["--out", str(tmp_path / "clips"), "--no-progress"]
+    assert main(["sample", "audio", *argv, *out]) == 2
+    err = capsys.readouterr().err
+    assert "more than the recipe's T = 30" in err and err.count("\n") == 1, err
+    assert asked == [("wave", "quick")]
+
+
 def test_clip_html_embeds_the_wav_itself():
     import base64
     import re

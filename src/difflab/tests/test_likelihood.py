@@ -89,16 +89,16 @@ def test_dequantize_stays_in_its_bin():
 
 def test_ode_bits_per_dim_of_ddpm_eps_model_for_gaussian_images():
     # Images (B, 1, 2, 2) from a Gaussian: the ideal eps-model of the discrete
-    # schedule (over step indices), carried to continuous t by DiscreteNoise,
+    # schedule (continuous t, step n at (n + 1) / T, as DiscreteNoise puts it)
     # gives the closed-form NLL at t = 1/T.
     s = make_schedule("linear", 1000)
     mean = torch.tensor([0.3, -0.2, 0.1, 0.0], dtype=F64)
     cov = 0.05 * torch.eye(4, dtype=F64) + 0.02
     p = gaussian(mean, cov)
     flat_eps = gaussian_eps_model(mean, cov, s)
-    eps_model = lambda x, n: flat_eps(x.reshape(len(x), 4), n).reshape(x.shape)
+    eps_model = lambda x, t: flat_eps(x.reshape(len(x), 4), t).reshape(x.shape)
     noise = DiscreteNoise(s)
-    score = score_model_from_eps(noise.continuous(eps_model), noise)
+    score = score_model_from_eps(eps_model, noise)
     images = p.sample(6, torch.Generator().manual_seed(6), dtype=F64).reshape(
         6, 1, 2, 2
     )

@@ -120,7 +120,7 @@ def test_ddim_on_the_noise_interface_equals_ddim_sample(eta, steps):
         progress=False,
     )
     out = ddim_grid_sample(
-        noise.continuous(eps),
+        eps,
         x_T,
         noise.grid(taus),
         noise=noise,
@@ -149,7 +149,7 @@ def test_a_wrong_lambda_breaks_the_ddim_equality():
     )  # fmt: skip
     wrong = LogSNR(s)
     out = ddim_grid_sample(
-        wrong.continuous(eps), x_T, wrong.grid(taus), noise=wrong, eta=1.0,
+        eps, x_T, wrong.grid(taus), noise=wrong, eta=1.0,
         generator=torch.Generator().manual_seed(1), progress=False,
     )  # fmt: skip
     assert (out - ref).abs().max() > 0.1

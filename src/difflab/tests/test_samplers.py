@@ -155,7 +155,7 @@ def test_bits_per_dim_of_a_point_mass():
     c = torch.tensor([[-1.0, 0.0, 0.5, 1.0]], dtype=torch.float64).expand(3, 4)
 
     def eps_model(x_t, t):  # E[eps | x_t] when x_0 = c surely
-        a = s.alpha_bar[t].unsqueeze(1)
+        a = s.alpha_bar[s.index(t)].unsqueeze(1)  # t continuous: step index s.index(t)
         return (x_t - a.sqrt() * c) / (1 - a).sqrt()
 
     terms = vlb_terms(
@@ -177,3 +177,63 @@ def test_bits_per_dim_of_a_point_mass():
     )  # edge bins extend to infinity
     expect = (prior - mass.log()).sum() / (4 * math.log(2))
     assert_close(terms.sum(1), expect.expand(3), atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("T", [1000, 37])
+def test_step_index_and_time_round_trip(T):
+    """Step index n sits at t = (n + 1) / T, and index(time(n)) = n for every n,
+    in float64 and in the float32 a network's input is cast to."""
+    s = make_schedule("linear", T)
+    n = torch.arange(T)
+    assert_close(s.time(n), (n.double() + 1) / T, rtol=0, atol=0)
+    for dtype in (torch.float64, torch.float32):
+        assert torch.equal(s.index(s.time(n).to(dtype)), n)
+    with pytest.raises(TypeError, match="step index"):
+        s.index(n)  # an index where a time belongs is refused, not misread
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_chain_samplers_call_the_model_at_the_step_times(sampler):
+    """ddpm_sample and ddim_sample loop over step indices but call the model in
+    continuous time: at schedule.time(n), from the last step down to the first."""
+    s = make_schedule("linear", 50)
+    seen = []
+
+    def model(x, t):
+        assert t.is_floating_point() and t.dtype == x.dtype
+        seen.append(float(t[0]))
+        return torch.zeros_like(x)
+
+    x_T = torch.zeros(3, 2, dtype=torch.float32)
+    if sampler == "ddpm":
+        ddpm_sample(model, x_T, s, generator=torch.Generator().manual_seed(0),
+                    progress=False)  # fmt: skip
+        want = s.time(torch.arange(50).flip(0))
+    else:
+        taus = ddim_timesteps(50, 7)
+        ddim_sample(model, x_T, s, taus, progress=False)
+        want = s.time(taus.flip(0))
+    assert_close(torch.tensor(seen, dtype=torch.float64), want, rtol=1e-6, atol=0)
+
+
+def test_as_eps_model_takes_continuous_time_and_refuses_an_index():
+    """The wrapped network sees step index n (as a float) at t = (n + 1) / T, and
+    converts its v-prediction with alpha_bar_n; an integer t is a TypeError."""
+    from difflab.diffusion.parameterization import as_eps_model, eps_from_v
+
+    s = make_schedule("linear", 100)
+    inputs = []
+
+    def net(x, n, cond):
+        inputs.append(n.clone())
+        return x * 0.5
+
+    eps_model = as_eps_model(net, s, "v")
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    n = torch.tensor([0, 9, 50, 99])
+    out = eps_model(x, s.time(n).float())
+    assert torch.equal(inputs[0], n.float())
+    a = s.alpha_bar[n].float().unsqueeze(1)
+    assert_close(out, eps_from_v(x, 0.5 * x, a))
+    with pytest.raises(TypeError, match="step index"):
+        eps_model(x, n)

@@ -25,10 +25,14 @@ SCHEDULE = make_schedule("linear", 1000)
 NOISE = DiscreteNoise(SCHEDULE)
 
 
-def fixed_eps(x, n):
-    """A smooth, x- and step-dependent stand-in for a trained eps network (index n)."""
+def index_eps(x, n):
+    """A smooth, x- and step-dependent stand-in for a trained eps network, written on
+    the step index n (an ``IndexEpsModel``)."""
     c = (n.to(torch.float64) / 1000).view(-1, *([1] * (x.dim() - 1)))
     return torch.tanh(x) * (0.5 + c) + 0.3 * torch.sin(3 * c + x)
+
+
+fixed_eps = NOISE.continuous(index_eps)  # the same model in continuous time
 
 
 def _x(shape=(4, 3, 2), seed=0):
@@ -48,7 +52,7 @@ def test_ddim_equals_dpm_solver_1(steps):
     x_T = _x()
     a = ddim_sample(fixed_eps, x_T, SCHEDULE, taus, progress=False)
     b = solvers.dpm_solver_1(
-        NOISE.continuous(fixed_eps), x_T, NOISE.grid(taus), noise=NOISE, progress=False
+        fixed_eps, x_T, NOISE.grid(taus), noise=NOISE, progress=False
     )
     assert_close(b, a, rtol=0, atol=1e-12)
     sde = VPSDE()
@@ -90,7 +94,7 @@ def test_nfe_accounting(name, to_zero):
     grid = uniform_grid(NOISE, 6)
     if to_zero:
         grid = torch.cat([grid, torch.zeros(1, dtype=torch.float64)])
-    counted = CountedScore(NOISE.continuous(fixed_eps))
+    counted = CountedScore(fixed_eps)
     seen = []
     solvers.SOLVERS[name](
         counted,
@@ -251,7 +255,7 @@ def test_dpm_solver_pp_2m_matches_diffusers(steps, thresholding):
 
     def solve(threshold):
         return solvers.dpm_solver_pp_2m(
-            NOISE.continuous(fixed_eps),
+            fixed_eps,
             x_T,
             NOISE.grid(taus),
             noise=NOISE,
@@ -283,7 +287,7 @@ def test_dpm_solver_pp_2m_matches_diffusers(steps, thresholding):
     sched, x, outputs = scheduler(), x_T.clone(), []
     for i, t in enumerate(sched.timesteps):
         sched._step_index = i  # what step() keeps; set here as step() would
-        m = sched.convert_model_output(fixed_eps(x, t.repeat(len(x))), sample=x)
+        m = sched.convert_model_output(index_eps(x, t.repeat(len(x))), sample=x)
         outputs.append(m)
         if i == 0 or i == len(sched.timesteps) - 1:
             x = sched.dpm_solver_first_order_update(m, sample=x)
@@ -293,7 +297,7 @@ def test_dpm_solver_pp_2m_matches_diffusers(steps, thresholding):
 
     sched, x = scheduler(), x_T.clone()
     for t in sched.timesteps:
-        x = sched.step(fixed_eps(x, t.repeat(len(x))), t, x).prev_sample
+        x = sched.step(index_eps(x, t.repeat(len(x))), t, x).prev_sample
     # step() rounds the sample to float32 (relative 2^-24) once per step, and the
     # update carries earlier errors forward with coefficients of order 1.
     assert_close(ours, x.double(), rtol=steps * 2**-24, atol=1e-6)
@@ -321,11 +325,11 @@ def test_ddim_matches_diffusers(steps):
     x_T = _x()
     x = x_T.clone()
     for t in sched.timesteps:
-        x = sched.step(fixed_eps(x, t.repeat(len(x))), t, x, eta=0.0).prev_sample
+        x = sched.step(index_eps(x, t.repeat(len(x))), t, x, eta=0.0).prev_sample
     taus = sched.timesteps.flip(0)
     assert taus.tolist() == list(range(0, SCHEDULE.T, SCHEDULE.T // steps))
     ours = solvers.dpm_solver_1(
-        NOISE.continuous(fixed_eps), x_T, NOISE.grid(taus), noise=NOISE, progress=False
+        fixed_eps, x_T, NOISE.grid(taus), noise=NOISE, progress=False
     )
     assert_close(ours, x, rtol=0, atol=1e-8)
     ddim = ddim_sample(fixed_eps, x_T, SCHEDULE, taus, progress=False)
@@ -395,7 +399,7 @@ def test_clipped_dpm_solver_1_is_ddim_with_clip_x0():
     x_T = 2 * _x()  # fixed_eps overshoots [-1, 1] on these, so the clamp acts
     a = ddim_sample(fixed_eps, x_T, SCHEDULE, taus, clip_x0=1.0, progress=False)
     b = solvers.dpm_solver_1(
-        NOISE.continuous(fixed_eps),
+        fixed_eps,
         x_T,
         NOISE.grid(taus),
         noise=NOISE,

@@ -327,3 +327,24 @@ def test_sample_sd_refuses_bad_input_before_any_work(argv, message, tmp_path, ca
     assert message in err
     assert len(err.strip().splitlines()) == 1 and len(err) < 300, err[:500]
     assert not (tmp_path / "grid.png").exists()
+
+
+def test_sample_sd_checks_the_budget_against_the_recipes_own_T(
+    monkeypatch, tmp_path, capsys
+):
+    """``--nfe`` is held to the T of the recipe that will be sampled, read from
+    the recipe (here shortened to 40 steps), not to a number in the CLI."""
+    from dataclasses import replace
+
+    import difflab.pipelines.stable_diffusion as sd
+    from difflab.cli import main
+
+    real = sd.stable_diffusion_recipe
+    monkeypatch.setattr(
+        sd, "stable_diffusion_recipe", lambda *a, **k: replace(real(*a, **k), T=40)
+    )
+    out = ["--out", str(tmp_path / "grid.png"), "--no-progress"]
+    argv = ["sample", "sd", "--prompt", "a two", "--solver", "ddim", "--nfe", "41"]
+    assert main([*argv, *out]) == 2
+    err = capsys.readouterr().err
+    assert "more than the recipe's T = 40" in err and err.count("\n") == 1, err
