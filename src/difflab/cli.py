@@ -13,6 +13,7 @@ Examples::
     python -m difflab bench train                   # difflab vs diffusers throughput
     python -m difflab bench quality                 # same wall-clock, both scored
     python -m difflab bench alloc                   # keeping freed memory, side by side
+    python -m difflab bench laptop                  # the project pages' recipes vs before
     python -m difflab cache list                    # what the cache holds
     python -m difflab cache prune --dry-run         # what no current key reaches
 """
@@ -356,15 +357,19 @@ def parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_evaluate, prompt=None)
 
     b = sub.add_parser("bench", help="benchmarks (against diffusers; the allocator)")
-    b.add_argument("which", choices=["train", "quality", "alloc"])
+    b.add_argument("which", choices=["train", "quality", "alloc", "laptop"])
     b.add_argument("--out", type=Path, help="write a JSON report here (.json)")
     b.add_argument(
         "--budget",
         type=_real(0, MAX_BUDGET_S, open_low=True),
-        default=150.0,
-        help="quality: seconds of training each (150)",
+        help="quality, laptop: seconds of training each (150; laptop: 600)",
     )
-    b.add_argument("--n", type=_count(MAX_SAMPLES), help="quality: samples scored")
+    b.add_argument(
+        "--n", type=_count(MAX_SAMPLES), help="quality, laptop: samples scored"
+    )
+    b.add_argument(
+        "--only", choices=["mnist", "cifar10"], help="laptop: one dataset only"
+    )
     b.add_argument("--no-progress", action="store_true", help="hide progress bars")
     b.set_defaults(func=_bench)
 
@@ -792,11 +797,24 @@ def _bench(args) -> int:
         from difflab.eval.bench_alloc import bench_alloc
 
         bench_alloc()
+    elif args.which == "laptop":
+        from difflab.eval.bench_laptop import bench_laptop
+
+        bench_laptop(
+            budget=args.budget or 600.0,
+            n=args.n or 1000,
+            only=args.only,
+            out=args.out,
+            progress=not args.no_progress,
+        )
     else:
         from difflab.eval.bench_quality import bench_quality
 
         bench_quality(
-            budget=args.budget, out=args.out, progress=not args.no_progress, n=args.n
+            budget=args.budget or 150.0,
+            out=args.out,
+            progress=not args.no_progress,
+            n=args.n,
         )
     return 0
 

@@ -244,6 +244,15 @@ def evaluate_samples(
     }
 
 
+def metric_features(images: Tensor, data_name: str) -> tuple[Tensor, Tensor]:
+    """The metric classifier's features (N, F) and class probabilities (N, K) of
+    ``images`` (N, C, H, W) in [-1, 1], float64 on the CPU: what
+    :func:`evaluate_samples` scores, for spreads computed elsewhere."""
+    net = _classifier(data_name)
+    feats, probs = features_and_probs(net, images.to(next(net.parameters()).device))
+    return feats.cpu(), probs.cpu()
+
+
 def classifier_test_accuracy(data_name: str) -> float:
     """The metric classifier's accuracy on the test split (a sanity check of the metric)."""
     return _reference(data_name)[2]

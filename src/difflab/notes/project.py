@@ -82,6 +82,35 @@ def image_figure(images: Tensor | np.ndarray, nrow: int, title: str) -> plt.Figu
     return fig
 
 
+def samples_beside_real(
+    samples: Tensor | np.ndarray, real: ImageData, nrow: int, title: str
+) -> plt.Figure:
+    """The samples (left) beside as many real images of ``real`` (right), in the
+    same layout. With ``nrow`` equal to the number of classes (a conditional
+    recipe's samples, the classes in turn), column c of the real grid holds images
+    of class c, so each sample stands beside real images of the class it was asked
+    for; otherwise the real grid is the first images of ``real``."""
+    if isinstance(samples, np.ndarray):  # uint8 (N, H, W, C) -> [-1, 1] (N, C, H, W)
+        samples = torch.from_numpy(samples).permute(0, 3, 1, 2).float() / 127.5 - 1
+    n = len(samples)
+    if nrow == real.num_classes:
+        queues = [(real.labels == c).nonzero().flatten().tolist() for c in range(nrow)]
+        idx = [queues[k % nrow][k // nrow] for k in range(n)]
+        what = "real, a column per class"
+    else:
+        idx = list(range(n))
+        what = f"real, the first {n}"
+    rows = math.ceil(n / nrow)
+    fig, axes = plt.subplots(
+        1, 2, figsize=(FIGURE_WIDTH_IN, 0.7 + FIGURE_WIDTH_IN / 2 * rows / nrow)
+    )
+    fig.suptitle(title)
+    show_grid(axes[0], samples, nrow=nrow, title="samples")
+    show_grid(axes[1], real.images[idx], nrow=nrow, title=what)
+    fig.subplots_adjust(left=0.01, right=0.99, wspace=0.04, bottom=0.01, top=0.8)
+    return fig
+
+
 def show_data(data: ImageData, test: ImageData) -> plt.Figure:
     """Print the sizes of the training and test splits; draw 64 training images."""
     print(

@@ -234,10 +234,73 @@ def _mnist(profile: str) -> Recipe:
     )
 
 
+def _cifar10(profile: str) -> Recipe:
+    """The CIFAR-10 project's recipe: class-conditional, with guidance at sampling.
+
+    quick (a laptop): latent diffusion, as the MNIST project's recipe. A factor-4
+    autoencoder (32x32 colour images to 8x8x8 latents) and a UNet on its latents
+    with v-prediction on the cosine schedule, conditioned on the class with label
+    dropout for classifier-free guidance; both trained within ten minutes on two
+    CPU cores. Against the pixel recipe the page trained before
+    (``ddpm-cifar10``'s quick profile), trained for the same ten minutes
+    (``python -m difflab bench laptop``, 2026-12-06, two CPU cores, 1,000 samples
+    each, w = 2): Frechet distance 1.78 +- 0.13 against 2.74 +- 0.11 (floor
+    0.19), 1.60 +- 0.14 times closer to the floor; the autoencoder's own
+    reconstructions are at 1.0.
+    full (a GPU): the DDPM CIFAR-10 network of ``ddpm-cifar10`` (35.7M
+    parameters, Ho et al. 2020), unconditional, in pixels.
+    """
+    if profile != "quick":
+        return replace(
+            _ddpm_cifar10(profile),
+            name="cifar10",
+            description="The DDPM CIFAR-10 network in pixels (a GPU's recipe).",
+        )
+    ae = AutoencoderRecipe(
+        "cifar10",
+        AutoencoderConfig(3, 32, 4, CIFAR_LATENT_CHANNELS, channels=CIFAR_AE_CHANNELS),
+        steps=CIFAR_AE_STEPS,
+        batch_size=64,
+        lr=2e-3,
+    )
+    return Recipe(
+        "cifar10",
+        profile,
+        "cifar10",
+        UNetConfig(
+            in_channels=CIFAR_LATENT_CHANNELS,
+            image_size=8,
+            channels=CIFAR_UNET_CHANNELS,
+            channel_mult=(1, 2),
+            num_res_blocks=1,
+            num_classes=10,
+        ),
+        TrainConfig(
+            steps=CIFAR_UNET_STEPS,
+            batch_size=128,
+            lr=2e-3,
+            warmup=100,
+            ema_decay=0.995,
+            prediction="v",
+            cond_drop=0.1,
+            null_cond=NullCond((("y", 10),)),
+            checkpoint_every=500,
+        ),
+        schedule="cosine",
+        conditional=True,
+        autoencoder=ae,
+        description="Class-conditional latent DDPM on CIFAR-10 (a CPU laptop's recipe).",
+    )
+
+
+CIFAR_LATENT_CHANNELS, CIFAR_AE_CHANNELS, CIFAR_AE_STEPS = 8, 16, 1500
+CIFAR_UNET_CHANNELS, CIFAR_UNET_STEPS = 48, 2800
+
 RECIPES: dict[str, Callable[[str], Recipe]] = {
     "ddpm": _ddpm,
     "ddpm-cond": _ddpm_cond,
     "ddpm-cifar10": _ddpm_cifar10,
+    "cifar10": _cifar10,
     "mnist": _mnist,
 }
 

@@ -68,3 +68,73 @@ def test_a_latent_recipe_trains_two_steps_and_samples_images_at_the_data_size(
         generator=torch.Generator().manual_seed(0),
     )
     assert torch.equal(x, y)
+
+
+def test_the_cifar10_recipe_is_latent_conditional_and_its_full_profile_is_pixels():
+    quick, full = (
+        recipes.get_recipe("cifar10", "quick"),
+        recipes.get_recipe("cifar10", "full"),
+    )
+    assert quick.autoencoder is not None and quick.conditional
+    assert quick.autoencoder.net.in_channels == 3 and quick.train.prediction == "v"
+    assert quick.autoencoder.dataset == quick.dataset == "cifar10"
+    assert full.autoencoder is None and full.dataset == "cifar10"
+    assert full.unet == recipes.get_recipe("ddpm-cifar10", "full").unet
+
+
+def _tiny_cifar(root, per_class: int = 2) -> None:
+    """A CIFAR-10 PNG tree (``CIFAR10/train/<class>/``) of random 32x32 images."""
+    from PIL import Image
+
+    from difflab.data.images import CIFAR10_CLASSES
+
+    g = torch.Generator().manual_seed(0)
+    for name in CIFAR10_CLASSES:
+        folder = root / "CIFAR10" / "train" / name
+        folder.mkdir(parents=True)
+        for k in range(per_class):
+            px = torch.randint(0, 256, (32, 32, 3), generator=g, dtype=torch.uint8)
+            Image.fromarray(px.numpy()).save(folder / f"{k}.png")
+
+
+def test_the_cifar10_recipe_trains_two_steps_and_samples_at_batch_2(
+    monkeypatch, tmp_path
+):
+    """The smoke test of the CIFAR-10 laptop recipe as it is (its autoencoder and
+    UNet at their sizes), two steps of each part, on a tiny PNG tree."""
+    from dataclasses import replace
+
+    monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DIFFLAB_DATA", str(tmp_path / "data"))
+    _tiny_cifar(tmp_path / "data")
+    r = recipes.get_recipe("cifar10", "quick")
+    r = replace(
+        r,
+        autoencoder=replace(r.autoencoder, steps=2, batch_size=4),
+        train=replace(
+            r.train, steps=2, batch_size=4, warmup=1, checkpoint_every=2, log_every=1
+        ),
+    )
+    trained = recipes.load_or_train(r, progress=False)
+    assert trained.recipe.unet.in_channels == r.autoencoder.net.latent_channels
+    assert trained.recipe.unet.image_size == 8  # 32 / factor 4
+    g = torch.Generator().manual_seed(0)
+    x = trained.sample(
+        2, nfe=3, cond={"y": torch.tensor([1, 8])}, guidance=2.0, generator=g
+    )
+    assert x.shape == (2, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
+    assert torch.isfinite(x).all()
+
+
+def test_bench_laptop_skips_a_dataset_that_is_not_there(monkeypatch, tmp_path, capsys):
+    """``bench laptop`` trains nothing for a missing dataset: it says so, with the
+    command that fetches it, and goes on."""
+    from difflab.eval.bench_laptop import bench_laptop
+
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("DIFFLAB_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path / "cache"))
+    assert bench_laptop(only="cifar10", progress=False) == []
+    out = capsys.readouterr().out
+    assert "cifar10: skipped" in out and "download-datasets.sh cifar10" in out
+    assert not (tmp_path / "cache").exists()
