@@ -63,6 +63,12 @@ def _train_for(name: str, dataset: str, budget: float, device, progress: bool):
     if recipe.autoencoder is not None:
         ae = train_autoencoder(recipe.autoencoder, device, progress=progress)
         spent = ae.seconds  # the cached entry keeps its training time
+        if ae.from_cache:
+            print(
+                f"{name}: autoencoder from the cache, its {spent:.0f} s as recorded "
+                "when it was trained (with whatever threads that run had; set "
+                "DIFFLAB_CACHE to an empty folder to time it here)"
+            )
         x = ae.encode(fit_images(x, ae.recipe.net.image_size, ae.recipe.fit))
     schedule = make_schedule(recipe.schedule, recipe.T)
     res = train(

@@ -315,6 +315,20 @@ def test_the_loop_says_what_it_trains_and_how_long(digits, capsys, steps, says):
         assert "s a step here" in err and "to go" in err and err.count("\n") == 1
 
 
+def test_a_time_budgeted_run_announces_its_budget_not_its_step_cap(digits, capsys):
+    """Under time_budget (bench laptop trains with a cap of 10**9 steps) the line
+    names the budget and the steps it buys at the measured rate, not the cap's hours;
+    and the run stops at the first log after the budget is spent."""
+    s = make_schedule("linear", 100)
+    cfg = TrainConfig(steps=10**9, batch_size=8, log_every=4, checkpoint_every=10**9)
+    meta = {"recipe": "Recipe(name='tiny-demo', profile='quick')"}
+    res = train(_net(), digits, s, cfg, meta=meta, progress=False, time_budget=0.5)
+    err = capsys.readouterr().err
+    assert "training tiny-demo (Recipe) for 0.5 s (a time budget): about" in err, err
+    assert "1,000,000,000" not in err and "to go" not in err
+    assert res.seconds >= 0.5 and res.step % 4 == 0 and res.step < 10**9
+
+
 def test_the_full_profile_on_a_cpu_stops_after_its_warm_up_unless_allowed(
     digits, capsys, monkeypatch, tmp_path
 ):

@@ -395,9 +395,15 @@ def _refuse_slow(meta: dict | None, device: torch.device, line: str) -> None:
 
 
 def _announce(
-    meta: dict | None, cfg: TrainConfig, step: int, seconds: float, say: bool = True
+    meta: dict | None,
+    cfg: TrainConfig,
+    step: int,
+    seconds: float,
+    say: bool = True,
+    time_budget: float | None = None,
 ) -> str:
-    """One line: what is trained, its steps, the measured rate, the time left."""
+    """One line: what is trained, its steps, the measured rate, the time left
+    (under a time budget, the budget and the steps it buys at that rate)."""
     import re
     import sys
 
@@ -405,6 +411,15 @@ def _announce(
     what = f"{found[2]} ({found[1]})" if found else "a model"
     rate = seconds / ANNOUNCE_AFTER
     left = rate * (cfg.steps - step)
+    if time_budget is not None and time_budget < left + seconds:
+        line = (
+            f"training {what} for {time_budget:g} s (a time budget): about "
+            f"{time_budget / rate:,.0f} steps at about {rate:.2f} s a step here "
+            f"(the first {ANNOUNCE_AFTER} of this run)"
+        )
+        if say:
+            print(line, file=sys.stderr, flush=True)
+        return line
     when = f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min"
     if left >= 5400:
         when = f"{left / 3600:.1f} h"
@@ -511,7 +526,9 @@ def train(
                 bar.update(1)
                 if state.step == first + ANNOUNCE_AFTER < cfg.steps:
                     seconds = time.perf_counter() - t_run
-                    line = _announce(meta, cfg, state.step, seconds, say=rank == 0)
+                    line = _announce(
+                        meta, cfg, state.step, seconds, rank == 0, time_budget
+                    )
                     _refuse_slow(meta, device, line)
                 if state.step % cfg.log_every == 0 or state.step == cfg.steps:
                     state.seconds = time.perf_counter() - t0
