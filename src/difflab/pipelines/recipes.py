@@ -202,7 +202,12 @@ def _mnist(profile: str) -> Recipe:
     training gets about 200 steps in that time (the MNIST page's old recipe,
     blobs); on these latents eps-prediction on the linear schedule gave 18%
     confident, v on cosine 56% (EMA 0.999) and 69% (EMA 0.995), and the same
-    conditioned on the label 83% at w = 1 and 99% at w = 2.
+    conditioned on the label 83% at w = 1 and 99% at w = 2. Against the
+    conditional pixel recipe ``ddpm-cond`` for the same wall-clock time
+    (``bench laptop``, w = 2 for both, 1,000 samples, 2026-12-06): with one thread
+    and 540 s, Frechet distance 0.12 +- 0.03 against 0.31 +- 0.04 (floor 0.04) and
+    99.1% confident against 78.7%; with two threads and 600 s, 0.12 +- 0.03 against
+    0.07 +- 0.03 and 99.5% against 94.7%.
     full (a GPU): the conditional pixel DDPM at 28x28 of ``ddpm-cond``.
     """
     if profile != "quick":
