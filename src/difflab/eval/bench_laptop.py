@@ -125,7 +125,9 @@ def bench_laptop(
         ref_stats = gaussian_stats(ref)
         scores, feats = {}, {}
         for name in (new, old):
+            print(f"{dataset}: training {name} for {budget:.0f} s", flush=True)
             model, steps, ae_s = _train_for(name, dataset, budget, device, progress)
+            print(f"{dataset}: sampling {n} from {name} ({steps} steps)", flush=True)
             x, seconds = _draw(model, n, seed=0)
             feats[name], probs = metric_features(x, dataset)
             conf = float((probs.max(1).values >= CONFIDENT).double().mean())
