@@ -68,7 +68,8 @@ def edited_build(work: Path, env: dict) -> tuple[float, list[str]]:
     # a strict build accepts that; an untranslated unit it would refuse.
     note = copy / "docs" / "foundations" / "markov-chains.py"
     text = note.read_text()
-    at = text.index("\n", text.index("# %% [markdown]\n# ") + 16) + 1  # its title
+    cell = "# %% [markdown]\n"
+    at = text.index("\n", text.index(cell + "# ") + len(cell)) + 1  # after its title
     note.write_text(text[:at] + "# An edited line.\n" + text[at:])
     zh = note.with_suffix(".zh.md")
     zh.write_text(
@@ -102,8 +103,9 @@ def main() -> None:
         shutil.rmtree(work / d, ignore_errors=True)
 
     cold, log = build(REPO, env, work / "site")
-    print(f"cold build (empty caches): {cold:7.1f} s", flush=True)  # kept if a later
-    table = json.loads((work / "notes" / "last-build.json").read_text())  # step fails
+    # Printed now, so that a failure of a later build does not lose it.
+    print(f"cold build (empty caches): {cold:7.1f} s", flush=True)
+    table = json.loads((work / "notes" / "last-build.json").read_text())
     workers = next((ln for ln in log.splitlines() if "at a time with" in ln), "")
     warm, _ = build(REPO, env, work / "site")
 
