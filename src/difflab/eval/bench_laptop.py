@@ -36,11 +36,10 @@ from difflab.eval.metrics import (
     metric_features,
     real_data_floor,
 )
-from difflab.pipelines.autoencoder import fit_images, train_autoencoder
-from difflab.pipelines.recipes import Trained, get_recipe, init_net, resolve_data
+from difflab.pipelines.autoencoder import train_autoencoder
+from difflab.pipelines.recipes import Trained, get_recipe, resolve_data, train_net
 from difflab.runtime.cache import write_atomic
 from difflab.runtime.device import default_device, describe
-from difflab.train.loop import train
 
 #: dataset -> (the page's laptop recipe, the recipe the page used before)
 SHOWCASES = {"mnist": ("mnist", "ddpm-cond"), "cifar10": ("cifar10", "ddpm-cifar10")}
@@ -59,7 +58,7 @@ def _train_for(name: str, dataset: str, budget: float, device, progress: bool):
         )
     recipe, data = resolve_data(recipe)
     recipe = replace(recipe, train=replace(recipe.train, steps=10**9, compile=False))
-    ae, spent, x = None, 0.0, data.images
+    ae, spent = None, 0.0
     if recipe.autoencoder is not None:
         ae = train_autoencoder(recipe.autoencoder, device, progress=progress)
         spent = ae.seconds  # the cached entry keeps its training time
@@ -69,17 +68,11 @@ def _train_for(name: str, dataset: str, budget: float, device, progress: bool):
                 "when it was trained (with whatever threads that run had; set "
                 "DIFFLAB_CACHE to an empty folder to time it here)"
             )
-        x = ae.encode(fit_images(x, ae.recipe.net.image_size, ae.recipe.fit))
     schedule = make_schedule(recipe.schedule, recipe.T)
-    res = train(
-        init_net(recipe, device),
-        x,
-        schedule,
-        recipe.train,
-        cond={"y": data.labels} if recipe.conditional else None,
-        progress=progress,
+    res = train_net(
+        recipe, data, ae, schedule, device, progress,
         time_budget=max(budget - spent, 1.0),
-    )
+    )  # fmt: skip
     model = Trained(
         recipe, res.ema.eval(), schedule, res.losses, spent + res.seconds, False,
         data.note, ae, data.image_size,

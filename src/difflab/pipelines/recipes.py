@@ -49,7 +49,7 @@ from difflab.runtime.checkpoint import (
 )
 from difflab.runtime.device import default_device
 from difflab.runtime.profiles import PROFILES, current_profile
-from difflab.train.loop import TrainConfig, train
+from difflab.train.loop import TrainConfig, TrainResult, train
 
 
 @dataclass(frozen=True)
@@ -553,6 +553,33 @@ def is_trained(path: Path) -> bool:
         return False  # load_or_train names the file and the fix
 
 
+def train_net(
+    recipe: Recipe,
+    data: ImageData,
+    ae: TrainedAutoencoder | None,
+    schedule: Schedule,
+    device: torch.device,
+    progress: bool = True,
+    **kwargs,
+) -> TrainResult:
+    """Train a fresh network of ``recipe`` on ``data`` (on the autoencoder's scaled
+    latents of the fitted images, for a latent recipe); ``kwargs`` go to
+    :func:`difflab.train.loop.train` (``checkpoint``, ``time_budget``)."""
+    x = data.images
+    if ae is not None:
+        x = ae.encode(fit_images(x, ae.recipe.net.image_size, ae.recipe.fit))
+    return train(
+        init_net(recipe, device),
+        x,
+        schedule,
+        recipe.train,
+        cond={"y": data.labels} if recipe.conditional else None,
+        meta={"recipe": repr(recipe)},
+        progress=progress,
+        **kwargs,
+    )
+
+
 def load_or_train(
     recipe: Recipe | str,
     *,
@@ -583,18 +610,8 @@ def load_or_train(
         ae = train_autoencoder(recipe.autoencoder, device, progress=progress)
 
     def build(path):
-        x = data.images
-        if ae is not None:  # the scaled latents of the (fitted) images
-            x = ae.encode(fit_images(x, ae.recipe.net.image_size, ae.recipe.fit))
-        result = train(
-            init_net(recipe, device),
-            x,
-            schedule,
-            recipe.train,
-            cond={"y": data.labels} if recipe.conditional else None,
-            checkpoint=path,
-            meta={"recipe": repr(recipe)},
-            progress=progress,
+        result = train_net(
+            recipe, data, ae, schedule, device, progress, checkpoint=path
         )
         if result.step != recipe.train.steps:  # never cache an unfinished run
             raise RuntimeError(

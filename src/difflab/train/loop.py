@@ -413,7 +413,7 @@ def _announce(
     left = rate * (cfg.steps - step)
     if time_budget is not None and time_budget < left + seconds:
         line = (
-            f"training {what} for {time_budget:g} s (a time budget): about "
+            f"training {what} for {time_budget:.3g} s (a time budget): about "
             f"{time_budget / rate:,.0f} steps at about {rate:.2f} s a step here "
             f"(the first {ANNOUNCE_AFTER} of this run)"
         )
