@@ -159,6 +159,8 @@ STAND_IN_PAGES = {  # page: (the stand-in's name in the provenance box, fetch co
     "practice/mnist.py": ("digits", "bash download-datasets.sh mnist"),
     "practice/cifar10.py": ("digits", "bash download-datasets.sh cifar10"),
     "applications/audio.py": ("tones", "bash download-datasets.sh fsdd"),
+    "applications/latent-diffusion.py": ("digits", "bash download-datasets.sh mnist"),
+    "applications/stable-diffusion.py": ("digits", "bash download-datasets.sh mnist"),
 }
 
 

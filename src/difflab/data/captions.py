@@ -155,12 +155,15 @@ class CaptionedImages:
         captions: M strings.
         kept: how many distinct images survived the held-out filter.
         dropped: how many were held out.
+        source: (M,) the index of each row's image in the images captioned, so
+            that a per-image computation (an encoder) runs once per image.
     """
 
     images: Tensor
     captions: list[str]
     kept: int
     dropped: int
+    source: Tensor
 
 
 def captioned(images: Tensor, labels: Tensor, bins: AttributeBins) -> CaptionedImages:
@@ -183,6 +186,7 @@ def captioned(images: Tensor, labels: Tensor, bins: AttributeBins) -> CaptionedI
         for form in ((a, b), (a, None), (None, b), (None, None)):
             rows.append(i)
             caps.append(caption(d, *form))
+    source = torch.tensor(rows)
     return CaptionedImages(
-        images[torch.tensor(rows)], caps, int(keep.sum()), int((~keep).sum())
+        images[source], caps, int(keep.sum()), int((~keep).sum()), source
     )

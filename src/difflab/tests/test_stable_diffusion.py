@@ -125,6 +125,9 @@ def test_captions_follow_the_grammar_and_hold_out_pairs():
     rows = cap.captioned(images, labels, bins)
     assert rows.kept + rows.dropped == 200 and len(rows.captions) == 4 * rows.kept
     assert rows.dropped > 0
+    # each row names its image: four rows per kept image, none for a dropped one
+    assert torch.equal(rows.images, images[rows.source])
+    assert rows.source.bincount(minlength=200).unique().tolist() == [0, 4]
     for c in rows.captions:
         words = c.split()
         assert words[0] == "a" and set(words) <= set(cap.VOCABULARY)
