@@ -51,7 +51,6 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from difflab.data.images import load_images
 from difflab.diffusion.schedules import make_schedule
 from difflab.eval.metrics import (
     classifier_recipe,
@@ -131,13 +130,7 @@ F64 = torch.float64
 # (`DIFFLAB_PROFILE=full`) uses MNIST at 32x32 with larger networks.
 
 # %%
-MNIST = load_images("auto").name == "mnist"  # MNIST from data/ if downloaded
-if not MNIST:
-    run.data_notice(
-        "MNIST",
-        "scikit-learn's 8x8 digits upsampled to 16x16",
-        "bash download-datasets.sh mnist",
-    )
+MNIST = run.found_mnist("scikit-learn's 8x8 digits upsampled to 16x16")  # MNIST from data/ if downloaded
 FACTORS = (2, 4)
 LATENT_CHANNELS = 2
 ae_recipes = {

@@ -52,7 +52,6 @@ import torch
 import torch.nn.functional as F
 
 from difflab.data import captions as cap
-from difflab.data.images import load_images
 from difflab.eval.metrics import (
     classifier_recipe,
     features_and_probs,
@@ -120,13 +119,7 @@ quick = run.profile == "quick"
 # together; prompting for them asks the model to compose.
 
 # %%
-MNIST = load_images("auto").name == "mnist"  # MNIST from data/ if downloaded
-if not MNIST:
-    run.data_notice(
-        "MNIST",
-        "scikit-learn's 8x8 digits",
-        "bash download-datasets.sh mnist",
-    )
+MNIST = run.found_mnist("scikit-learn's 8x8 digits")  # MNIST from data/ if downloaded
 if MNIST and quick:  # the same 2x8x8 latent as f = 2 on the 16x16 digits
     recipe = stable_diffusion_recipe(run.profile, factor=4, dataset="mnist")
 else:

@@ -151,6 +151,17 @@ class PageRun:
         else:
             print(html.unescape(text.replace("<code>", "`").replace("</code>", "`")))
 
+    def found_mnist(self, stand_in: str) -> bool:
+        """Whether MNIST is downloaded (what ``load_images("auto")`` would load); if
+        not, the page says so at its top (:meth:`data_notice`), naming ``stand_in``,
+        what it runs on instead, and the command that fetches MNIST."""
+        from difflab.data.images import load_images
+
+        if load_images("auto").name == "mnist":
+            return True
+        self.data_notice("MNIST", stand_in, "bash download-datasets.sh mnist")
+        return False
+
     def finish(self, dataset: str | None = None) -> None:
         """Complete the provenance box at the top with the dataset and the time taken.
 

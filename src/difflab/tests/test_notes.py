@@ -1,4 +1,5 @@
-"""The note helpers: tables with fixed digits, the house style, quiet progress bars."""
+"""The note helpers: tables with fixed digits, the house style, quiet progress bars,
+the stand-in data notice."""
 
 from __future__ import annotations
 
@@ -61,3 +62,23 @@ def test_progress_bar_is_silent_off_a_terminal(monkeypatch):
     err = io.StringIO()  # not a TTY, as under the site build
     assert list(progress.tqdm(range(3), file=err)) == [0, 1, 2]
     assert err.getvalue() == ""
+
+
+def test_found_mnist_says_so_at_the_top_only_when_mnist_is_missing(
+    tmp_path, monkeypatch, capsys
+):
+    """Without MNIST a page gets the stand-in notice naming what it runs on and the
+    fetch command; with MNIST it gets none."""
+    monkeypatch.setenv("DIFFLAB_DATA", str(tmp_path))  # an empty data folder
+    run = page.PageRun("quick", "cpu")
+    assert run.found_mnist("the 8x8 digits") is False
+    said = capsys.readouterr().out
+    assert "without MNIST" in said and "the 8x8 digits" in said
+    assert "`bash download-datasets.sh mnist`" in said
+
+    from difflab.data import images
+
+    found = images.ImageData(torch.zeros(1, 1, 28, 28), torch.zeros(1), "mnist", "")
+    monkeypatch.setattr(images, "load_images", lambda *a, **k: found)
+    assert run.found_mnist("the 8x8 digits") is True
+    assert capsys.readouterr().out == ""
