@@ -1,6 +1,7 @@
 """The frontier's trained pipelines: flow matching, its reflow, the consistency student.
 
-All three work on the ``ddpm`` recipe's data and network, trained as the Frontier
+All three work on the ``ddpm`` recipe's data and network (the flows also on the latent
+``mnist-latent`` recipe's), trained as the Frontier
 pages train them (the pages call these functions, so the command line samples the
 pages' own models from the cache):
 
@@ -39,6 +40,12 @@ from difflab.flow.rectified import (
     time_grid,
     train_velocity,
     velocity_model,
+)
+from difflab.pipelines.autoencoder import (
+    TrainedAutoencoder,
+    fit_images,
+    train_autoencoder,
+    unfit_images,
 )
 from difflab.pipelines.recipes import DEPS as RECIPE_DEPS
 from difflab.pipelines.recipes import (
@@ -96,6 +103,8 @@ class TrainedFlow:
     losses: list[float]
     steps: int  # optimiser steps in all (reflow: FM's and its own)
     from_cache: bool
+    autoencoder: TrainedAutoencoder | None = None  # a latent recipe's
+    image_size: int | None = None  # of the data (a latent recipe's decoded images)
 
     def velocity(self) -> VelocityModel:
         return velocity_model(self.net, TIME_SCALE)
@@ -138,9 +147,17 @@ class TrainedFlow:
         def one(b: int, rows: slice) -> Tensor:
             z = _noise(self.recipe, b, generator)
             x = flow_sample(self.velocity(), z, grid, method=solver, progress=progress)
-            return x.clamp(-1, 1)
+            return self.decode(x).clamp(-1, 1)
 
         return in_batches(n, batch_size, one)
+
+    def decode(self, x: Tensor) -> Tensor:
+        """The ODE's end as images: a latent recipe's latents decoded to the data's
+        size; a pixel recipe's images as they are."""
+        ae = self.autoencoder
+        if ae is None:
+            return x
+        return unfit_images(ae.decode(x), self.image_size, ae.recipe.fit)
 
 
 def flow_config(recipe: Recipe) -> FlowTrainConfig:
@@ -178,39 +195,52 @@ def _cached_net(name: str, config, train_fn, recipe: Recipe):
 
 
 def load_or_train_flow(
-    kind: str = "fm", profile: str | None = None, *, progress: bool = False
+    kind: str = "fm",
+    profile: str | None = None,
+    *,
+    progress: bool = False,
+    recipe: str = "ddpm",
 ) -> TrainedFlow:
-    """The ``ddpm`` recipe's network trained by flow matching (``"fm"``) or
-    fine-tuned by reflow (``"reflow"``), from the cache or trained now."""
+    """The network of ``recipe`` (``ddpm``, or the latent ``mnist-latent``) trained
+    by flow matching (``"fm"``) or fine-tuned by reflow (``"reflow"``) on the
+    recipe's data (a latent recipe's scaled latents), from the cache or trained now.
+    """
     if kind not in FLOW_KINDS:
         raise ValueError(f"unknown flow {kind!r}; choose from {', '.join(FLOW_KINDS)}")
-    recipe, digits = resolve_data(get_recipe("ddpm", profile))
-    cfg = flow_config(recipe)
+    recipe_, data = resolve_data(get_recipe(recipe, profile))
+    ae = train_autoencoder(recipe_.autoencoder) if recipe_.autoencoder else None
+    x = data.images
+    if ae is not None:
+        x = ae.encode(fit_images(x, ae.recipe.net.image_size, ae.recipe.fit))
+    prefix = "digits" if recipe == "ddpm" else recipe
+    cfg = flow_config(recipe_)
     fm, fm_losses, fm_hit = _cached_net(
-        "digits-fm",
-        (recipe, cfg),
-        lambda: train_velocity(init_net(recipe), digits.images, cfg, progress=progress),
-        recipe,
+        f"{prefix}-fm",
+        (recipe_, cfg),
+        lambda: train_velocity(init_net(recipe_), x, cfg, progress=progress),
+        recipe_,
     )
     if kind == "fm":
-        return TrainedFlow("fm", recipe, fm, fm_losses, cfg.steps, fm_hit)
-    rf_cfg, pairs = reflow_config(recipe)
+        return TrainedFlow(
+            "fm", recipe_, fm, fm_losses, cfg.steps, fm_hit, ae, data.image_size
+        )
+    rf_cfg, pairs = reflow_config(recipe_)
 
     def train_reflow():
-        z = torch.randn(
-            pairs, *digits.images.shape[1:], generator=torch.Generator().manual_seed(3)
-        )
+        z = torch.randn(pairs, *x.shape[1:], generator=torch.Generator().manual_seed(3))
         x_end, _ = reflow_pairs(velocity_model(fm, TIME_SCALE), z, steps=8, batch=512)
+        if ae is None:  # pixels are bounded; scaled latents are not
+            x_end = x_end.clamp(-1, 1)
         return train_velocity(
-            copy.deepcopy(fm).train(), x_end.clamp(-1, 1), rf_cfg, noise=z,
-            progress=progress,
-        )  # fmt: skip
+            copy.deepcopy(fm).train(), x_end, rf_cfg, noise=z, progress=progress
+        )
 
     rf, rf_losses, rf_hit = _cached_net(
-        "digits-reflow", (recipe, cfg, rf_cfg, pairs), train_reflow, recipe
+        f"{prefix}-reflow", (recipe_, cfg, rf_cfg, pairs), train_reflow, recipe_
     )
+    steps = cfg.steps + rf_cfg.steps
     return TrainedFlow(
-        "reflow", recipe, rf, rf_losses, cfg.steps + rf_cfg.steps, rf_hit
+        "reflow", recipe_, rf, rf_losses, steps, rf_hit, ae, data.image_size
     )
 
 

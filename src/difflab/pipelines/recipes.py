@@ -36,6 +36,7 @@ from difflab.pipelines import sampling
 from difflab.pipelines.autoencoder import (
     AutoencoderRecipe,
     TrainedAutoencoder,
+    autoencoder_recipe,
     fit_images,
     train_autoencoder,
     unfit_images,
@@ -245,6 +246,38 @@ def _mnist(profile: str) -> Recipe:
     )
 
 
+def _mnist_latent(profile: str) -> Recipe:
+    """The ``ddpm`` recipe's UNet and budget on MNIST's latents, unconditional.
+
+    The flow-matching page's diffusion model when MNIST is present, beside flow
+    matching and reflow trained on the same latents with the same network
+    (:func:`difflab.pipelines.frontier.load_or_train_flow`). The latents are those
+    of the latent-diffusion page's factor-4 autoencoder (MNIST resized to 32x32,
+    2x8x8 latents; :func:`difflab.pipelines.autoencoder.autoencoder_recipe`,
+    shared through the cache), so the UNet works on an 8x8 grid, as the ``ddpm``
+    quick recipe does on the 8x8 digits. full: the same on the full profile's
+    autoencoder (2x16x16 latents) with the ``ddpm`` full recipe's UNet and budget.
+    """
+    base = _ddpm(profile)
+    ae = autoencoder_recipe(profile, 4 if profile == "quick" else 2, 2, "mnist")
+    return replace(
+        base,
+        name="mnist-latent",
+        dataset="mnist",
+        unet=replace(
+            base.unet,
+            in_channels=ae.net.latent_channels,
+            image_size=ae.net.latent_size,
+            # full: attention at half the latent's size, as 7 is for 28x28 pixels
+            attn_resolutions=(ae.net.latent_size // 2,)
+            if base.unet.attn_resolutions
+            else (),
+        ),
+        autoencoder=replace(ae, dataset="mnist"),
+        description="Unconditional latent DDPM on MNIST (the flow-matching page's).",
+    )
+
+
 def _cifar10(profile: str) -> Recipe:
     """The CIFAR-10 project's recipe: class-conditional, with guidance at sampling.
 
@@ -303,6 +336,7 @@ RECIPES: dict[str, Callable[[str], Recipe]] = {
     "ddpm-cifar10": _ddpm_cifar10,
     "cifar10": _cifar10,
     "mnist": _mnist,
+    "mnist-latent": _mnist_latent,
 }
 
 

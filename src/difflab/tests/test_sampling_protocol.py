@@ -165,6 +165,35 @@ def test_a_flow_samples_with_its_solvers(ddpm_parts, solver, nfe, calls):
         flow.sample(1, guidance=2.0)
 
 
+def test_a_latent_flow_returns_its_latents_decoded_at_the_data_size(ddpm_parts):
+    """A flow on a latent recipe (mnist-latent) hands back images: the ODE's end
+    through the autoencoder's decoder, brought to the data's size. With a field
+    that never moves, the ODE's end is its starting noise, so the expected images
+    are known exactly."""
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from difflab.pipelines.frontier import TrainedFlow
+
+    class Still(torch.nn.Module):
+        def forward(self, x, t, cond=None):
+            return torch.zeros_like(x)
+
+    recipe, _ = ddpm_parts
+    ae = SimpleNamespace(decode=lambda z: z / 3, recipe=SimpleNamespace(fit="resize"))
+    flow = TrainedFlow("fm", recipe, Still(), [], 0, False, ae, 4)
+    x = flow.sample(2, nfe=2, generator=torch.Generator().manual_seed(0))
+    u = recipe.unet
+    z = torch.randn(2, u.in_channels, 8, 8, generator=torch.Generator().manual_seed(0))
+    want = F.interpolate(z / 3, size=(4, 4), mode="bilinear", antialias=True)
+    assert x.shape == (2, u.in_channels, 4, 4)
+    torch.testing.assert_close(x, want.clamp(-1, 1))
+    pixels = TrainedFlow("fm", recipe, Still(), [], 0, False)  # no decoder: the end
+    z8 = pixels.sample(2, nfe=2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(z8, z.clamp(-1, 1))
+
+
 @pytest.mark.parametrize("nfe", [1, 3])
 def test_the_consistency_student_samples_with_one_evaluation_a_step(ddpm_parts, nfe):
     import copy
