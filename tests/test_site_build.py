@@ -161,6 +161,7 @@ STAND_IN_PAGES = {  # page: (the stand-in's name in the provenance box, fetch co
     "applications/audio.py": ("tones", "bash download-datasets.sh fsdd"),
     "applications/latent-diffusion.py": ("digits", "bash download-datasets.sh mnist"),
     "applications/stable-diffusion.py": ("digits", "bash download-datasets.sh mnist"),
+    "applications/conditioning.py": ("digits", "bash download-datasets.sh mnist"),
     "frontier/flow-matching.py": (
         "synthetic Gaussian mixture (eight Gaussians); digits",
         "bash download-datasets.sh mnist",

@@ -23,6 +23,11 @@ from torch import Tensor
 from difflab.data.images import load_images
 from difflab.diffusion.schedules import Schedule, make_schedule
 from difflab.nets.noisy_classifier import NoisyClassifier, NoisyClassifierConfig
+from difflab.pipelines.autoencoder import (
+    AutoencoderRecipe,
+    fit_images,
+    train_autoencoder,
+)
 from difflab.runtime.cache import cached
 from difflab.runtime.profiles import current_profile
 
@@ -33,6 +38,7 @@ DEPS = (
     "difflab.nets.noisy_classifier",
     "difflab.data.images",
     "difflab.diffusion.schedules",
+    "difflab.pipelines.autoencoder",
 )
 
 
@@ -40,7 +46,10 @@ DEPS = (
 class NoisyClassifierRecipe:
     """How the noise-aware classifier is trained (its cache key).
 
-    ``schedule`` and ``T`` must be those of the diffusion model it guides.
+    ``schedule`` and ``T`` must be those of the diffusion model it guides;
+    ``autoencoder``, that of a latent diffusion model: the classifier then reads
+    noisy scaled latents of the images (no random shifts: a latent pixel is four
+    image pixels), as the guided model's samples are latents until decoded.
     """
 
     dataset: str
@@ -52,6 +61,7 @@ class NoisyClassifierRecipe:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    autoencoder: AutoencoderRecipe | None = None
 
 
 def noisy_classifier_recipe(
@@ -60,23 +70,29 @@ def noisy_classifier_recipe(
     schedule: str = "linear",
     T: int = 1000,
     profile: str | None = None,
+    autoencoder: AutoencoderRecipe | None = None,
 ) -> NoisyClassifierRecipe:
-    """The recipe for ``dataset`` ("digits", "mnist", ...) in ``profile``.
+    """The recipe for ``dataset`` ("digits", "mnist", ...) in ``profile``, on the
+    pixels or on the scaled latents of ``autoencoder``.
 
     quick: width 16, 1500 steps (8x8 digits, under a minute on two CPU cores);
     full: width 32, 4000 steps (MNIST on a GPU).
     """
     data = load_images(dataset, split="test")
     quick = (profile or current_profile()) == "quick"
+    channels, size = data.channels, data.image_size
+    if autoencoder is not None:
+        channels, size = autoencoder.net.latent_channels, autoencoder.net.latent_size
     cfg = NoisyClassifierConfig(
-        in_channels=data.channels,
-        image_size=data.image_size,
+        in_channels=channels,
+        image_size=size,
         num_classes=data.num_classes,
         width=16 if quick else 32,
     )
     return NoisyClassifierRecipe(
-        data.name, cfg, schedule, T, steps=1500 if quick else 4000
-    )
+        data.name, cfg, schedule, T, steps=1500 if quick else 4000,
+        autoencoder=autoencoder,
+    )  # fmt: skip
 
 
 def noisy_batch(
@@ -114,7 +130,16 @@ def train_noisy_classifier(
 
         net = NoisyClassifier(recipe.config).to(device)
         data = load_images(recipe.dataset, split="train")
-        images, labels = data.images.to(device), data.labels.to(device)
+        images, labels = data.images, data.labels.to(device)
+        size, pad = data.image_size, max(1, data.image_size // 8)
+        if recipe.autoencoder is not None:
+            ae = train_autoencoder(recipe.autoencoder, device)
+            net_cfg = recipe.autoencoder.net
+            images = ae.encode(
+                fit_images(images, net_cfg.image_size, recipe.autoencoder.fit)
+            )
+            size, pad = net_cfg.latent_size, 0
+        images = images.to(device)
         gen = torch.Generator(device).manual_seed(recipe.seed)
         opt = torch.optim.AdamW(
             net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay
@@ -122,13 +147,12 @@ def train_noisy_classifier(
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, recipe.lr, total_steps=recipe.steps
         )
-        size, pad = data.image_size, max(1, data.image_size // 8)
         losses = []
         for _ in tqdm(range(recipe.steps), disable=not progress, desc="noisy clf"):
             idx = torch.randint(
                 len(images), (recipe.batch_size,), device=device, generator=gen
             )
-            x0 = F.pad(images[idx], (pad,) * 4, value=-1.0)
+            x0 = F.pad(images[idx], (pad,) * 4, value=-1.0)  # pad 0: as it is
             dx, dy = torch.randint(
                 0, 2 * pad + 1, (2,), generator=gen, device=device
             ).tolist()

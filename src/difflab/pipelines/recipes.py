@@ -128,16 +128,24 @@ def _ddpm(profile: str) -> Recipe:
     )
 
 
-def _ddpm_cond(profile: str) -> Recipe:
-    base = _ddpm(profile)
+def _with_labels(base: Recipe, name: str, description: str) -> Recipe:
+    """``base`` made class-conditional (10 classes) with label dropout of 0.1 for
+    classifier-free guidance, the null label 10."""
     return replace(
         base,
-        name="ddpm-cond",
+        name=name,
         conditional=True,
         unet=replace(base.unet, num_classes=10),
         train=replace(base.train, cond_drop=0.1, null_cond=NullCond((("y", 10),))),
-        description="Class-conditional DDPM with label dropout for classifier-free "
-        "guidance.",
+        description=description,
+    )
+
+
+def _ddpm_cond(profile: str) -> Recipe:
+    return _with_labels(
+        _ddpm(profile),
+        "ddpm-cond",
+        "Class-conditional DDPM with label dropout for classifier-free guidance.",
     )
 
 
@@ -278,6 +286,17 @@ def _mnist_latent(profile: str) -> Recipe:
     )
 
 
+def _mnist_latent_cond(profile: str) -> Recipe:
+    """``mnist-latent`` made class-conditional with label dropout, as ``ddpm-cond``
+    is made from ``ddpm``: the conditioning page's model when MNIST is present."""
+    return _with_labels(
+        _mnist_latent(profile),
+        "mnist-latent-cond",
+        "Class-conditional latent DDPM on MNIST with label dropout for "
+        "classifier-free guidance (the conditioning page's).",
+    )
+
+
 def _cifar10(profile: str) -> Recipe:
     """The CIFAR-10 project's recipe: class-conditional, with guidance at sampling.
 
@@ -337,6 +356,7 @@ RECIPES: dict[str, Callable[[str], Recipe]] = {
     "cifar10": _cifar10,
     "mnist": _mnist,
     "mnist-latent": _mnist_latent,
+    "mnist-latent-cond": _mnist_latent_cond,
 }
 
 
@@ -514,6 +534,14 @@ class Trained:
             return x.clamp(-1, 1).float()
 
         return sampling.in_batches(n, batch_size, one)
+
+    def encode(self, images: Tensor) -> Tensor:
+        """Scaled latents of images at the data's size (a latent recipe only): the
+        inverse of :meth:`decode` up to the autoencoder's loss."""
+        ae = self.autoencoder
+        if ae is None:
+            raise ValueError(f"{self.recipe.name} is not a latent recipe.")
+        return ae.encode(fit_images(images, ae.recipe.net.image_size, ae.recipe.fit))
 
     def decode(self, z: Tensor) -> Tensor:
         """Images at the data's size from scaled latents (a latent recipe only)."""

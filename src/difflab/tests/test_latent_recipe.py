@@ -138,3 +138,37 @@ def test_bench_laptop_skips_a_dataset_that_is_not_there(monkeypatch, tmp_path, c
     out = capsys.readouterr().out
     assert "cifar10: skipped" in out and "download-datasets.sh cifar10" in out
     assert not (tmp_path / "cache").exists()
+
+
+def test_the_mnist_latent_recipes_share_the_latent_pages_autoencoder():
+    """mnist-latent (flow matching) and mnist-latent-cond (conditioning) work on the
+    latents of the latent-diffusion page's f = 4 MNIST autoencoder (one cache
+    entry for the three pages), and differ only as ddpm-cond differs from ddpm."""
+    from difflab.pipelines.autoencoder import autoencoder_recipe
+
+    shared = autoencoder_recipe("quick", 4, 2, "mnist")
+    plain = recipes.get_recipe("mnist-latent", "quick")
+    cond = recipes.get_recipe("mnist-latent-cond", "quick")
+    assert plain.autoencoder == shared == cond.autoencoder
+    assert (plain.unet.in_channels, plain.unet.image_size) == (2, 8)
+    assert not plain.conditional and cond.conditional
+    assert cond.unet.num_classes == 10 and cond.train.cond_drop == 0.1
+    ddpm, ddpm_cond = (
+        recipes.get_recipe("ddpm", "quick"),
+        recipes.get_recipe("ddpm-cond", "quick"),
+    )
+    assert cond.train.null_cond == ddpm_cond.train.null_cond
+    assert plain.train == ddpm.train  # the ddpm recipe's budget
+
+
+def test_a_noisy_classifier_of_a_latent_model_reads_its_latents():
+    from difflab.pipelines.autoencoder import autoencoder_recipe
+    from difflab.pipelines.noisy_classifier import noisy_classifier_recipe
+
+    ae = autoencoder_recipe("quick", 2, 2, "digits")  # 16x16 -> 2x8x8
+    r = noisy_classifier_recipe("digits", profile="quick", autoencoder=ae)
+    assert (r.config.in_channels, r.config.image_size) == (2, 8)
+    assert r.autoencoder == ae
+    pixels = noisy_classifier_recipe("digits", profile="quick")
+    assert (pixels.config.in_channels, pixels.config.image_size) == (1, 8)
+    assert pixels.autoencoder is None and pixels != r  # two cache entries
