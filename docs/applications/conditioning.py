@@ -1001,6 +1001,8 @@ show_table(
     digits={"acc": 1, "dfd": 3, "fd": 1},
     caption="Differences between rows, in paired standard errors of the difference",
 )
+
+# %%
 # The claims of the text below, each by at least four standard errors. On both
 # data sets:
 one_vs_0, two_vs_1 = z["w = 1 vs 0"], z["w = 2 vs 1"]
