@@ -123,6 +123,13 @@ def _mnist_present(root: Path, train: bool) -> bool:
     )
 
 
+def mnist_present(split: str = "train", root: str | Path | None = None) -> bool:
+    """Whether MNIST's ``split`` is downloaded (what ``load_images("auto")`` would
+    load), from the files' presence alone: nothing is read."""
+    root = Path(root) if root is not None else data_root()
+    return _mnist_present(root, check_split(split))
+
+
 def _read(path: Path) -> bytes:
     """The bytes of ``path``; a file-system error is a message, not a traceback."""
     try:

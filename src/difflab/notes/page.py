@@ -155,9 +155,9 @@ class PageRun:
         """Whether MNIST is downloaded (what ``load_images("auto")`` would load); if
         not, the page says so at its top (:meth:`data_notice`), naming ``stand_in``,
         what it runs on instead, and the command that fetches MNIST."""
-        from difflab.data.images import load_images
+        from difflab.data.images import mnist_present
 
-        if load_images("auto").name == "mnist":
+        if mnist_present():
             return True
         self.data_notice("MNIST", stand_in, "bash download-datasets.sh mnist")
         return False

@@ -42,7 +42,6 @@ from difflab.eval.metrics import evaluate_samples
 from difflab.notes.page import FIGURE_WIDTH_IN
 from difflab.notes.plotting import show_grid, smooth
 from difflab.notes.tables import show_table
-from difflab.pipelines.autoencoder import fit_images
 from difflab.pipelines.recipes import Recipe, Trained, init_net, with_steps
 
 #: Standard errors by which a trained network must beat predicting zero. Eight
@@ -247,7 +246,7 @@ def batch_losses(
         idx = torch.randint(len(data), (r.train.batch_size,), generator=pick)
         x0 = data.images[idx]
         if ae is not None:  # the UNet's data are the scaled latents
-            x0 = ae.encode(fit_images(x0, ae.recipe.net.image_size, ae.recipe.fit))
+            x0 = ae.encode_images(x0)
         cond = {"y": data.labels[idx].to(device)} if r.conditional else None
         loss = simple_loss(
             net.eval(),

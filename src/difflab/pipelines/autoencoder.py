@@ -159,6 +159,17 @@ class TrainedAutoencoder:
         out = [self.net.decode((b / self.scale).to(dev)).cpu() for b in z.split(batch)]
         return torch.cat(out).clamp(-1.0, 1.0)
 
+    def encode_images(self, x: Tensor) -> Tensor:
+        """Scaled latents of images at any size: brought to the autoencoder's size
+        the way it was trained (:func:`fit_images`), then :meth:`encode`."""
+        return self.encode(fit_images(x, self.recipe.net.image_size, self.recipe.fit))
+
+    def decode_images(self, z: Tensor, size: int | None = None) -> Tensor:
+        """Images at ``size`` x ``size`` (default: the autoencoder's) from scaled
+        latents: :meth:`decode`, then :func:`unfit_images`."""
+        x = self.decode(z)
+        return x if size is None else unfit_images(x, size, self.recipe.fit)
+
 
 def latent_scale(net: Autoencoder, images: Tensor, batch: int = 500) -> float:
     """1 / std of the posterior means of ``images`` (all elements pooled)."""

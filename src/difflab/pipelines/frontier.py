@@ -43,9 +43,7 @@ from difflab.flow.rectified import (
 )
 from difflab.pipelines.autoencoder import (
     TrainedAutoencoder,
-    fit_images,
     train_autoencoder,
-    unfit_images,
 )
 from difflab.pipelines.recipes import DEPS as RECIPE_DEPS
 from difflab.pipelines.recipes import (
@@ -157,7 +155,7 @@ class TrainedFlow:
         ae = self.autoencoder
         if ae is None:
             return x
-        return unfit_images(ae.decode(x), self.image_size, ae.recipe.fit)
+        return ae.decode_images(x, self.image_size)
 
 
 def flow_config(recipe: Recipe) -> FlowTrainConfig:
@@ -209,15 +207,19 @@ def load_or_train_flow(
         raise ValueError(f"unknown flow {kind!r}; choose from {', '.join(FLOW_KINDS)}")
     recipe_, data = resolve_data(get_recipe(recipe, profile))
     ae = train_autoencoder(recipe_.autoencoder) if recipe_.autoencoder else None
-    x = data.images
-    if ae is not None:
-        x = ae.encode(fit_images(x, ae.recipe.net.image_size, ae.recipe.fit))
+
+    def training_data(images: Tensor = data.images) -> Tensor:
+        """What the flow learns (encoded only when a network is trained)."""
+        return images if ae is None else ae.encode_images(images)
+
     prefix = "digits" if recipe == "ddpm" else recipe
     cfg = flow_config(recipe_)
     fm, fm_losses, fm_hit = _cached_net(
         f"{prefix}-fm",
         (recipe_, cfg),
-        lambda: train_velocity(init_net(recipe_), x, cfg, progress=progress),
+        lambda: train_velocity(
+            init_net(recipe_), training_data(), cfg, progress=progress
+        ),
         recipe_,
     )
     if kind == "fm":
@@ -227,7 +229,8 @@ def load_or_train_flow(
     rf_cfg, pairs = reflow_config(recipe_)
 
     def train_reflow():
-        z = torch.randn(pairs, *x.shape[1:], generator=torch.Generator().manual_seed(3))
+        shape = training_data(data.images[:1]).shape[1:]
+        z = torch.randn(pairs, *shape, generator=torch.Generator().manual_seed(3))
         x_end, _ = reflow_pairs(velocity_model(fm, TIME_SCALE), z, steps=8, batch=512)
         if ae is None:  # pixels are bounded; scaled latents are not
             x_end = x_end.clamp(-1, 1)

@@ -25,7 +25,6 @@ from difflab.diffusion.schedules import Schedule, make_schedule
 from difflab.nets.noisy_classifier import NoisyClassifier, NoisyClassifierConfig
 from difflab.pipelines.autoencoder import (
     AutoencoderRecipe,
-    fit_images,
     train_autoencoder,
 )
 from difflab.runtime.cache import cached
@@ -135,9 +134,7 @@ def train_noisy_classifier(
         if recipe.autoencoder is not None:
             ae = train_autoencoder(recipe.autoencoder, device)
             net_cfg = recipe.autoencoder.net
-            images = ae.encode(
-                fit_images(images, net_cfg.image_size, recipe.autoencoder.fit)
-            )
+            images = ae.encode_images(images)
             size, pad = net_cfg.latent_size, 0
         images = images.to(device)
         gen = torch.Generator(device).manual_seed(recipe.seed)

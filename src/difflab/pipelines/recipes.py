@@ -37,9 +37,7 @@ from difflab.pipelines.autoencoder import (
     AutoencoderRecipe,
     TrainedAutoencoder,
     autoencoder_recipe,
-    fit_images,
     train_autoencoder,
-    unfit_images,
 )
 from difflab.runtime.cache import cached, entry
 from difflab.runtime.checkpoint import (
@@ -541,15 +539,14 @@ class Trained:
         ae = self.autoencoder
         if ae is None:
             raise ValueError(f"{self.recipe.name} is not a latent recipe.")
-        return ae.encode(fit_images(images, ae.recipe.net.image_size, ae.recipe.fit))
+        return ae.encode_images(images)
 
     def decode(self, z: Tensor) -> Tensor:
         """Images at the data's size from scaled latents (a latent recipe only)."""
         ae = self.autoencoder
         if ae is None:
             raise ValueError(f"{self.recipe.name} is not a latent recipe.")
-        size = self.image_size or ae.recipe.net.image_size
-        return unfit_images(ae.decode(z), size, ae.recipe.fit)
+        return ae.decode_images(z, self.image_size)
 
 
 def with_steps(cfg: TrainConfig, steps: int) -> TrainConfig:
@@ -629,7 +626,7 @@ def train_net(
     :func:`difflab.train.loop.train` (``checkpoint``, ``time_budget``)."""
     x = data.images
     if ae is not None:
-        x = ae.encode(fit_images(x, ae.recipe.net.image_size, ae.recipe.fit))
+        x = ae.encode_images(x)
     return train(
         init_net(recipe, device),
         x,

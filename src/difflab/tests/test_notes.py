@@ -76,9 +76,11 @@ def test_found_mnist_says_so_at_the_top_only_when_mnist_is_missing(
     assert "without MNIST" in said and "the 8x8 digits" in said
     assert "`bash download-datasets.sh mnist`" in said
 
-    from difflab.data import images
-
-    found = images.ImageData(torch.zeros(1, 1, 28, 28), torch.zeros(1), "mnist", "")
-    monkeypatch.setattr(images, "load_images", lambda *a, **k: found)
+    raw = tmp_path / "MNIST" / "raw"  # the training split's two files, present
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    assert run.found_mnist("the 8x8 digits") is False  # half a split is not MNIST
+    capsys.readouterr()
+    (raw / "train-labels-idx1-ubyte").write_bytes(b"")
     assert run.found_mnist("the 8x8 digits") is True
     assert capsys.readouterr().out == ""

@@ -64,10 +64,7 @@ def _world(prediction="eps", conditional=False, latent=False, batch=16):
     data = ImageData(pair[labels], labels, "digits", "two images")
     ae = None
     if latent:  # a stand-in autoencoder: latents 3x the pixels
-        net = SimpleNamespace(image_size=8)
-        ae = SimpleNamespace(
-            encode=lambda x: 3.0 * x, recipe=SimpleNamespace(net=net, fit="pad")
-        )
+        ae = SimpleNamespace(encode_images=lambda x: 3.0 * x)
     schedule = make_schedule(r.schedule, r.T)
     trained = Trained(r, init_net(r), schedule, [], 0.0, False, autoencoder=ae)
     return trained, data, 3.0 * pair if latent else pair

@@ -174,19 +174,30 @@ def test_a_latent_flow_returns_its_latents_decoded_at_the_data_size(ddpm_parts):
 
     import torch.nn.functional as F
 
+    from difflab.pipelines.autoencoder import TrainedAutoencoder
     from difflab.pipelines.frontier import TrainedFlow
 
     class Still(torch.nn.Module):
         def forward(self, x, t, cond=None):
             return torch.zeros_like(x)
 
+    class Identity(torch.nn.Module):  # a decoder that returns its (unscaled) input
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def decode(self, z):
+            return z
+
     recipe, _ = ddpm_parts
-    ae = SimpleNamespace(decode=lambda z: z / 3, recipe=SimpleNamespace(fit="resize"))
+    fit = SimpleNamespace(fit="resize")
+    ae = TrainedAutoencoder(fit, Identity(), scale=3.0, seconds=0.0)  # z / 3
     flow = TrainedFlow("fm", recipe, Still(), [], 0, False, ae, 4)
     x = flow.sample(2, nfe=2, generator=torch.Generator().manual_seed(0))
     u = recipe.unet
     z = torch.randn(2, u.in_channels, 8, 8, generator=torch.Generator().manual_seed(0))
-    want = F.interpolate(z / 3, size=(4, 4), mode="bilinear", antialias=True)
+    decoded = (z / 3).clamp(-1, 1)  # the decoder's images are clamped, then resized
+    want = F.interpolate(decoded, size=(4, 4), mode="bilinear", antialias=True)
     assert x.shape == (2, u.in_channels, 4, 4)
     torch.testing.assert_close(x, want.clamp(-1, 1))
     pixels = TrainedFlow("fm", recipe, Still(), [], 0, False)  # no decoder: the end
