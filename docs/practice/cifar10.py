@@ -119,7 +119,7 @@ plt.show()
 # (autoencoder 141 s, then 1,450 UNet steps) reached a Frechet distance of
 # 1.09 +- 0.08 beside a floor of 0.19, the pixel recipe (1,100 steps)
 # 2.83 +- 0.11. Their distances to the floor, 0.90 and 2.65, differ by a factor
-# of 2.94 +- 0.26. The same bench that morning, with a factor-4 autoencoder to
+# of 2.94 +- 0.26. The same bench earlier that day, with a factor-4 autoencoder to
 # 8x8x8 latents (and a UNet fitted to them), gave a factor of only
 # 1.60 +- 0.14; that autoencoder alone, decoding 1,000 test images it had
 # encoded, was at a distance of 1.0 already, the factor-2 one is at 0.03. The

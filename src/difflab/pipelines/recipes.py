@@ -308,7 +308,7 @@ def _cifar10(profile: str) -> Recipe:
     each, w = 2): Frechet distance 1.09 +- 0.08 against 2.83 +- 0.11 (floor
     0.19), 2.94 +- 0.26 times closer to the floor. A factor-4 autoencoder to
     8x8x8 latents (this recipe before) gave only 1.60 +- 0.14 in the same bench
-    that morning: its reconstructions of 1,000 test images were at a distance of
+    earlier that day: its reconstructions of 1,000 test images were at a distance of
     1.0, the factor-2 one's are at 0.03.
     full (a GPU): the DDPM CIFAR-10 network of ``ddpm-cifar10`` (35.7M
     parameters, Ho et al. 2020), unconditional, in pixels.
