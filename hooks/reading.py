@@ -474,7 +474,7 @@ def _cached_home_figure() -> bytes:
 
     import matplotlib
 
-    from difflab.runtime.cache import deps_hash
+    from difflab.runtime.cache import deps_hash, write_atomic
 
     h = hashlib.sha256(Path(__file__).read_bytes())
     h.update(deps_hash(("difflab.data.images", "difflab.diffusion.schedules")).encode())
@@ -483,12 +483,11 @@ def _cached_home_figure() -> bytes:
     if path.is_file():
         return path.read_bytes()
     png = home_figure()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # A temporary name of its own: two builds at once may both draw the figure.
+    write_atomic(path, lambda f: f.write(png))
     for old in path.parent.glob("home-*.png"):
-        old.unlink(missing_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(png)
-    tmp.replace(path)
+        if old != path:
+            old.unlink(missing_ok=True)
     return png
 
 

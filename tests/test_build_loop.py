@@ -343,3 +343,46 @@ def _build(root: Path, site: Path, env: dict, **popen) -> subprocess.Popen:
         env=env,
         **popen,
     )
+
+
+def test_two_builds_drawing_the_home_figure_at_once_both_get_it(tmp_path, monkeypatch):
+    """Two builds that miss the home figure's cache together both write it.
+
+    Each drawing waits for the other, so the two writes overlap: with one shared
+    temporary name, one build's rename found the file already moved by the other
+    (a CI failure on 5624447). Several rounds, since the overlap is a race."""
+    import importlib.util
+    import threading
+
+    spec = importlib.util.spec_from_file_location(
+        "reading_hook", REPO / "hooks" / "reading.py"
+    )
+    reading = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reading)
+    monkeypatch.setitem(reading._state, "root", tmp_path)
+    barrier = threading.Barrier(2)
+
+    def draw():
+        barrier.wait(timeout=30)
+        return b"\x89PNG figure"
+
+    monkeypatch.setattr(reading, "home_figure", draw)
+    folder = tmp_path / ".cache" / "site"
+    for _ in range(20):
+        for old in folder.glob("home-*"):
+            old.unlink()
+        results, errors = [], []
+
+        def build():
+            try:
+                results.append(reading._cached_home_figure())
+            except Exception as exc:  # recorded, asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=build) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [] and results == [b"\x89PNG figure"] * 2
+        assert [p.read_bytes() for p in folder.iterdir()] == [b"\x89PNG figure"]
