@@ -373,7 +373,7 @@ def test_two_builds_drawing_the_home_figure_at_once_both_get_it(tmp_path, monkey
             old.unlink()
         results, errors = [], []
 
-        def build():
+        def build(results=results, errors=errors):
             try:
                 results.append(reading._cached_home_figure())
             except Exception as exc:  # recorded, asserted below
