@@ -581,7 +581,9 @@ class _Job:
         self.cells = cells[:3]
         if cells:  # the heaviest cells: where a cold build spends its time
             record["heaviest_cells"] = self.cells
-        self.meta.write_text(json.dumps(record))
+        tmp = self.meta.with_name(f".{self.meta.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self.meta)  # a build reading it meanwhile sees all or none
         if self.run:
             _record_timing(self.ipynb.parent, self.rel, seconds)
         return seconds
