@@ -180,13 +180,14 @@ def on_shutdown():
 
 
 def on_pre_build(config):
-    from difflab.data.common import data_setting_problem
+    from difflab.data.common import data_root, data_setting_problem
 
     if (problem := data_setting_problem()) is not None:
         raise PluginError(problem)  # the notes would run on the embedded digits
     _state.update(notes={}, rows=[], used=set(), t0=time.perf_counter())
     _state.setdefault("background", False)
     _state["profile"], _state["fingerprint"] = _fingerprint()
+    _state["data"] = data_root()
 
 
 @event_priority(100)  # before mkdocs-jupyter decides which files are notebooks
@@ -495,6 +496,33 @@ def note_modules_hash(text: str, root: Path | None = None) -> str:
 
 
 _COLD_SECONDS = re.compile(r"^#\s+cold_seconds:\s*([0-9]+(?:\.[0-9]*)?)\s*$", re.M)
+_COLD_WITH = re.compile(
+    r"^#\s+cold_seconds_with_([A-Za-z0-9_.-]+):\s*([0-9]+(?:\.[0-9]*)?)\s*$", re.M
+)
+
+
+def cold_hint(header: str, data: Path) -> tuple[float | None, str]:
+    """A note's own estimate of its cold cost, and the suffix of its timing key.
+
+    ``cold_seconds`` in the note's header is its cost on the embedded stand-ins;
+    ``cold_seconds_with_<D>`` its cost when the dataset folder ``D`` of the data
+    folder holds files (the largest of those present counts). A real-data build
+    on a fresh clone then starts its longest note first, not the note that is
+    long on the stand-ins. The suffix names those datasets present, so that the
+    timings of a stand-in build never order a build with the data, nor the other
+    way round.
+    """
+    base = _COLD_SECONDS.search(header)
+    found = {
+        name: float(sec)
+        for name, sec in _COLD_WITH.findall(header)
+        if (data / name).is_dir() and any((data / name).iterdir())
+    }
+    if found:
+        return max(found.values()), " with " + ", ".join(sorted(found))
+    return (float(base[1]) if base else None), ""
+
+
 # The trained models a note asks for by name or by trainer (what it may have to
 # train, or wait for while another note trains it: the model cache's entry lock).
 _MODEL_CALLS = re.compile(
@@ -526,8 +554,10 @@ class _Job:
         self.digest = key.hexdigest()[:32]
         # The note's own estimate of its cold cost (``cold_seconds`` in its
         # header), for the order and the notice when no build here has timed it.
-        hint = _COLD_SECONDS.search(text[:4000].decode("utf-8", "replace"))
-        self.hint = float(hint[1]) if hint else None
+        self.hint, with_data = cold_hint(
+            text[:4000].decode("utf-8", "replace"), _state["data"]
+        )
+        self.timing_key = rel + with_data
         self.models = (
             note_models(text.decode("utf-8", "replace")) if self.run else frozenset()
         )
@@ -585,7 +615,7 @@ class _Job:
         tmp.write_text(json.dumps(record))
         os.replace(tmp, self.meta)  # a build reading it meanwhile sees all or none
         if self.run:
-            _record_timing(self.ipynb.parent, self.rel, seconds)
+            _record_timing(self.ipynb.parent, self.timing_key, seconds)
         return seconds
 
 
@@ -610,6 +640,7 @@ def _write_atomic_nb(nb, out: Path) -> None:
 
 # The seconds each note last took to execute, whatever later builds found cached:
 # the order of a cold build (longest first) and the estimates shown while serving.
+# Kept per page and datasets present (``_Job.timing_key``).
 _TIMINGS = "timings.json"
 _timings_lock = threading.Lock()
 
@@ -624,7 +655,7 @@ def _timings(cache: Path) -> dict[str, float]:
 
 def _cost(job: _Job, times: dict[str, float]) -> float | None:
     """The seconds a note is expected to take: its last time here, else its hint."""
-    return times.get(job.rel, job.hint)
+    return times.get(job.timing_key, job.hint)
 
 
 def _record_timing(cache: Path, rel: str, seconds: float) -> None:

@@ -223,3 +223,30 @@ def test_a_worker_starts_other_work_rather_than_wait_for_a_model_being_trained()
         assert done.acquire(timeout=10)
     assert sorted(started) == sorted(j.rel for j in jobs)
     runner.stop()
+
+
+def test_a_note_estimates_its_cold_cost_by_the_data_present(tmp_path):
+    """The header's ``cold_seconds`` counts on the stand-ins, its
+    ``cold_seconds_with_<D>`` when dataset folder ``D`` holds files; the timings
+    are kept apart for the two, so one kind of build never orders the other."""
+    hook = _notes_hook()
+    header = (
+        "# ---\n# jupyter:\n#   difflab:\n#     cold_seconds: 102\n"
+        "#     cold_seconds_with_CIFAR10: 1300\n#     cold_seconds_with_MNIST: 40\n"
+    )
+    data = tmp_path / "data"
+    assert hook.cold_hint(header, data) == (102.0, "")
+    (data / "CIFAR10").mkdir(parents=True)  # an empty folder is no dataset
+    assert hook.cold_hint(header, data) == (102.0, "")
+    (data / "MNIST").mkdir()
+    (data / "MNIST" / "raw").mkdir()
+    assert hook.cold_hint(header, data) == (40.0, " with MNIST")
+    (data / "CIFAR10" / "train").mkdir()
+    assert hook.cold_hint(header, data) == (1300.0, " with CIFAR10, MNIST")
+    assert hook.cold_hint("# ---\n", data) == (None, "")
+
+    class Job:
+        hint, timing_key = 1300.0, "docs/p.py with CIFAR10"
+
+    assert hook._cost(Job, {"docs/p.py": 90.0}) == 1300.0  # a stand-in build's time
+    assert hook._cost(Job, {"docs/p.py with CIFAR10": 1250.0}) == 1250.0

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 183
+#     cold_seconds: 205
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - deeper/ddim.py

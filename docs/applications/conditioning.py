@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 122
+#     cold_seconds: 120
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - deeper/ddim.py

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 153
+#     cold_seconds: 155
 #     prerequisites:
 #     - foundations/vae.py
 #     - diffusion/ddpm.py

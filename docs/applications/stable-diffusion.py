@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 95
+#     cold_seconds: 104
 #     prerequisites:
 #     - applications/conditioning.py
 #     - applications/latent-diffusion.py

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 252
+#     cold_seconds: 164
 #     prerequisites:
 #     - diffusion/ddpm.py
 #   jupytext:

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 76
+#     cold_seconds: 28
 #     prerequisites:
 #     - deeper/score-sdes.py
 #   jupytext:

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 13
+#     cold_seconds: 11
 #     prerequisites:
 #     - deeper/score-matching.py
 #   jupytext:

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 11
+#     cold_seconds: 9
 #     prerequisites:
 #     - foundations/markov-chains.py
 #   jupytext:

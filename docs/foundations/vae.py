@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 19
+#     cold_seconds: 18
 #     prerequisites:
 #     - foundations/probability.py
 #     - foundations/pytorch.py

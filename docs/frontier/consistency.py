@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 32
+#     cold_seconds: 31
 #     prerequisites:
 #     - deeper/ddim.py
 #     - deeper/probability-flow.py

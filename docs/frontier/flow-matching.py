@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 125
+#     cold_seconds: 147
 #     prerequisites:
 #     - deeper/probability-flow.py
 #     - deeper/sde-sandbox.py

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 215
+#     cold_seconds: 242
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - deeper/ddim.py

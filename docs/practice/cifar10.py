@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 102
+#     cold_seconds: 78
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - deeper/ddim.py

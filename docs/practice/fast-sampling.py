@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 600
+#     cold_seconds: 585
 #     prerequisites:
 #     - deeper/ddim.py
 #     - deeper/sde-sandbox.py

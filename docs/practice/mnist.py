@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 31
+#     cold_seconds: 22
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - deeper/ddim.py
