@@ -2,6 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 120
+#     cold_seconds_with_MNIST: 168
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - deeper/ddim.py

@@ -2,6 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 155
+#     cold_seconds_with_MNIST: 355
 #     prerequisites:
 #     - foundations/vae.py
 #     - diffusion/ddpm.py

@@ -2,6 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 34
+#     cold_seconds_with_MNIST: 178
 #     prerequisites:
 #     - foundations/vae.py
 #   jupytext:

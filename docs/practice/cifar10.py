@@ -2,6 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 78
+#     cold_seconds_with_CIFAR10: 1847
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - deeper/ddim.py

@@ -2,6 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 22
+#     cold_seconds_with_MNIST: 672
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - deeper/ddim.py
