@@ -62,7 +62,10 @@ def classifier_recipe(dataset: str) -> ClassifierRecipe:
     The 8x8 digits: 600 steps of batch 128. Grey 28x28 images (MNIST): one epoch
     of the 60,000 at batch 32, width 16 (64 features): 99.0% test accuracy in
     about 45 s on one CPU core (the width-32 net of 2,000 steps took 545 s for
-    the same). Colour images (CIFAR-10): width 32, 2,000 steps of batch 128.
+    the same). Colour images (CIFAR-10): width 32, 2,000 steps of batch 128:
+    71.4 +- 1.4% on the subset's 1,000 test images, about 420 s on two cores;
+    1,000 steps gave 63.7%, 7.7 +- 1.4 points lower on the same images (paired),
+    so the steps stay (measured 2026-12-07).
     """
     data = load_images(dataset, split="test")
     width = _width(data.image_size, data.channels)
