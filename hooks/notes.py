@@ -553,7 +553,8 @@ class _Job:
         key.update(text)
         self.digest = key.hexdigest()[:32]
         # The note's own estimate of its cold cost (``cold_seconds`` in its
-        # header), for the order and the notice when no build here has timed it.
+        # header, or ``cold_seconds_with_<dataset>`` when that dataset is here),
+        # for the order and the notice when no build here has timed it.
         self.hint, with_data = cold_hint(
             text[:4000].decode("utf-8", "replace"), _state["data"]
         )
