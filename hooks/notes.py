@@ -596,6 +596,8 @@ class _Job:
 
     def execute(self, threads: int) -> float:
         """Execute (or convert) the note into its cache entry; the seconds it took."""
+        from difflab.runtime.cache import write_atomic
+
         t0 = time.perf_counter()
         if self.run:
             log.info("notes: executing %s (profile %s)", self.rel, self.profile)
@@ -612,9 +614,8 @@ class _Job:
         self.cells = cells[:3]
         if cells:  # the heaviest cells: where a cold build spends its time
             record["heaviest_cells"] = self.cells
-        tmp = self.meta.with_name(f".{self.meta.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, self.meta)  # a build reading it meanwhile sees all or none
+        # All or none, for a second build on this checkout reading it meanwhile.
+        write_atomic(self.meta, lambda f: f.write(json.dumps(record).encode()))
         if self.run:
             _record_timing(self.ipynb.parent, self.timing_key, seconds)
         return seconds
