@@ -506,7 +506,7 @@ def cold_hint(header: str, data: Path) -> tuple[float | None, str]:
 
     ``cold_seconds`` in the note's header is its cost on the embedded stand-ins;
     ``cold_seconds_with_<D>`` its cost when the dataset folder ``D`` of the data
-    folder holds files (the largest of those present counts). A real-data build
+    folder is not empty (the largest of those present counts). A real-data build
     on a fresh clone then starts its longest note first, not the note that is
     long on the stand-ins. The suffix names those datasets present, so that the
     timings of a stand-in build never order a build with the data, nor the other

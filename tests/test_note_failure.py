@@ -227,7 +227,7 @@ def test_a_worker_starts_other_work_rather_than_wait_for_a_model_being_trained()
 
 def test_a_note_estimates_its_cold_cost_by_the_data_present(tmp_path):
     """The header's ``cold_seconds`` counts on the stand-ins, its
-    ``cold_seconds_with_<D>`` when dataset folder ``D`` holds files; the timings
+    ``cold_seconds_with_<D>`` when dataset folder ``D`` is not empty; the timings
     are kept apart for the two, so one kind of build never orders the other."""
     hook = _notes_hook()
     header = (
