@@ -19,7 +19,7 @@ The protocol (written on the site too):
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,7 @@ from torch import Tensor
 from difflab.data.images import load_images
 from difflab.nets.classifier import Classifier, ClassifierConfig
 from difflab.runtime.cache import cached
+from difflab.runtime.device import bf16_here
 
 CONFIDENT = 0.9
 # What the trained classifier depends on: this module (its training code), the
@@ -40,7 +41,10 @@ class ClassifierRecipe:
     """How the metric's classifier is trained (part of its cache key).
 
     ``shift``: the augmentation, a random translation of up to that many pixels
-    each way (None: an eighth of the image side, at least 1).
+    each way (None: an eighth of the image side, at least 1). ``amp``: train under
+    bf16 autocast where the hardware does bf16 (CUDA, or a CPU with AMX or
+    AVX512-BF16); :func:`train_classifier` sets it off elsewhere, so the key says
+    what ran. The features are always computed in fp32.
     """
 
     dataset: str
@@ -50,6 +54,7 @@ class ClassifierRecipe:
     lr: float = 2e-3
     seed: int = 0
     shift: int | None = None
+    amp: bool = False
 
 
 def _width(image_size: int, channels: int = 1) -> int:
@@ -65,7 +70,9 @@ def classifier_recipe(dataset: str) -> ClassifierRecipe:
     the same). Colour images (CIFAR-10): width 32, 2,000 steps of batch 128:
     71.4 +- 1.4% on the subset's 1,000 test images, about 420 s on two cores;
     1,000 steps gave 63.7%, 7.7 +- 1.4 points lower on the same images (paired),
-    so the steps stay (measured 2026-12-07).
+    so the steps stay (measured 2026-12-07, fp32). Both train in bf16 where the
+    hardware does it: a CIFAR-10 step 2.3x faster, an MNIST one 1.5x (one core
+    with AMX, 2026-12-07).
     """
     data = load_images(dataset, split="test")
     width = _width(data.image_size, data.channels)
@@ -80,15 +87,19 @@ def classifier_recipe(dataset: str) -> ClassifierRecipe:
     if data.channels == 1:
         # 1875 steps: one pass over MNIST's 60,000 training images
         return ClassifierRecipe(
-            data.name, cfg, steps=1875, batch_size=32, lr=3e-3, shift=2
+            data.name, cfg, steps=1875, batch_size=32, lr=3e-3, shift=2, amp=True
         )
-    return ClassifierRecipe(data.name, cfg, steps=2000)
+    return ClassifierRecipe(data.name, cfg, steps=2000, amp=True)
 
 
 def train_classifier(
     recipe: ClassifierRecipe, device: torch.device | str = "cpu", progress: bool = False
 ) -> Classifier:
     """Train (with small random shifts as augmentation) or load from the cache."""
+    device = torch.device(device)
+    if recipe.amp and not bf16_here(device):
+        recipe = replace(recipe, amp=False)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.amp)
 
     def build(path) -> dict:
         from difflab.core.progress import tqdm
@@ -118,7 +129,9 @@ def train_classifier(
                 0, 2 * pad + 1, (2,), generator=gen, device=device
             ).tolist()
             x = x[:, :, dy : dy + data.image_size, dx : dx + data.image_size]
-            loss = F.cross_entropy(net(x), labels[idx])
+            with amp:
+                logits = net(x)
+            loss = F.cross_entropy(logits.float(), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

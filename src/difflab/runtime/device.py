@@ -68,11 +68,39 @@ def parse_device(name: str, setting: str = "DIFFLAB_DEVICE") -> torch.device:
     return device
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 where the device supports it (CUDA with bf16), else ``None`` (full fp32)."""
+def native_cpu_bf16() -> bool:
+    """Whether this CPU does bf16 matrix maths in hardware (Intel AMX or AVX512-BF16).
+
+    Where it does, bf16 autocast trains the real-data laptop networks 1.7 to 2.3
+    times faster on one core (measured on a Xeon with AMX, 2026-12-07: CIFAR-10's
+    latent UNet 1.8x, the 32x32 autoencoders 1.7x, the CIFAR-10 metric classifier
+    2.3x); elsewhere it is emulated and slower, so it stays off.
+    ``DIFFLAB_CPU_BF16=0`` turns it off here too.
+    """
+    if os.environ.get("DIFFLAB_CPU_BF16", "").strip() == "0":
+        return False
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def autocast_dtype(device: torch.device, cpu: bool = False) -> torch.dtype | None:
+    """bf16 where the device supports it, else ``None`` (full fp32).
+
+    CUDA with bf16: always. The CPU only when asked (``cpu=True``: the recipes
+    whose networks gain from it, see :func:`native_cpu_bf16`) and done in hardware.
+    """
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
+    if cpu and device.type == "cpu" and native_cpu_bf16():
+        return torch.bfloat16
     return None
+
+
+def bf16_here(device: torch.device) -> bool:
+    """Whether a recipe that asks for bf16 autocast gets it on ``device`` (CUDA with
+    bf16, or a CPU that does bf16 in hardware): what its cache key records."""
+    return autocast_dtype(device, cpu=True) is not None
 
 
 def describe(device: torch.device) -> str:

@@ -69,7 +69,9 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints. log_every: steps between loss
             records (and the NaN/Inf check). seed: of every generator in the run.
         compile: wrap the network in ``torch.compile`` (GPU). amp: bf16 autocast
-            where supported. channels_last: memory format on CUDA.
+            where supported (CUDA). cpu_amp: also on a CPU that does bf16 in
+            hardware (:func:`difflab.runtime.device.native_cpu_bf16`), for the
+            networks that gain from it. channels_last: memory format on CUDA.
     """
 
     steps: int = 2000
@@ -88,6 +90,7 @@ class TrainConfig:
     seed: int = 0
     compile: bool = False
     amp: bool = True
+    cpu_amp: bool = False
     channels_last: bool = True
 
     def __post_init__(self) -> None:
@@ -317,7 +320,7 @@ def backward(
     is undone by putting the generators back.
     """
     device = x0.device
-    amp_dtype = autocast_dtype(device) if cfg.amp else None
+    amp_dtype = autocast_dtype(device, cpu=cfg.cpu_amp) if cfg.amp else None
     with torch.autocast(
         device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
     ):

@@ -1,0 +1,102 @@
+"""bf16 on the CPU: only where asked and done in hardware, recorded in the cache key,
+engaged when on, and still a reproducible run that learns."""
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from difflab.data.images import load_images
+from difflab.diffusion.schedules import make_schedule
+from difflab.nets.unet import UNet, UNetConfig
+from difflab.pipelines import autoencoder as ae_mod
+from difflab.pipelines import recipes
+from difflab.runtime import device as dev
+from difflab.train.loop import TrainConfig, train
+
+CPU = torch.device("cpu")
+NATIVE = dev.native_cpu_bf16()
+needs_native = pytest.mark.skipif(
+    not NATIVE, reason="this CPU does not do bf16 in hardware (AMX or AVX512-BF16)"
+)
+TINY = UNetConfig(
+    in_channels=1, image_size=8, channels=16, channel_mult=(1, 2), num_res_blocks=1
+)
+
+
+def _hardware(monkeypatch, native: bool) -> None:
+    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: native, raising=False)
+
+
+def test_bf16_on_the_cpu_only_when_asked_and_done_in_hardware(monkeypatch):
+    monkeypatch.delenv("DIFFLAB_CPU_BF16", raising=False)
+    _hardware(monkeypatch, True)
+    assert dev.autocast_dtype(CPU) is None  # not asked: fp32, as every recipe was
+    assert dev.autocast_dtype(CPU, cpu=True) is torch.bfloat16
+    monkeypatch.setenv("DIFFLAB_CPU_BF16", "0")
+    assert dev.autocast_dtype(CPU, cpu=True) is None
+    monkeypatch.delenv("DIFFLAB_CPU_BF16")
+    _hardware(monkeypatch, False)  # emulated bf16 is slower: stays off
+    assert dev.autocast_dtype(CPU, cpu=True) is None
+    assert not dev.bf16_here(CPU)
+
+
+def test_the_cache_key_records_whether_bf16_ran(monkeypatch, small_latent):
+    """The same recipe on a CPU with and without bf16 hardware: two entries, and
+    the recipe each hashes says what ran (the UNet's and the autoencoder's)."""
+    assert small_latent.train.cpu_amp and small_latent.autoencoder.amp
+    seen = {}
+    for native in (True, False):
+        _hardware(monkeypatch, native)
+        r, _, path = recipes.plan(small_latent, device=CPU)
+        seen[native] = path
+        assert r.train.cpu_amp is native and r.autoencoder.amp is native
+        assert ae_mod.autoencoder_here(small_latent.autoencoder, CPU).amp is native
+    assert seen[True] != seen[False]
+
+
+def _first_layer_dtype(cfg: TrainConfig) -> torch.dtype:
+    """The dtype of the network's first convolution's output in one training step."""
+    net = UNet(TINY)
+    seen = []
+    first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    first.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    digits = load_images("digits").images
+    train(net, digits, make_schedule("linear", 1000), cfg, progress=False)
+    return seen[0]
+
+
+@needs_native
+def test_cpu_amp_runs_the_convolutions_in_bf16_and_only_then():
+    cfg = TrainConfig(steps=1, batch_size=8, warmup=1, log_every=1)
+    assert _first_layer_dtype(cfg) is torch.float32
+    assert _first_layer_dtype(TrainConfig(**{**vars(cfg), "cpu_amp": True})) is (
+        torch.bfloat16
+    )
+
+
+@needs_native
+def test_a_bf16_run_is_reproducible_and_learns():
+    """Bit-identical weights from two runs (the cache's promise), and the loss falls
+    as the fp32 test of the loop asks (to below 0.6 of its start)."""
+    digits = load_images("digits").images
+    cfg = TrainConfig(
+        steps=120, batch_size=64, lr=3e-3, warmup=5, log_every=10, cpu_amp=True
+    )
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        runs.append(
+            train(
+                UNet(TINY), digits, make_schedule("linear", 1000), cfg, progress=False
+            )
+        )
+    for a, b in zip(
+        runs[0].net.state_dict().values(),
+        runs[1].net.state_dict().values(),
+        strict=True,
+    ):
+        assert_close(a, b, rtol=0, atol=0)
+    losses = runs[0].losses
+    first, last = sum(losses[:2]) / 2, sum(losses[-3:]) / 3
+    assert last < 0.6 * first, losses
