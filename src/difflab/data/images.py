@@ -326,7 +326,11 @@ def load_cifar10(split: str = "train", root: str | Path | None = None) -> ImageD
             f"CIFAR10/{split}/): {fix_hint('cifar10', root)}."
         )
     note = f"CIFAR-10 {split} split ({len(y):,} images of 32x32) from {src}."
-    return ImageData(_uint8_to_unit(x), y.long(), "cifar10", note, CIFAR10_CLASSES)
+    # NCHW in memory too, not the files' HWC seen through a permute: convolutions on
+    # those strides (and on every batch indexed from them) run slower, in bf16
+    # 1.2x slower than fp32 instead of 1.7x faster (the autoencoder's step)
+    x = _uint8_to_unit(x).contiguous()
+    return ImageData(x, y.long(), "cifar10", note, CIFAR10_CLASSES)
 
 
 def load_images(

@@ -129,6 +129,7 @@ def train_classifier(
                 0, 2 * pad + 1, (2,), generator=gen, device=device
             ).tolist()
             x = x[:, :, dy : dy + data.image_size, dx : dx + data.image_size]
+            x = x.contiguous()  # a crop's strides make bf16 convolutions 2.2x slower
             with amp:
                 logits = net(x)
             loss = F.cross_entropy(logits.float(), labels[idx])
