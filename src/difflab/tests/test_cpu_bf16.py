@@ -117,3 +117,35 @@ def test_training_batches_are_contiguous_whatever_the_data_strides():
         assert not images.is_contiguous()
         x0, _ = get_batch(images, None, state, TrainConfig(), 16)
         assert x0.is_contiguous() and x0.shape == (16, *images.shape[1:])
+
+
+@needs_native
+def test_a_bf16_recipe_samples_with_its_network_in_bf16_and_float32_out(small_latent):
+    """``Trained.eps_model`` of a recipe that trained in bf16 here: float32 out,
+    not the float32 network's values (bf16 is on) but within the rounding of a
+    bf16 network: unit roundoff u = 2^-8 per layer, added over at most 16
+    layers in a row (the relative RMS error stays under 16 u)."""
+    from difflab.diffusion.parameterization import as_eps_model
+    from difflab.diffusion.schedules import make_schedule as schedule_of
+
+    r = small_latent
+    net = recipes.init_net(r).eval()
+    with torch.no_grad():  # the last layer starts at zero: give every layer weights
+        for p in net.parameters():
+            p.add_(
+                0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1))
+            )
+    schedule = schedule_of(r.schedule, r.T)
+    trained = recipes.Trained(r, net, schedule, [], 0.0, False)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(
+        64, r.unet.in_channels, r.unet.image_size, r.unet.image_size, generator=g
+    )
+    t = torch.rand(64, generator=g).clamp(min=0.01)
+    cond = {"y": torch.arange(64) % 10}
+    with torch.no_grad():
+        ours = trained.eps_model()(x, t, cond)
+        fp32 = as_eps_model(net, schedule, r.train.prediction)(x, t, cond)
+    assert ours.dtype is torch.float32
+    rel = ((ours - fp32).pow(2).mean() / fp32.pow(2).mean()).sqrt().item()
+    assert 0 < rel < 16 * 2**-8, rel
