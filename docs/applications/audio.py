@@ -2,7 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 205
-#     cold_seconds_with_free-spoken-digit-dataset: 205
+#     cold_seconds_with_free-spoken-digit-dataset: 197
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - deeper/ddim.py

@@ -2,7 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 155
-#     cold_seconds_with_MNIST: 355
+#     cold_seconds_with_MNIST: 264
 #     prerequisites:
 #     - foundations/vae.py
 #     - diffusion/ddpm.py

@@ -2,7 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 104
-#     cold_seconds_with_MNIST: 257
+#     cold_seconds_with_MNIST: 304
 #     prerequisites:
 #     - applications/conditioning.py
 #     - applications/latent-diffusion.py

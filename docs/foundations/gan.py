@@ -2,7 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 34
-#     cold_seconds_with_MNIST: 178
+#     cold_seconds_with_MNIST: 188
 #     prerequisites:
 #     - foundations/vae.py
 #   jupytext:

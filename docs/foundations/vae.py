@@ -2,7 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 18
-#     cold_seconds_with_MNIST: 96
+#     cold_seconds_with_MNIST: 89
 #     prerequisites:
 #     - foundations/probability.py
 #     - foundations/pytorch.py

@@ -2,7 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 147
-#     cold_seconds_with_MNIST: 254
+#     cold_seconds_with_MNIST: 249
 #     prerequisites:
 #     - deeper/probability-flow.py
 #     - deeper/sde-sandbox.py
