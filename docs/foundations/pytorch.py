@@ -303,7 +303,7 @@ assert out.shape == (4, 10)
 # training runs in bfloat16 autocast where supported (`autocast_dtype(device)`). On
 # a CPU that does bfloat16 in hardware (Intel's AMX or AVX512-BF16), the real-data
 # laptop recipes ask for it too (`autocast_dtype(device, cpu=True)`): their
-# networks train 1.7 to 2.3 times faster there. Other CPUs train in float32.
+# networks train 1.4 to 2 times faster there. Other CPUs train in float32.
 #
 # Why not always float32? Schedules multiply a thousand numbers close to one. In
 # float32 (24-bit mantissa, relative precision about $6\times10^{-8}$) the quantity

@@ -71,8 +71,8 @@ def classifier_recipe(dataset: str) -> ClassifierRecipe:
     71.4 +- 1.4% on the subset's 1,000 test images, about 420 s on two cores;
     1,000 steps gave 63.7%, 7.7 +- 1.4 points lower on the same images (paired),
     so the steps stay (measured 2026-12-07, fp32). Both train in bf16 where the
-    hardware does it: a CIFAR-10 step 2.3x faster, an MNIST one 1.5x (one core
-    with AMX, 2026-12-07).
+    hardware does it: a CIFAR-10 step 2.0x faster (0.37 s, then 0.19 s), an MNIST
+    one 1.5x (one core with AMX, 2026-12-07).
     """
     data = load_images(dataset, split="test")
     width = _width(data.image_size, data.channels)

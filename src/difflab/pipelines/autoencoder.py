@@ -56,7 +56,8 @@ class AutoencoderRecipe:
             "pad" (a background border of -1, cut off again after decoding:
             MNIST's 28x28 in a 32x32 frame, every pixel kept as it is).
         amp: train under bf16 autocast where the hardware does bf16 (CUDA, or a
-            CPU with AMX or AVX512-BF16, where a 32x32 step is 1.7x faster);
+            CPU with AMX or AVX512-BF16, where a 32x32 step is 1.4 to 1.7x
+            faster);
             :func:`train_autoencoder` sets it off elsewhere, so the key says
             what ran.
     """

@@ -186,7 +186,7 @@ def _laptop_train(steps: int) -> TrainConfig:
     """How the project pages' laptop recipes train their UNet on latents: v on the
     cosine schedule (the recipe's), an EMA of 0.995, label dropout for guidance,
     and bf16 autocast on a CPU that does bf16 in hardware (CIFAR-10's UNet step
-    1.8x faster there; :func:`difflab.runtime.device.native_cpu_bf16`)."""
+    1.7x faster there; :func:`difflab.runtime.device.native_cpu_bf16`)."""
     return TrainConfig(
         steps=steps,
         batch_size=128,

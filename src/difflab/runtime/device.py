@@ -71,10 +71,10 @@ def parse_device(name: str, setting: str = "DIFFLAB_DEVICE") -> torch.device:
 def native_cpu_bf16() -> bool:
     """Whether this CPU does bf16 matrix maths in hardware (Intel AMX or AVX512-BF16).
 
-    Where it does, bf16 autocast trains the real-data laptop networks 1.7 to 2.3
-    times faster on one core (measured on a Xeon with AMX, 2026-12-07: CIFAR-10's
-    latent UNet 1.8x, the 32x32 autoencoders 1.7x, the CIFAR-10 metric classifier
-    2.3x); elsewhere it is emulated and slower, so it stays off.
+    Where it does, bf16 autocast trains the real-data laptop networks 1.4 to 2
+    times faster on one core (measured on a Xeon with AMX, 2026-12-07, in the
+    training loops: CIFAR-10's latent UNet 1.7x, its autoencoder 1.4x, its metric
+    classifier 2.0x); elsewhere it is emulated and slower, so it stays off.
     ``DIFFLAB_CPU_BF16=0`` turns it off here too.
     """
     if os.environ.get("DIFFLAB_CPU_BF16", "").strip() == "0":
