@@ -295,9 +295,9 @@ def get_batch(
     x0 = images[idx]
     if x0.is_cuda and cfg.channels_last:
         x0 = x0.contiguous(memory_format=torch.channels_last)
-    else:  # a batch of a strided view (latents: a mean split from a log-variance)
-        x0 = x0.contiguous()  # keeps its strides; bf16 convolutions on those run
-        # 1.8x slower on the CPU (CIFAR-10's latent UNet, 2026-12-07)
+    else:  # a batch of strided data (channels-last latents, HWC images seen
+        x0 = x0.contiguous()  # through a permute) keeps its strides; bf16
+        # convolutions on those ran 1.8x slower on the CPU (CIFAR-10's latent UNet)
     c = conds.select(cond, idx)
     if c is not None and cfg.cond_drop > 0:
         c = conds.drop(c, cfg.cond_drop, cfg.null_cond, state.gen)
