@@ -19,7 +19,7 @@ The protocol (written on the site too):
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ from torch import Tensor
 from difflab.data.images import load_images
 from difflab.nets.classifier import Classifier, ClassifierConfig
 from difflab.runtime.cache import cached
-from difflab.runtime.device import bf16_here
+from difflab.runtime.device import bf16_as_run
 
 CONFIDENT = 0.9
 # What the trained classifier depends on: this module (its training code), the
@@ -97,8 +97,7 @@ def train_classifier(
 ) -> Classifier:
     """Train (with small random shifts as augmentation) or load from the cache."""
     device = torch.device(device)
-    if recipe.amp and not bf16_here(device):
-        recipe = replace(recipe, amp=False)
+    recipe = bf16_as_run(recipe, "amp", device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.amp)
 
     def build(path) -> dict:

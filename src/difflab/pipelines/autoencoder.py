@@ -33,7 +33,7 @@ from difflab.nets.unet import UNet, UNetConfig
 from difflab.pipelines import sampling
 from difflab.runtime.cache import cached
 from difflab.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from difflab.runtime.device import bf16_here, default_device
+from difflab.runtime.device import bf16_as_run, default_device
 from difflab.train.loop import TrainConfig, train
 
 
@@ -323,9 +323,7 @@ def autoencoder_here(
 ) -> AutoencoderRecipe:
     """``recipe`` as it trains on ``device``: ``amp`` off where bf16 is not done in
     hardware (:func:`difflab.runtime.device.bf16_here`)."""
-    if recipe.amp and not bf16_here(device):
-        return replace(recipe, amp=False)
-    return recipe
+    return bf16_as_run(recipe, "amp", device)
 
 
 def autoencoder_recipe(

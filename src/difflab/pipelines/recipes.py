@@ -47,7 +47,7 @@ from difflab.runtime.checkpoint import (
     restore,
     unreadable,
 )
-from difflab.runtime.device import bf16_here, default_device
+from difflab.runtime.device import bf16_as_run, default_device
 from difflab.runtime.profiles import PROFILES, current_profile
 from difflab.train.loop import TrainConfig, TrainResult, train
 
@@ -626,8 +626,9 @@ def plan(
     recipe, data = resolve_data(recipe)
     if device.type != "cuda":
         recipe = replace(recipe, train=replace(recipe.train, compile=False))
-    if recipe.train.cpu_amp and not (device.type == "cpu" and bf16_here(device)):
-        recipe = replace(recipe, train=replace(recipe.train, cpu_amp=False))
+    recipe = replace(
+        recipe, train=bf16_as_run(recipe.train, "cpu_amp", device, cpu_only=True)
+    )
     if recipe.autoencoder is not None:
         recipe = replace(
             recipe, autoencoder=autoencoder_here(recipe.autoencoder, device)

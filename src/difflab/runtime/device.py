@@ -7,6 +7,8 @@ only entry points (recipes, the command line) call :func:`default_device`.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
+from typing import TypeVar
 
 import torch
 
@@ -101,6 +103,22 @@ def bf16_here(device: torch.device) -> bool:
     """Whether a recipe that asks for bf16 autocast gets it on ``device`` (CUDA with
     bf16, or a CPU that does bf16 in hardware): what its cache key records."""
     return autocast_dtype(device, cpu=True) is not None
+
+
+Config = TypeVar("Config")
+
+
+def bf16_as_run(
+    config: Config, flag: str, device: torch.device, cpu_only: bool = False
+) -> Config:
+    """``config`` (a dataclass) with its bf16 switch ``flag`` turned off where
+    ``device`` would not run bf16 (:func:`bf16_here`), and, with ``cpu_only``, off
+    every device but a CPU: the one rule by which a recipe's cache key records
+    what ran (the UNet's ``cpu_amp``, the autoencoder's and classifier's ``amp``)."""
+    on = bf16_here(device) and (device.type == "cpu" or not cpu_only)
+    if getattr(config, flag) and not on:
+        return replace(config, **{flag: False})
+    return config
 
 
 def describe(device: torch.device) -> str:

@@ -1,12 +1,15 @@
 """bf16 on the CPU: only where asked and done in hardware, recorded in the cache key,
 engaged when on, and still a reproducible run that learns."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch.testing import assert_close
 
 from difflab.data.images import load_images
 from difflab.diffusion.schedules import make_schedule
+from difflab.eval import metrics
 from difflab.nets.unet import UNet, UNetConfig
 from difflab.pipelines import autoencoder as ae_mod
 from difflab.pipelines import recipes
@@ -53,6 +56,29 @@ def test_the_cache_key_records_whether_bf16_ran(monkeypatch, small_latent):
         assert r.train.cpu_amp is native and r.autoencoder.amp is native
         assert ae_mod.autoencoder_here(small_latent.autoencoder, CPU).amp is native
     assert seen[True] != seen[False]
+
+
+def test_one_rule_turns_every_bf16_switch_off_where_it_would_not_run(monkeypatch):
+    """The UNet's ``cpu_amp``, the autoencoder's and the classifier's ``amp`` go
+    through one helper; each stays on exactly where bf16 runs."""
+    monkeypatch.delenv("DIFFLAB_CPU_BF16", raising=False)
+    configs = {
+        "cpu_amp": TrainConfig(cpu_amp=True),
+        "amp": replace(metrics.classifier_recipe("digits"), amp=True),
+    }
+    assert configs["amp"].amp
+    for native in (True, False):
+        _hardware(monkeypatch, native)
+        for flag, config in configs.items():
+            assert getattr(dev.bf16_as_run(config, flag, CPU), flag) is native
+    off = dev.bf16_as_run(TrainConfig(), "cpu_amp", CPU)  # never asked: stays off
+    assert off.cpu_amp is False and off == TrainConfig()
+    monkeypatch.setattr(dev, "bf16_here", lambda device: True)  # say a bf16 GPU
+    gpu = torch.device("cuda")
+    assert dev.bf16_as_run(configs["amp"], "amp", gpu).amp
+    assert not dev.bf16_as_run(
+        configs["cpu_amp"], "cpu_amp", gpu, cpu_only=True
+    ).cpu_amp
 
 
 def _first_layer_dtype(cfg: TrainConfig) -> torch.dtype:
