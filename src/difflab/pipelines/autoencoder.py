@@ -321,8 +321,8 @@ def train_autoencoder(
 def autoencoder_here(
     recipe: AutoencoderRecipe, device: torch.device
 ) -> AutoencoderRecipe:
-    """``recipe`` as it trains on ``device``: ``amp`` off where bf16 is not done in
-    hardware (:func:`difflab.runtime.device.bf16_here`)."""
+    """``recipe`` as it trains on ``device``: ``amp`` off where bf16 would not run
+    (:func:`difflab.runtime.device.bf16_as_run`, the rule every recipe's key uses)."""
     return bf16_as_run(recipe, "amp", device)
 
 
