@@ -54,7 +54,10 @@ def guided(eps_model: EpsModel, w: float, null: NullCond) -> EpsModel:
 
     The conditional and null halves are stacked along the batch and sent through
     ``eps_model`` together (Ho & Salimans 2022, Algorithm 2). With ``cond=None``
-    there is nothing to guide and the model is called as it is.
+    there is nothing to guide and the model is called as it is. At w = 1 the
+    mixture is the conditional model and at w = 0 the unconditional one, so only
+    that half is evaluated: one call of the batch, half the work of the stacked
+    one (the pages that compare w = 0 and 1 with a larger w sample at all three).
 
     Args:
         eps_model: ``eps_model(x_t, t, cond)``, e.g. from ``as_eps_model``.
@@ -69,6 +72,10 @@ def guided(eps_model: EpsModel, w: float, null: NullCond) -> EpsModel:
     def model(x_t: Tensor, t: Tensor, cond: Cond | None = None) -> Tensor:
         if cond is None:
             return eps_model(x_t, t)
+        if w == 1.0:
+            return eps_model(x_t, t, cond)
+        if w == 0.0:
+            return eps_model(x_t, t, null(cond))
         both = eps_model(
             torch.cat([x_t, x_t]), torch.cat([t, t]), cat(cond, null(cond))
         )

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from difflab.core.optim import adam
 from difflab.data.signal import log_mel
 from difflab.eval.metrics import frechet_distance, gaussian_stats
 from difflab.pipelines.audio import clips
@@ -88,7 +89,7 @@ def train_audio_classifier(
         m = net.mel(x)
         net.mean.copy_(m.mean((0, 2))[:, None])
         net.std.copy_(m.std((0, 2))[:, None] + 1e-3)
-        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        opt = adam(net.parameters(), lr=cfg.lr)
         g = torch.Generator().manual_seed(cfg.seed)
         for _ in range(cfg.epochs):
             order = torch.randperm(len(x), generator=g)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from difflab.core.optim import adam
 from difflab.data.images import load_images
 from difflab.nets.classifier import Classifier, ClassifierConfig
 from difflab.runtime.cache import cached
@@ -112,7 +113,7 @@ def train_classifier(
         data = load_images(recipe.dataset, split="train")
         images, labels = data.images.to(device), data.labels.to(device)
         gen = torch.Generator(device).manual_seed(recipe.seed)
-        opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=1e-4)
+        opt = adam(net.parameters(), lr=recipe.lr, decoupled=True, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, recipe.lr, total_steps=recipe.steps
         )

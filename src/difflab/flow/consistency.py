@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from difflab.core.optim import adam, clip_grad_norm
 from difflab.core.progress import tqdm
 from difflab.core.tensors import append_dims, randn_like
 from difflab.diffusion.noise import NoiseLevels
@@ -144,7 +145,7 @@ def distill(
     grid = torch.tensor(cfg.grid, dtype=torch.float64)
     gen = torch.Generator().manual_seed(cfg.seed)
     target = copy.deepcopy(student).requires_grad_(False).eval()
-    opt = torch.optim.Adam(student.net.parameters(), lr=cfg.lr)
+    opt = adam(student.net.parameters(), lr=cfg.lr)
     losses = []
     for step in tqdm(range(cfg.steps), disable=not progress, desc="distil"):
         lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * step / cfg.steps))
@@ -162,7 +163,7 @@ def distill(
         loss = (student(x_next, t_next) - goal).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(student.net.parameters(), 1.0)
+        clip_grad_norm(student.net.parameters(), 1.0)
         opt.step()
         with torch.no_grad():
             for pt, p in zip(target.parameters(), student.parameters(), strict=True):

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from difflab.core.models import VelocityModel, call
 from difflab.core.ode import integrate
+from difflab.core.optim import adam, clip_grad_norm
 from difflab.core.progress import tqdm
 from difflab.flow.paths import (
     StraightPath,
@@ -170,7 +171,7 @@ def train_velocity(
     if cfg.prediction not in ("velocity", "eps"):
         raise ValueError(f"prediction must be 'velocity' or 'eps': {cfg.prediction!r}")
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    opt = adam(net.parameters(), lr=cfg.lr)
     ema = copy.deepcopy(net).requires_grad_(False) if cfg.ema_decay > 0 else None
     model = velocity_model(net, cfg.time_scale)
     losses = []
@@ -192,7 +193,7 @@ def train_velocity(
             loss = fm_loss(model, path, x0, eps=eps, t=t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        clip_grad_norm(net.parameters(), 1.0)
         opt.step()
         if ema is not None:
             with torch.no_grad():

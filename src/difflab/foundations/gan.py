@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from difflab.core.optim import adam
 from difflab.core.progress import tqdm
 from difflab.core.tensors import randn
 
@@ -153,8 +154,8 @@ def _adversarial_loop(
     G, D, sample_real, config, gen, device, progress, desc, hook=None
 ):
     """Alternate one D step and one G step (Goodfellow et al. 2014, Algorithm 1, k=1)."""
-    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
-    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+    opt_d = adam(D.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+    opt_g = adam(G.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
     history: dict[str, list[float]] = {"d_loss": [], "g_loss": []}
     G.train(), D.train()
     for step in tqdm(range(config.steps), disable=not progress, desc=desc):
@@ -236,7 +237,7 @@ def fit_discriminator(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = mlp(x_p.shape[1], 1, hidden).to(x_p.device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    opt = adam(net.parameters(), lr=lr)
     for _ in range(steps):
         i = torch.randint(len(x_p), (batch_size,), generator=gen)
         j = torch.randint(len(x_q), (batch_size,), generator=gen)

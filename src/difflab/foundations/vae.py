@@ -22,6 +22,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from difflab.core.optim import adam
 from difflab.core.progress import tqdm
 from difflab.core.tensors import randn
 from difflab.foundations.gaussians import (
@@ -209,7 +210,7 @@ def train_vae(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # the initial weights
         model = VAE(config).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    opt = adam(model.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.steps)
     dev_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
     images = images.to(device)

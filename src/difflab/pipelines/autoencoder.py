@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from difflab.core.optim import adam
 from difflab.data.images import ImageData, load_images
 from difflab.diffusion.parameterization import as_eps_model
 from difflab.diffusion.schedules import Schedule, make_schedule
@@ -284,7 +285,7 @@ def train_autoencoder(
         images = data.images.to(device)
         net = _seeded(lambda: Autoencoder(recipe.net), recipe.seed).to(device)
         gen = torch.Generator(device).manual_seed(recipe.seed)
-        opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
+        opt = adam(net.parameters(), lr=recipe.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, recipe.steps)
         losses, t0 = [], time.perf_counter()
         for _ in tqdm(range(recipe.steps), disable=not progress, desc="autoencoder"):

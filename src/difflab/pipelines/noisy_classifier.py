@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from difflab.core.optim import adam
 from difflab.data.images import load_images
 from difflab.diffusion.schedules import Schedule, make_schedule
 from difflab.nets.noisy_classifier import NoisyClassifier, NoisyClassifierConfig
@@ -138,8 +139,11 @@ def train_noisy_classifier(
             size, pad = net_cfg.latent_size, 0
         images = images.to(device)
         gen = torch.Generator(device).manual_seed(recipe.seed)
-        opt = torch.optim.AdamW(
-            net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay
+        opt = adam(
+            net.parameters(),
+            lr=recipe.lr,
+            decoupled=True,
+            weight_decay=recipe.weight_decay,
         )
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, recipe.lr, total_steps=recipe.steps

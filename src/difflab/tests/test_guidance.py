@@ -53,7 +53,8 @@ def test_guided_score_is_the_score_of_the_tilted_density(w):
 
     null = NullCond((("y", mix.n_components),))
     eps_w = guided(counted, w, null)(x, t, {"y": y})
-    assert calls == [2 * len(x)]  # one batched call for both halves
+    # One batched call for both halves; at w = 0 or 1 only the half that counts.
+    assert calls == [len(x) if w in (0.0, 1.0) else 2 * len(x)]
     score_w = score_model_from_eps(lambda *a: eps_w, sde)(x, t)
     # Two routes, analytic component scores vs autograd of log-sum-exp densities:
     # equal to float64 rounding.
@@ -66,7 +67,11 @@ def test_guidance_weight_one_is_the_conditional_model_and_zero_the_unconditional
     null = NullCond((("y", 2),))
     cond = {"y": y}
     assert torch.equal(guided(eps, 1.0, null)(x, t, cond), eps(x, t, cond))
-    assert_close(guided(eps, 0.0, null)(x, t, cond), eps(x, t, null(cond)))
+    assert torch.equal(guided(eps, 0.0, null)(x, t, cond), eps(x, t, null(cond)))
+    # Just beside them the stacked mixture runs, and agrees to rounding.
+    for w, want in ((1.0, eps(x, t, cond)), (0.0, eps(x, t, null(cond)))):
+        for near in (w - 1e-12, w + 1e-12):
+            assert_close(guided(eps, near, null)(x, t, cond), want)
     # Without a condition there is nothing to guide.
     plain = eps_model_from_score(class_score_fn(mix, sde), sde)
     uncond = lambda x_t, t_, cond=None: plain(

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from difflab.core import cond as conds
 from difflab.core.cond import Cond, NullCond
+from difflab.core.optim import adam, clip_grad_norm
 from difflab.core.progress import tqdm
 from difflab.diffusion.losses import simple_loss
 from difflab.diffusion.schedules import Schedule
@@ -168,8 +169,8 @@ class TrainState:
     def start(cls, net: nn.Module, cfg: TrainConfig, seed: int) -> TrainState:
         """Step 0: the EMA starts as a copy of the network."""
         device = next(net.parameters()).device
-        opt = torch.optim.AdamW(
-            net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        opt = adam(
+            net.parameters(), lr=cfg.lr, decoupled=True, weight_decay=cfg.weight_decay
         )
         return cls(
             net=net,
@@ -345,7 +346,7 @@ def optimise(state: TrainState, cfg: TrainConfig) -> None:
     """The gradient step: clip the global norm, then AdamW at the warm-up rate."""
     for group in state.opt.param_groups:
         group["lr"] = learning_rate(state.step, cfg)
-    nn.utils.clip_grad_norm_(state.net.parameters(), cfg.grad_clip)
+    clip_grad_norm(state.net.parameters(), cfg.grad_clip)
     state.opt.step()
 
 
