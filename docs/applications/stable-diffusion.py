@@ -548,7 +548,10 @@ show_table(
 # strokes show their lean plainly, the thickness was the harder word in the
 # build we read. For the slant, the autoencoder is not what limits it: the
 # fraction of test digits that keep their slant word through the round trip
-# (Section 1) is far above the slant adherence at any $w$ (asserted below).
+# (Section 1) is above the slant adherence at $w = 0$, 1 and 3 (asserted
+# below). At $w = 5$ on MNIST the adherence comes within about 0.05 of it
+# (printed below), so the strongest guidance brings the model close to what the
+# autoencoder allows.
 #
 # The composition test: the held-out word against the same attribute on the
 # seen counterparts of the same four digits.
@@ -665,8 +668,10 @@ plt.show()
 #   chance is near 1/2 and 1/3 but not exactly at them.
 # - Guidance makes the samples follow the prompt: at $w = 5$ each of the three
 #   measures, over all prompts, is above its $w = 0$ value.
-# - The slant adherence at every $w$ is below the autoencoder's ceiling for the
-#   slant, so the diffusion model, not the first stage, limits it.
+# - The slant adherence at $w = 0$, 1 and 3 is below the autoencoder's ceiling
+#   for the slant, so there the diffusion model, not the first stage, limits it.
+#   At $w = 5$ the gap is printed: on MNIST it is about four standard errors,
+#   too close to the rule to assert.
 # - The held-out words are followed too: at $w = 5$ the probed attribute of the
 #   held-out prompts is above its chance level for their mix of attributes (at
 #   $w = 3$ the margin is printed, not asserted).
@@ -736,12 +741,22 @@ for w in (3.0, 5.0):
         )
 h5 = by[5.0, "held", "both"]
 assert (h5["p"] - chance) / h5["se"] > 4
+# The slant against the autoencoder's ceiling. Below the largest weight the gap
+# is wide and asserted at four standard errors. At the largest, on MNIST, guidance
+# brings the adherence within about 0.05 of the ceiling, some four standard errors
+# of one draw of these prompts (4.1, 3.7 and, with a second draw pooled, 4.0 in
+# three of our builds, whose models differed only in float rounding): at the edge
+# of the page's rule either way, so that gap is printed, not asserted.
 c_se = math.sqrt(ceiling["slant"] * (1 - ceiling["slant"]) / n_test)
 for w in W_GRID:
     p_w, se_w = rate(reads[w]["slant"])
-    assert ceiling["slant"] - p_w > 4 * math.hypot(se_w, c_se), (w, p_w, se_w)
-p5, se5 = rate(reads[5.0]["slant"])
-print(f"slant: ceiling {ceiling['slant']:.3f}, w = 5 {p5:.3f} +- {se5:.3f}")
+    z_c = (ceiling["slant"] - p_w) / math.hypot(se_w, c_se)
+    print(
+        f"slant at w = {w:g}: {p_w:.3f} +- {se_w:.3f}, {ceiling['slant'] - p_w:.3f} "
+        f"({z_c:.1f} s.e.) below the autoencoder's ceiling {ceiling['slant']:.3f}"
+    )
+    if w < max(W_GRID):
+        assert z_c > 4, (w, p_w, se_w)
 
 # %% [markdown]
 # The held-out words are followed: the model has seen "thick" on every other
