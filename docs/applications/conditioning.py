@@ -234,7 +234,8 @@ print(
 #
 # In the package both guidances are wrappers around any eps model:
 # `guided(eps_model, w, null)` sends the conditional and null halves through the
-# network in one batched call, and `classifier_guided(eps_model, log_prob_fn,
+# network in one batched call (at $w = 1$ or $0$ only the half that counts), and
+# `classifier_guided(eps_model, log_prob_fn,
 # scale, noise, null=...)` takes the gradient of `log_prob_fn` by autograd (also
 # inside the samplers' `no_grad`) and the $\sigma(t) = \sqrt{1-\bar\alpha_t}$ of
 # the noise interface.
