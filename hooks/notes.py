@@ -712,6 +712,7 @@ class _Runner:
         self.running: dict[str, tuple[_Job, float]] = {}
         self.finished: dict[str, str | None] = {}  # digest -> error text or None
         self.seconds: dict[str, float] = {}
+        self.trained: set[str] = set()  # the models of the notes that ended well
         self.stopped = False  # no new note starts
         self.interrupted = False  # Ctrl-C: the running notes' failures are not theirs
         self._seq = 0
@@ -753,8 +754,12 @@ class _Runner:
     def _next(self) -> _Job | None:
         """The first queued note (by priority) that asks for none of the models of
         a running note, else the first: a worker starts other work instead of
-        waiting on the lock of a model that another note is training."""
+        waiting on the lock of a model that another note is training. A model that
+        a finished note asked for is trained by then, so it holds nothing back
+        (before, the quick notes that load the ``ddpm`` model waited for the DDPM
+        page to end, and ran last, after notes a third of their length)."""
         busy = set().union(*(j.models for j, _ in self.running.values()))
+        busy -= self.trained
         for i, (_, _, job) in enumerate(self.pending):
             if not job.models & busy:
                 return self.pending.pop(i)[2]
@@ -782,6 +787,8 @@ class _Runner:
             with self.lock:
                 self.running.pop(job.digest, None)
                 self.finished[job.digest] = error
+                if error is None:
+                    self.trained |= job.models
                 interrupted = self.interrupted and error is not None
             if self.on_done is not None and not interrupted:
                 self.on_done(job, error)

@@ -225,6 +225,61 @@ def test_a_worker_starts_other_work_rather_than_wait_for_a_model_being_trained()
     runner.stop()
 
 
+def test_a_model_that_a_finished_note_asked_for_holds_nothing_back():
+    """Once a note that asks for ``ddpm`` has ended, ``ddpm`` is trained: a queued
+    note that asks for it starts ahead of a later one even while another ``ddpm``
+    note runs (with the rule for untrained models alone, it would wait)."""
+    import threading
+
+    hook = _notes_hook()
+    started: list[str] = []
+    gates = {name: threading.Event() for name in "ABCDX"}
+    gates["A"].set()
+
+    class Job:
+        run = True
+
+        def __init__(self, rel, models):
+            self.rel, self.digest, self.models = rel, rel, frozenset(models)
+
+        def execute(self, threads):
+            started.append(self.rel)
+            gates[self.rel].wait(10)
+            return 0.0
+
+    done = threading.Semaphore(0)
+    runner = hook._Runner(2, 1, on_done=lambda job, err: done.release())
+
+    def queue(*jobs):
+        with runner.lock:
+            for job in jobs:
+                runner._seq += 1
+                runner.queued[job.digest] = job
+                runner.pending.append((0.0, runner._seq, job))
+            runner.ready.notify_all()
+
+    def wait_for(n):
+        deadline = time.monotonic() + 10
+        while len(started) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(started) >= n, started
+
+    queue(Job("A", {"ddpm"}), Job("X", set()))
+    assert done.acquire(timeout=10)  # A ended: ddpm is trained; X still runs
+    wait_for(2)
+    queue(Job("B", {"ddpm"}))
+    wait_for(3)
+    queue(Job("C", {"ddpm"}), Job("D", set()))
+    gates["X"].set()  # a worker is free while B (ddpm) runs: C, not D
+    wait_for(4)
+    assert started == ["A", "X", "B", "C"], started
+    for name in "BCD":
+        gates[name].set()
+    for _ in range(4):
+        assert done.acquire(timeout=10)
+    runner.stop()
+
+
 def test_a_note_estimates_its_cold_cost_by_the_data_present(tmp_path):
     """The header's ``cold_seconds`` counts on the stand-ins, its
     ``cold_seconds_with_<D>`` when dataset folder ``D`` is not empty; the timings
