@@ -1,9 +1,8 @@
 """A small CNN classifier, used for metrics (Frechet distance, accuracy on samples).
 
-Three stages of two 3x3 convs (widths w, 2w, 4w, or a narrower first stage of
-``stem_width``; the second and third stages start with a stride-2 conv), GroupNorm
-and SiLU, then global average pooling to the (B, 4w) features and one linear
-layer to the logits. It works at any image
+Three stages of two 3x3 convs (widths w, 2w, 4w; the second and third stages
+start with a stride-2 conv), GroupNorm and SiLU, then global average pooling to
+the (B, 4w) features and one linear layer to the logits. It works at any image
 size (8x8 digits, 28x28 MNIST, 32x32 CIFAR-10). The Frechet distance in its
 feature space follows the recipe of FID (Heusel et al. 2017), with this network
 in place of Inception.
@@ -29,17 +28,12 @@ class ClassifierConfig:
         image_size: height = width (any size >= 4 works; kept for the record).
         num_classes: number of classes K.
         width: channels of the first stage; features have 4 * width channels.
-        stem_width: channels of the first stage instead of ``width`` (None: the
-            same). The first stage runs at full resolution, where a conv costs four
-            times what it does in the second stage: at 32x32 with width 32, a
-            16-channel first stage takes a quarter of the arithmetic away.
     """
 
     in_channels: int = 1
     image_size: int = 28
     num_classes: int = 10
     width: int = 32
-    stem_width: int | None = None
 
 
 def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -56,11 +50,11 @@ class Classifier(nn.Module):
     def __init__(self, config: ClassifierConfig):
         super().__init__()
         self.config = cfg = config
-        w, w1 = cfg.width, cfg.stem_width or cfg.width
+        w = cfg.width
         self.body = nn.Sequential(
-            _conv(cfg.in_channels, w1),  # (B, w1, H, W)
-            _conv(w1, w1),
-            _conv(w1, 2 * w, stride=2),  # (B, 2w, H/2, W/2)
+            _conv(cfg.in_channels, w),  # (B, w, H, W)
+            _conv(w, w),
+            _conv(w, 2 * w, stride=2),  # (B, 2w, H/2, W/2)
             _conv(2 * w, 2 * w),
             _conv(2 * w, 4 * w, stride=2),  # (B, 4w, H/4, W/4)
             _conv(4 * w, 4 * w),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import pytest
 import torch
@@ -328,23 +327,3 @@ def test_classifier_shapes_and_features(shape):
     assert logits.shape == (5, 10)
     # The logits are an affine map of exactly these features.
     torch.testing.assert_close(logits, feats @ net.head.weight.T + net.head.bias)
-
-
-def test_classifier_stem_width_narrows_the_first_stage_only():
-    """``stem_width`` changes the full-resolution stage, not the features: a quarter
-    of the arithmetic at 32x32 goes (0.744 of it is left, by torch's FLOP counter)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    def flops(cfg):
-        net = Classifier(cfg)
-        with FlopCounterMode(display=False) as fc:
-            feats = net.features(torch.zeros(2, 3, 32, 32))
-        return net, feats, fc.get_total_flops()
-
-    wide = ClassifierConfig(in_channels=3, image_size=32, width=32)
-    narrow, feats, f_narrow = flops(replace(wide, stem_width=16))
-    full, _, f_full = flops(wide)
-    assert narrow.body[0][0].out_channels == 16 and narrow.body[2][0].in_channels == 16
-    assert full.body[0][0].out_channels == 32
-    assert feats.shape == (2, 128) and narrow.feature_dim == full.feature_dim == 128
-    assert abs(f_narrow / f_full - 0.744) < 0.001
