@@ -741,12 +741,10 @@ for w in (3.0, 5.0):
         )
 h5 = by[5.0, "held", "both"]
 assert (h5["p"] - chance) / h5["se"] > 4
-# The slant against the autoencoder's ceiling. Below the largest weight the gap
-# is wide and asserted at four standard errors. At the largest, on MNIST, guidance
-# brings the adherence within about 0.05 of the ceiling, some four standard errors
-# of one draw of these prompts (4.1, 3.7 and, with a second draw pooled, 4.0 in
-# three of our builds, whose models differed only in float rounding): at the edge
-# of the page's rule either way, so that gap is printed, not asserted.
+# The slant against the autoencoder's ceiling, asserted below the largest w. At
+# the largest, on MNIST, the gap was about four standard errors (4.1, 3.7 and,
+# pooling a second draw, 4.0 in three builds whose models differed only in float
+# rounding): at the edge of the rule, so it is printed, not asserted.
 c_se = math.sqrt(ceiling["slant"] * (1 - ceiling["slant"]) / n_test)
 for w in W_GRID:
     p_w, se_w = rate(reads[w]["slant"])
