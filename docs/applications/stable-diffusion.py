@@ -750,8 +750,8 @@ for w in W_GRID:
     p_w, se_w = rate(reads[w]["slant"])
     z_c = (ceiling["slant"] - p_w) / math.hypot(se_w, c_se)
     print(
-        f"slant at w = {w:g}: {p_w:.3f} +- {se_w:.3f}, {ceiling['slant'] - p_w:.3f} "
-        f"({z_c:.1f} s.e.) below the autoencoder's ceiling {ceiling['slant']:.3f}"
+        f"slant at w = {w:g}: {p_w:.3f} +- {se_w:.3f}; the ceiling {ceiling['slant']:.3f} "
+        f"is {ceiling['slant'] - p_w:.3f} above ({z_c:.1f} s.e.)"
     )
     if w < max(W_GRID):
         assert z_c > 4, (w, p_w, se_w)
