@@ -86,6 +86,22 @@ def _notes_hook():
     return module
 
 
+class _FakeJob:
+    """A queued note for the runner's tests: it records its start, then holds its
+    worker until ``gate`` is set."""
+
+    run = True
+
+    def __init__(self, rel, models, started, gate):
+        self.rel, self.digest, self.models = rel, rel, frozenset(models)
+        self.started, self.gate = started, gate
+
+    def execute(self, threads):
+        self.started.append(self.rel)
+        self.gate.wait(10)
+        return 0.0
+
+
 def test_cache_key_follows_the_package_rules_for_profile_and_data(
     tmp_path, monkeypatch
 ):
@@ -190,16 +206,8 @@ def test_a_worker_starts_other_work_rather_than_wait_for_a_model_being_trained()
     started: list[str] = []
     release = threading.Event()
 
-    class Job:
-        run = True
-
-        def __init__(self, rel, models):
-            self.rel, self.digest, self.models = rel, rel, frozenset(models)
-
-        def execute(self, threads):
-            started.append(self.rel)
-            release.wait(10)
-            return 0.0
+    def Job(rel, models):  # noqa: N802 (a job class with the test's bookkeeping)
+        return _FakeJob(rel, models, started, release)
 
     jobs = [
         Job("fast-sampling", {"ddpm"}),
@@ -236,16 +244,8 @@ def test_a_model_that_a_finished_note_asked_for_holds_nothing_back():
     gates = {name: threading.Event() for name in "ABCDX"}
     gates["A"].set()
 
-    class Job:
-        run = True
-
-        def __init__(self, rel, models):
-            self.rel, self.digest, self.models = rel, rel, frozenset(models)
-
-        def execute(self, threads):
-            started.append(self.rel)
-            gates[self.rel].wait(10)
-            return 0.0
+    def Job(rel, models):  # noqa: N802
+        return _FakeJob(rel, models, started, gates[rel])
 
     done = threading.Semaphore(0)
     runner = hook._Runner(2, 1, on_done=lambda job, err: done.release())
