@@ -354,5 +354,50 @@ def test_the_metric_classifier_does_not_depend_on_the_callers_random_state(store
     assert torch.equal(torch.rand(1), after), "the caller's random state was moved"
 
 
+def test_the_metric_classifier_trains_on_windows_and_scores_whole_images(
+    store, monkeypatch
+):
+    """``crop``: each step sees one random crop x crop window of every image of
+    the batch (no padding), and the network then takes the whole image."""
+    from dataclasses import replace
+
+    from difflab.data.images import load_images
+    from difflab.eval import metrics
+    from difflab.eval.metrics import (
+        classifier_recipe,
+        features_and_probs,
+        train_classifier,
+    )
+    from difflab.nets.classifier import Classifier
+
+    images = load_images("digits", split="train").images
+    recipe = replace(classifier_recipe("digits"), steps=3, crop=5)
+    seen = []
+    forward = Classifier.forward
+
+    def spy(self, x):
+        seen.append(x.clone())
+        return forward(self, x)
+
+    def no_padding(*args, **kwargs):
+        raise AssertionError("a window needs no padding")
+
+    with monkeypatch.context() as m:
+        m.setattr(Classifier, "forward", spy)
+        m.setattr(metrics.F, "pad", no_padding)
+        net = train_classifier(recipe)
+    assert [tuple(x.shape) for x in seen] == [(recipe.batch_size, 1, 5, 5)] * 3
+    windows = images.unfold(2, 5, 1).unfold(3, 5, 1)[:, 0]  # (N, 4, 4, 5, 5)
+    for x in seen:  # one window position for the whole batch, cut from the data
+        at = torch.ones(4, 4, dtype=torch.bool)
+        for image in x[:, 0]:
+            at &= (windows == image).flatten(-2).all(-1).any(0)
+        assert at.any()
+    feats, probs = features_and_probs(net, images[:10])
+    assert feats.shape == (10, 4 * recipe.config.width) and probs.shape == (10, 10)
+    with pytest.raises(ValueError, match="crop 9 must be in 1..8"):
+        train_classifier(replace(recipe, crop=9))
+
+
 def prune(store):
     cache.prune(store, everything=True)
