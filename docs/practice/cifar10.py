@@ -2,7 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 78
-#     cold_seconds_with_CIFAR10: 1243
+#     cold_seconds_with_CIFAR10: 624
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - deeper/ddim.py
@@ -114,29 +114,34 @@ plt.show()
 # MNIST: `python -m difflab bench laptop` trains it and the pixel recipe this page
 # used before (`ddpm-cifar10`'s quick profile, a 1.1M-parameter UNet on the 32x32
 # pixels) for the same ten minutes on the same machine and scores both by the
-# measure of Section 5. Its run on 2026-12-06, on this project's two-core CPU
-# machine, 1,000 samples each (DDIM, 50 steps; the latent recipe at guidance
-# weight $w = 2$), spreads by bootstrap over the samples: the latent recipe
-# (autoencoder 141 s, then 1,450 UNet steps) reached a Frechet distance of
-# 1.09 +- 0.08 beside a floor of 0.19, the pixel recipe (1,100 steps)
-# 2.83 +- 0.11. Their distances to the floor, 0.90 and 2.65, differ by a factor
-# of 2.94 +- 0.26. The same bench earlier that day, with a factor-4 autoencoder to
-# 8x8x8 latents (and a UNet fitted to them), gave a factor of only
-# 1.60 +- 0.14; that autoencoder alone, decoding 1,000 test images it had
-# encoded, was at a distance of 1.0 already, the factor-2 one is at 0.03. The
-# latent recipe's samples are classified with confidence (0.9 or more) a little
-# more often than the pixel recipe's, 0.283 +- 0.014 against 0.221 +- 0.013
-# (real images: 0.48). This page's recipe trains 1,200 UNet steps, a little under
-# the bench's ten minutes.
+# measure of Section 5. Its run on 2026-12-07, on this project's two-core CPU
+# machine (an AMD EPYC, two threads), 1,000 samples each (DDIM, 50 steps; the
+# latent recipe at guidance weight $w = 2$), spreads by bootstrap over the
+# samples: the latent recipe (autoencoder 60 s, then 4,325 UNet steps) reached a
+# Frechet distance of 0.78 +- 0.07 beside a floor of 0.14, the pixel recipe
+# (1,825 steps) 2.24 +- 0.10. Their distances to the floor, 0.65 and 2.11, differ
+# by a factor of 3.24 +- 0.31. Each ran as its recipe says on this CPU: the
+# latent recipe in bf16 (below), the pixel recipe, which has no such setting, in
+# float32. A first bench, on 2026-12-06 on the project's Intel Xeon machine, both
+# recipes in float32 and scored with the metric classifier of before (Section 5),
+# gave 1.09 +- 0.08 against 2.83 +- 0.11, a factor of 2.94 +- 0.26; with a
+# factor-4 autoencoder to 8x8x8 latents (and a UNet fitted to them) in place of
+# this one, only 1.60 +- 0.14, and that autoencoder alone, decoding 1,000 test
+# images it had encoded, was at a distance of 1.0 already, the factor-2 one at
+# 0.03. The latent recipe's samples are also classified with confidence (0.9 or
+# more) more often than the pixel recipe's, 0.309 +- 0.015 against
+# 0.196 +- 0.013 (real images: 0.48). This page's recipe trains 1,200 UNet steps
+# on one thread, far fewer than the bench's two threads reach in ten minutes, so
+# its samples in Section 5 sit further from the floor than the bench's.
 #
-# The bench ran both recipes in float32. On a CPU that does bf16 arithmetic in
-# hardware (Intel's AMX or AVX512-BF16; this project's machine has them), the
-# recipe trains its autoencoder and UNet, and the page trains its metric
-# classifier, under bf16 autocast, and the UNet samples in bf16 too (the solver's
-# arithmetic stays in float32). Two real-data builds on that machine, on one thread
-# each, measured this, first in float32 then in bf16 (2026-12-07): the autoencoder
-# trained in 224 s, then 166 s; the UNet in 636 s, then 400 s; the distance at
-# 50 steps below was 1.37 ± 0.04, then 1.34 ± 0.04, the same within its spread.
+# On a CPU that does bf16 arithmetic in hardware (Intel's AMX or AVX512-BF16;
+# this project's machines have them), the recipe trains its autoencoder and UNet,
+# and the page trains its metric classifier, under bf16 autocast, and the UNet
+# samples in bf16 too (the solver's arithmetic stays in float32). Two real-data
+# builds on the Xeon, on one thread each, measured this, first in float32 then in
+# bf16 (2026-12-07): the autoencoder trained in 224 s, then 166 s; the UNet in
+# 636 s, then 400 s; the distance at 50 steps was 1.37 ± 0.04, then 1.34 ± 0.04
+# (with the classifier of before), the same within its spread.
 #
 # **full**, the GPU default, is the CIFAR-10 network of Ho et al. (2020,
 # Appendix B) in pixels: a 35.7M-parameter UNet with four resolutions,
@@ -287,8 +292,10 @@ def draw(n: int, seed: int, ddim_steps: int = 50) -> torch.Tensor:
 # `python -m difflab evaluate` samples and scores in one step. The score is a
 # Frechet distance in the features of a small classifier trained on the same
 # dataset (the DDPM chapter explains it; on CIFAR-10 it is a small network
-# trained on CIFAR-10, not the Inception network of published FIDs, so the
-# numbers are not comparable with the papers'), with the **real-data floor** beside it:
+# trained on random 24x24 windows of the training images, not the Inception
+# network of published FIDs, so the numbers are not comparable with the papers';
+# until 2026-12-07 it trained on whole images, and distances quoted from before
+# are in that network's features), with the **real-data floor** beside it:
 # the same distance for as many real *training* images, which is what a perfect
 # model would reach at that sample size. One number has a spread, so the page
 # scores several seeds of samples (and several random subsets of real images for
