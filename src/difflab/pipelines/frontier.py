@@ -45,6 +45,7 @@ from difflab.pipelines.autoencoder import (
     TrainedAutoencoder,
     train_autoencoder,
 )
+from difflab.pipelines.latents import dataset_latents
 from difflab.pipelines.recipes import DEPS as RECIPE_DEPS
 from difflab.pipelines.recipes import (
     Recipe,
@@ -210,7 +211,7 @@ def load_or_train_flow(
 
     def training_data(images: Tensor = data.images) -> Tensor:
         """What the flow learns (encoded only when a network is trained)."""
-        return images if ae is None else ae.encode_images(images)
+        return images if ae is None else dataset_latents(ae, images)
 
     prefix = "digits" if recipe == "ddpm" else recipe
     cfg = flow_config(recipe_)

@@ -28,6 +28,7 @@ from difflab.pipelines.autoencoder import (
     AutoencoderRecipe,
     train_autoencoder,
 )
+from difflab.pipelines.latents import dataset_latents
 from difflab.runtime.cache import cached
 from difflab.runtime.profiles import current_profile
 
@@ -135,7 +136,7 @@ def train_noisy_classifier(
         if recipe.autoencoder is not None:
             ae = train_autoencoder(recipe.autoencoder, device)
             net_cfg = recipe.autoencoder.net
-            images = ae.encode_images(images)
+            images = dataset_latents(ae, images)
             size, pad = net_cfg.latent_size, 0
         images = images.to(device)
         gen = torch.Generator(device).manual_seed(recipe.seed)

@@ -40,6 +40,7 @@ from difflab.pipelines.autoencoder import (
     autoencoder_recipe,
     train_autoencoder,
 )
+from difflab.pipelines.latents import dataset_latents
 from difflab.runtime.cache import cached, entry
 from difflab.runtime.checkpoint import (
     CheckpointError,
@@ -206,8 +207,14 @@ def _mnist(profile: str) -> Recipe:
 
     quick (a laptop): latent diffusion. A factor-4 autoencoder (MNIST padded to
     32x32, 4x8x8 latents, 64k parameters, 1,500 steps) and a 0.65M-parameter
-    UNet on its latents with v-prediction on the cosine schedule, 2,000 steps of
-    batch 128: about 9 minutes on one CPU core in all. Chosen by measurement on
+    UNet on its latents with v-prediction on the cosine schedule, 1,200 steps of
+    batch 128: about 3 minutes on one Zen 5 core in bf16 (autoencoder 99 s, UNet
+    0.075 s a step). The UNet trained 2,000 steps until 2026-12-07; on that core,
+    with the MNIST page's three seeds of 500 samples (w = 2, DDIM 50 steps), the
+    Frechet distance sat on the floor (0.116 +- 0.018) at every length tried, from
+    800 to 2,000 steps, while the confident fraction rose with the steps: 93.9 +-
+    0.8% at 800, 96.1 +- 1.0% at 1,000, 97.6 +- 0.5% at 1,200, 98.3 +- 0.4% at
+    1,500, 98.9 +- 0.3% at 2,000 (real test images: 96.1%). Chosen by measurement on
     real MNIST (one CPU thread, five minutes of UNet training each, 1,000 DDIM
     samples, the confident fraction of the metric classifier): pixel-space
     training gets about 200 steps in that time (the MNIST page's old recipe,
@@ -249,7 +256,7 @@ def _mnist(profile: str) -> Recipe:
             num_res_blocks=1,
             num_classes=10,
         ),
-        _laptop_train(steps=2000),
+        _laptop_train(steps=1200),
         schedule="cosine",
         conditional=True,
         autoencoder=ae,
@@ -663,7 +670,7 @@ def train_net(
     :func:`difflab.train.loop.train` (``checkpoint``, ``time_budget``)."""
     x = data.images
     if ae is not None:
-        x = ae.encode_images(x)
+        x = dataset_latents(ae, x)  # encoded once per autoencoder and images
     return train(
         init_net(recipe, device),
         x,

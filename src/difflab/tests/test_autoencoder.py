@@ -127,3 +127,44 @@ def test_resized_digits():
         torch.randperm(len(back), generator=torch.Generator().manual_seed(0))
     ]
     assert (shuffled - orig).abs().mean() > 0.5 * spread  # the check can fail
+
+
+def test_dataset_latents_are_encoded_once_per_autoencoder_and_images(
+    monkeypatch, tmp_path
+):
+    """The cached latents equal a fresh encoding to the bit; the same autoencoder and
+    images (another tensor with the same values) load them without encoding; one
+    changed pixel, one changed weight or another scale encodes anew."""
+    from dataclasses import replace
+
+    from difflab.pipelines.latents import dataset_latents
+
+    monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path))
+    encode = TrainedAutoencoder.encode_images
+    calls = []
+
+    def counted(self, images):
+        calls.append(len(images))
+        return encode(self, images)
+
+    monkeypatch.setattr(TrainedAutoencoder, "encode_images", counted)
+    ae = _trained(2)
+    x = torch.rand(50, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    z = dataset_latents(ae, x)
+    assert calls == [50] and torch.equal(z, encode(ae, x))
+    assert torch.equal(dataset_latents(ae, x.clone()), z) and calls == [50]
+
+    y = x.clone()
+    y[7, 0, 3, 3] += 0.01  # one pixel of fifty images
+    zy = dataset_latents(ae, y)
+    assert len(calls) == 2 and torch.equal(zy, encode(ae, y)) and not torch.equal(zy, z)
+
+    other = _trained(2)
+    with torch.no_grad():
+        next(other.net.parameters()).view(-1)[0] += 1e-3  # one weight
+    zo = dataset_latents(other, x)
+    assert len(calls) == 3 and torch.equal(zo, encode(other, x))
+    assert not torch.equal(zo, z)
+
+    half = replace(ae, scale=ae.scale / 2)
+    assert torch.equal(dataset_latents(half, x), z / 2) and len(calls) == 4
