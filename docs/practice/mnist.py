@@ -118,10 +118,13 @@ plt.show()
 # the confident fraction rose with the steps; 1,200 steps keep it above the real
 # test images' 96.1% for 60% of the UNet's cost:
 #
-# | UNet steps | 800 | 1,000 | 1,200 | 1,500 | 2,000 |
-# | --- | --- | --- | --- | --- | --- |
-# | confident % | 93.9 ± 0.8 | 96.1 ± 1.0 | 97.6 ± 0.5 | 98.3 ± 0.4 | 98.9 ± 0.3 |
-# | Frechet distance | 0.113 ± 0.001 | 0.093 ± 0.004 | 0.101 ± 0.005 | 0.112 ± 0.004 | 0.112 ± 0.005 |
+# | UNet steps | confident % | Frechet distance |
+# | ---: | ---: | ---: |
+# | 800 | 93.9 ± 0.8 | 0.113 ± 0.001 |
+# | 1,000 | 96.1 ± 1.0 | 0.093 ± 0.004 |
+# | 1,200 | 97.6 ± 0.5 | 0.101 ± 0.005 |
+# | 1,500 | 98.3 ± 0.4 | 0.112 ± 0.004 |
+# | 2,000 | 98.9 ± 0.3 | 0.112 ± 0.005 |
 #
 # Why latents on a laptop, measured: `python -m difflab bench laptop --only mnist`
 # trains this recipe and the conditional pixel recipe `ddpm-cond` (a UNet on the
@@ -424,11 +427,11 @@ assert five["diff"] > K_SE * five["diff_se"], five
 # printed, not checked, so this build does not show whether the network or the
 # sampler limits the samples past ten steps. Runs made while writing this page,
 # not checked by this build, found that step a fifth to two fifths of the gap on
-# the 8x8 digits (the `ddpm` recipe); on MNIST with the latent recipe (one run,
-# three seeds of 500), fifty steps scored within the floor's spread (0.115 ±
-# 0.007 against 0.118 ± 0.019) while ten steps were still measurably worse
-# (+0.049 ± 0.002). A sharper verdict needs more samples, the floor's spread being
-# the larger one. In order of cost, what to change next:
+# the 8x8 digits (the `ddpm` recipe); on MNIST with the latent recipe (one run
+# of its 2,000-step UNet, three seeds of 500), fifty steps scored within the
+# floor's spread (0.115 ± 0.007 against 0.118 ± 0.019) while ten steps were
+# still measurably worse (+0.049 ± 0.002). A sharper verdict needs more samples,
+# the floor's spread being the larger one. In order of cost, what to change next:
 #
 # 1. **Train longer.** `--steps N` on `train`, `sample` and `evaluate` sets the
 #    UNet's budget (and fits the EMA to it); on a GPU, the full profile:
