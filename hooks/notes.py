@@ -903,8 +903,37 @@ def _background() -> _Runner:
     return runner
 
 
+def _client_class():
+    """nbclient's ``NotebookClient``, but quiet in its clean-up at interpreter exit.
+
+    While a kernel runs, nbclient registers ``_cleanup_kernel`` with ``atexit`` (the
+    execution itself cleans up through ``_async_cleanup_kernel`` and unregisters it).
+    After Ctrl-C the process exits while the worker thread is still cleaning up the
+    same kernel; when the worker set ``km`` to None half-way through the exit hook's
+    clean-up, the exit hook printed a traceback (``'NoneType' object has no attribute
+    'cleanup_resources'``; CI on dd8ad54). A kernel cleaned up, or being cleaned up,
+    by its worker is left to it; one the worker never reached is still cleaned up.
+    """
+    global _CLIENT
+    if _CLIENT is None:
+        from nbclient import NotebookClient
+
+        class Client(NotebookClient):
+            def _cleanup_kernel(self) -> None:
+                if self.km is None:  # the worker's clean-up came first
+                    return
+                # km set to None by the worker meanwhile: assert or attribute error
+                with contextlib.suppress(AssertionError, AttributeError):
+                    super()._cleanup_kernel()
+
+        _CLIENT = Client
+    return _CLIENT
+
+
+_CLIENT = None
+
+
 def _execute(path: Path, rel: str, root: Path, kernel: str, profile: str, threads: int):
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     nb = _read_note(path)
@@ -913,7 +942,7 @@ def _execute(path: Path, rel: str, root: Path, kernel: str, profile: str, thread
         "display_name": "Python 3",
         "language": "python",
     }
-    client = NotebookClient(
+    client = _client_class()(
         nb,
         timeout=int(os.environ.get("DIFFLAB_CELL_TIMEOUT", "1800")),
         kernel_name=kernel,

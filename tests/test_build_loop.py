@@ -386,3 +386,35 @@ def test_two_builds_drawing_the_home_figure_at_once_both_get_it(tmp_path, monkey
             t.join()
         assert errors == [] and results == [b"\x89PNG figure"] * 2
         assert [p.read_bytes() for p in folder.iterdir()] == [b"\x89PNG figure"]
+
+
+def test_the_exit_clean_up_of_a_kernel_its_worker_cleaned_up_says_nothing():
+    """After Ctrl-C, nbclient's exit hook can clean up a kernel that the worker thread
+    has cleaned up, or sets ``km`` to None for half-way through: nbclient's own
+    clean-up then raises (a traceback on the way out, CI on dd8ad54), the hook's
+    client leaves such a kernel to its worker."""
+    import importlib.util
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    spec = importlib.util.spec_from_file_location(
+        "notes_hook", REPO / "hooks" / "notes.py"
+    )
+    notes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(notes)
+    client = notes._client_class()(nbformat.v4.new_notebook())
+
+    class HalfWay:
+        """A kernel manager whose worker sets ``km`` to None while the hook asks."""
+
+        def is_alive(self):
+            client.km = None
+            return False
+
+    for km in (None, HalfWay()):
+        client.km = km
+        client._cleanup_kernel()  # says nothing
+        client.km = km
+        with pytest.raises((AssertionError, AttributeError)):
+            NotebookClient._cleanup_kernel(client)  # nbclient's own
