@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -903,6 +904,7 @@ def _background() -> _Runner:
     return runner
 
 
+@functools.cache
 def _client_class():
     """nbclient's ``NotebookClient``, but quiet in its clean-up at interpreter exit.
 
@@ -914,23 +916,17 @@ def _client_class():
     'cleanup_resources'``; CI on dd8ad54). A kernel cleaned up, or being cleaned up,
     by its worker is left to it; one the worker never reached is still cleaned up.
     """
-    global _CLIENT
-    if _CLIENT is None:
-        from nbclient import NotebookClient
+    from nbclient import NotebookClient
 
-        class Client(NotebookClient):
-            def _cleanup_kernel(self) -> None:
-                if self.km is None:  # the worker's clean-up came first
-                    return
-                # km set to None by the worker meanwhile: assert or attribute error
-                with contextlib.suppress(AssertionError, AttributeError):
-                    super()._cleanup_kernel()
+    class Client(NotebookClient):
+        def _cleanup_kernel(self) -> None:
+            if self.km is None:  # the worker's clean-up came first
+                return
+            # km set to None by the worker meanwhile: assert or attribute error
+            with contextlib.suppress(AssertionError, AttributeError):
+                super()._cleanup_kernel()
 
-        _CLIENT = Client
-    return _CLIENT
-
-
-_CLIENT = None
+    return Client
 
 
 def _execute(path: Path, rel: str, root: Path, kernel: str, profile: str, threads: int):

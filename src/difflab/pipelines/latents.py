@@ -36,22 +36,27 @@ class LatentsOf:
     images: str  # SHA-256 of the images' shape, dtype and bytes
 
 
-def tensor_digest(*tensors: Tensor) -> str:
-    """SHA-256 of the tensors' shapes, dtypes and values (on the CPU, contiguous)."""
+def _hash_tensor(h, t: Tensor) -> None:
+    """Feed ``t``'s shape, dtype and bytes to the hash ``h``."""
+    t = t.detach().cpu().contiguous()
+    h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy())
+
+
+def tensor_digest(t: Tensor) -> str:
+    """SHA-256 of a tensor's shape, dtype and values."""
     h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu()
-        h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+    _hash_tensor(h, t)
     return h.hexdigest()
 
 
 def weights_digest(ae: TrainedAutoencoder) -> str:
-    """SHA-256 of the autoencoder's parameters and buffers (by name) and scale."""
+    """SHA-256 of the autoencoder's scale and its parameters and buffers, by name."""
     state = ae.net.state_dict()
     h = hashlib.sha256(repr(float(ae.scale)).encode())
     for name in sorted(state):
-        h.update(name.encode() + b"\0" + tensor_digest(state[name]).encode())
+        h.update(name.encode() + b"\0")
+        _hash_tensor(h, state[name])
     return h.hexdigest()
 
 
