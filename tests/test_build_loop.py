@@ -5,7 +5,8 @@
   page is replaced by its executed version when the note is done;
 * a parallel build and a sequential one (the same threads per worker) give
   byte-identical executed notebooks;
-* two builds at once on one checkout train a model once, and both succeed.
+* two builds at once on one checkout train a model once, and both succeed;
+* a note that waits for a model another note trains lends its core to the next.
 """
 
 from __future__ import annotations
@@ -281,6 +282,90 @@ def test_two_builds_at_once_train_a_model_once(tmp_path):
     assert said == [False, True], "one build trains it, the other loads it"
 
 
+LEND = """# ---
+# jupyter:
+#   difflab:
+#     cold_seconds: {cold}
+# ---
+
+# %% [markdown]
+# # {title}
+
+# %%
+import os
+import time
+from pathlib import Path
+
+from difflab.runtime.cache import cached
+
+log = Path(os.environ["DEMO_LOG"])
+with log.open("a") as f:
+    f.write(f"{name} started {{time.time()}}\\n")
+time.sleep({delay})
+
+
+def build(path):
+    time.sleep(15)
+    with log.open("a") as f:
+        f.write(f"{name} trained {{time.time()}}\\n")
+    return {{"w": 3}}
+
+
+if {trains}:
+    obj, hit = cached("lend-demo", ("demo", 2), deps=("difflab.runtime.checkpoint",),
+                      build=build, load=lambda s: s["w"])
+    print("{name}: model", obj, "from the cache" if hit else "trained here")
+"""
+
+
+@pytest.mark.timeout(600)
+def test_a_note_waiting_for_a_model_lends_its_core_to_the_next_note(tmp_path):
+    """Two workers; note a trains a model for 15 s, note b waits for it, note c
+    asks for nothing: c starts while b waits, not after a or b ends."""
+    root = site_copy(tmp_path, pages=False)
+    folder = root / "docs" / "diffusion"
+    folder.mkdir(exist_ok=True)
+    for name, cold, delay, trains in (
+        ("a", 90, 0, True),
+        ("b", 60, 3, True),  # reaches the lock after a holds it
+        ("c", 1, 0, False),
+    ):
+        (folder / f"{name}-lend.py").write_text(
+            LEND.format(
+                name=name, cold=cold, delay=delay, trains=trains, title=f"Note {name}"
+            )
+        )
+    events = tmp_path / "events.txt"
+    res = run_mkdocs(
+        ["build", "--strict", "-d", str(tmp_path / "site")],
+        root,
+        mkdocs_env(
+            DIFFLAB_NOTES_CACHE=str(tmp_path / "notes"),
+            DIFFLAB_CACHE=str(tmp_path / "models"),
+            DIFFLAB_NOTES_JOBS="2",
+            DIFFLAB_NOTES_THREADS="1",
+            DEMO_LOG=str(events),
+        ),
+        600,
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-4000:]
+    when = {}
+    for line in events.read_text().splitlines():
+        name, what, t = line.split()
+        when[name, what] = float(t)
+    assert set(when) == {
+        ("a", "started"),
+        ("b", "started"),
+        ("c", "started"),
+        ("a", "trained"),
+    }, when  # trained once, by a
+    assert when["c", "started"] < when["a", "trained"], when
+    assert "docs/diffusion/c-lend.py started while another note waits" in out, out[
+        -3000:
+    ]
+
+
 @pytest.mark.timeout(300)
 def test_serve_with_its_port_taken_says_so_before_building(tmp_path):
     root = site_copy(tmp_path, pages=False)
@@ -418,3 +503,27 @@ def test_the_exit_clean_up_of_a_kernel_its_worker_cleaned_up_says_nothing():
         client.km = km
         with pytest.raises((AssertionError, AttributeError)):
             NotebookClient._cleanup_kernel(client)  # nbclient's own
+
+
+def test_the_runner_counts_only_the_waiting_markers_of_live_kernels():
+    """A kernel killed while it waited (a timeout, Ctrl-C) leaves its marker: the
+    runner drops it instead of lending a core to it for the rest of the build."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "notes_hook", REPO / "hooks" / "notes.py"
+    )
+    notes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(notes)
+    runner = notes._Runner(1, 1)
+    try:
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        (runner.waiting_dir / str(os.getpid())).touch()  # alive: this process
+        (runner.waiting_dir / str(dead.pid)).touch()
+        (runner.waiting_dir / "not-a-pid").touch()
+        assert runner._waiting() == 1
+        assert [p.name for p in runner.waiting_dir.iterdir()] == [str(os.getpid())]
+    finally:
+        runner.stop()
+    assert not runner.waiting_dir.exists()  # stop() removes the folder

@@ -451,11 +451,33 @@ def entry_lock(e: Entry, *, announce: Callable[[str], None] | None = None):
                 f"waiting for another process that is training {e.kind} {e.key} "
                 f"(lock {lock}); its result will be used here"
             )
-            fcntl.flock(f, fcntl.LOCK_EX)
+            with waiting_marker():
+                fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+#: A folder where a process that waits for another's entry lock keeps a file named
+#: by its pid while it waits: how the site build's notes runner sees that a note's
+#: core is idle, and starts another note meanwhile (``hooks/notes.py``).
+WAITING_DIR_ENV = "DIFFLAB_LOCK_WAITING_DIR"
+
+
+@contextlib.contextmanager
+def waiting_marker():
+    """Inside, ``$DIFFLAB_LOCK_WAITING_DIR/<pid>`` exists (when the variable is set)."""
+    folder = os.environ.get(WAITING_DIR_ENV)
+    marker = Path(folder) / str(os.getpid()) if folder else None
+    if marker is not None:
+        with contextlib.suppress(OSError):  # a missing folder: nobody is watching
+            marker.touch()
+    try:
+        yield
+    finally:
+        if marker is not None:
+            marker.unlink(missing_ok=True)
 
 
 # --- list and prune ----------------------------------------------------------------

@@ -263,7 +263,11 @@ from difflab.runtime import cache
 def build(path):
     with open(os.environ["COUNT"], "a") as f:
         f.write("built\\n")
-    time.sleep(3)
+    time.sleep(2)  # the other process waits by now, and says so in the folder
+    waiting = sorted(os.listdir(os.environ[cache.WAITING_DIR_ENV]))
+    with open(os.environ["SEEN"], "w") as f:
+        f.write(" ".join(waiting))
+    time.sleep(1)
     return {"value": 42}
 
 obj, hit = cache.cached("lockdemo", ("cfg", 1), deps=("difflab.runtime.checkpoint",),
@@ -273,7 +277,8 @@ print(json.dumps({"value": obj, "hit": hit}))
 
 
 def test_two_processes_build_one_entry_once(store, tmp_path):
-    """The second process waits on the entry's lock and loads the first one's result."""
+    """The second process waits on the entry's lock and loads the first one's result;
+    while it waits, a file named by its pid is in ``$DIFFLAB_LOCK_WAITING_DIR``."""
     import json
     import subprocess
     import sys
@@ -281,7 +286,15 @@ def test_two_processes_build_one_entry_once(store, tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(_LOCK_WORKER)
     count = tmp_path / "count.txt"
-    env = {**os.environ, "DIFFLAB_CACHE": str(store), "COUNT": str(count)}
+    waiting, seen = tmp_path / "waiting", tmp_path / "seen.txt"
+    waiting.mkdir()
+    env = {
+        **os.environ,
+        "DIFFLAB_CACHE": str(store),
+        "COUNT": str(count),
+        "SEEN": str(seen),
+        cache.WAITING_DIR_ENV: str(waiting),
+    }
     src = str(cache.PACKAGE_DIR.parent)
     procs = [
         subprocess.Popen(
@@ -295,11 +308,14 @@ def test_two_processes_build_one_entry_once(store, tmp_path):
     ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
-    results = sorted((json.loads(o[0]) for o in outs), key=lambda r: r["hit"])
+    results = [json.loads(o[0]) for o in outs]
     assert [r["value"] for r in results] == [42, 42]
-    assert [r["hit"] for r in results] == [False, True]
+    assert sorted(r["hit"] for r in results) == [False, True]
     assert count.read_text() == "built\n", "the entry was built twice"
     assert any("waiting for another process" in o[1] for o in outs), outs
+    waiter = next(p for p, r in zip(procs, results, strict=True) if r["hit"])
+    assert seen.read_text() == str(waiter.pid)  # the waiter, while it waited
+    assert not list(waiting.iterdir())  # and no more once it had the lock
 
 
 def test_the_lock_is_released_when_build_fails(store):
