@@ -1,8 +1,8 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 205
-#     cold_seconds_with_free-spoken-digit-dataset: 197
+#     cold_seconds: 103
+#     cold_seconds_with_free-spoken-digit-dataset: 101
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - deeper/ddim.py

@@ -1,8 +1,8 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 120
-#     cold_seconds_with_MNIST: 154
+#     cold_seconds: 65
+#     cold_seconds_with_MNIST: 72
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - deeper/ddim.py

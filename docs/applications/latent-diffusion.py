@@ -1,8 +1,8 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 155
-#     cold_seconds_with_MNIST: 264
+#     cold_seconds: 125
+#     cold_seconds_with_MNIST: 176
 #     prerequisites:
 #     - foundations/vae.py
 #     - diffusion/ddpm.py

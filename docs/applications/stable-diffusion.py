@@ -1,8 +1,8 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 104
-#     cold_seconds_with_MNIST: 304
+#     cold_seconds: 55
+#     cold_seconds_with_MNIST: 165
 #     prerequisites:
 #     - applications/conditioning.py
 #     - applications/latent-diffusion.py

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 164
+#     cold_seconds: 88
 #     prerequisites:
 #     - diffusion/ddpm.py
 #   jupytext:

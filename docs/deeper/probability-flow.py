@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 28
+#     cold_seconds: 17
 #     prerequisites:
 #     - deeper/score-sdes.py
 #   jupytext:

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 9
+#     cold_seconds: 7
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - foundations/sdes.py

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 11
+#     cold_seconds: 8
 #     prerequisites:
 #     - deeper/score-matching.py
 #   jupytext:

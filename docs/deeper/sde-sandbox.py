@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 15
+#     cold_seconds: 12
 #     prerequisites:
 #     - deeper/probability-flow.py
 #   jupytext:

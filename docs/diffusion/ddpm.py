@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 64
+#     cold_seconds: 36
 #     prerequisites:
 #     - foundations/markov-chains.py
 #     - foundations/vae.py

@@ -1,8 +1,8 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 34
-#     cold_seconds_with_MNIST: 188
+#     cold_seconds: 22
+#     cold_seconds_with_MNIST: 105
 #     prerequisites:
 #     - foundations/vae.py
 #   jupytext:

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 7
+#     cold_seconds: 5
 #     prerequisites:
 #     - foundations/probability.py
 #   jupytext:

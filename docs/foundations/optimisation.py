@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 6
+#     cold_seconds: 4
 #     prerequisites:
 #     - foundations/probability.py
 #   jupytext:

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 7
+#     cold_seconds: 4
 #     prerequisites:
 #     - foundations/optimisation.py
 #   jupytext:

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 9
+#     cold_seconds: 7
 #     prerequisites:
 #     - foundations/markov-chains.py
 #   jupytext:

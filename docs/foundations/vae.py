@@ -1,8 +1,8 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 18
-#     cold_seconds_with_MNIST: 89
+#     cold_seconds: 13
+#     cold_seconds_with_MNIST: 68
 #     prerequisites:
 #     - foundations/probability.py
 #     - foundations/pytorch.py

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 31
+#     cold_seconds: 19
 #     prerequisites:
 #     - deeper/ddim.py
 #     - deeper/probability-flow.py

@@ -1,8 +1,8 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 147
-#     cold_seconds_with_MNIST: 249
+#     cold_seconds: 76
+#     cold_seconds_with_MNIST: 123
 #     prerequisites:
 #     - deeper/probability-flow.py
 #     - deeper/sde-sandbox.py

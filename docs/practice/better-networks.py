@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 242
+#     cold_seconds: 122
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - deeper/ddim.py

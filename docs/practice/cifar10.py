@@ -1,8 +1,8 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 78
-#     cold_seconds_with_CIFAR10: 624
+#     cold_seconds: 45
+#     cold_seconds_with_CIFAR10: 607
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - deeper/ddim.py

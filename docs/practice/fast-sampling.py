@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   difflab:
-#     cold_seconds: 585
+#     cold_seconds: 324
 #     prerequisites:
 #     - deeper/ddim.py
 #     - deeper/sde-sandbox.py
