@@ -440,8 +440,14 @@ def train_latent_ddpm(
     schedule = make_schedule(recipe.schedule, recipe.T)
 
     def build(path: Path) -> dict:
-        data = resized_images(recipe.dataset, recipe.image_size)
-        x = ae.encode(data.images) if ae else data.images
+        if ae:  # the images as the autoencoder was trained on them, encoded once
+            # per autoencoder and images and shared (the flow-matching and
+            # conditioning pages train on these same latents)
+            from difflab.pipelines.latents import dataset_latents
+
+            x = dataset_latents(ae, load_images(recipe.dataset).images)
+        else:
+            x = resized_images(recipe.dataset, recipe.image_size).images
         net = _seeded(lambda: UNet(recipe.unet), recipe.train.seed).to(device)
         result = train(
             net,

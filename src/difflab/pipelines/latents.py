@@ -2,9 +2,9 @@
 
 Several models train on the latents of the same images under the same autoencoder:
 with MNIST present, the conditioning page's model and its noisy classifier, and the
-flow-matching page's diffusion, flow-matching and reflow networks all encode the
-60,000 training images with the latent-diffusion page's factor-4 autoencoder (6.6 s
-each on one Zen 5 core, 2026-12-07). :func:`dataset_latents` encodes them once and
+flow-matching page's diffusion, flow-matching and reflow networks, and the
+latent-diffusion page's own model all encode the 60,000 training images with that
+page's factor-4 autoencoder (6.6 s each on one Zen 5 core, 2026-12-07). :func:`dataset_latents` encodes them once and
 stores the latents at ``<cache>/latents/<key>.pt``.
 
 The key hashes the autoencoder's recipe, its weights and scale, and the images'

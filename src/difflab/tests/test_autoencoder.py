@@ -168,3 +168,39 @@ def test_dataset_latents_are_encoded_once_per_autoencoder_and_images(
 
     half = replace(ae, scale=ae.scale / 2)
     assert torch.equal(dataset_latents(half, x), z / 2) and len(calls) == 4
+
+
+def test_a_latent_ddpm_trains_on_the_shared_latents_of_the_resized_images(
+    monkeypatch, tmp_path
+):
+    """The latent-diffusion page's models train on what they did before (the
+    autoencoder's encoding of the images resized to its size, to the bit), now
+    taken from the dataset's latents in the cache, which other models share."""
+    from dataclasses import replace
+
+    from difflab.data.images import load_images
+    from difflab.pipelines import autoencoder as pa
+    from difflab.pipelines.latents import dataset_latents
+
+    monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path))
+    ae_recipe = replace(pa.autoencoder_recipe("quick", 4, 2, "digits"), steps=3)
+    recipe = pa.latent_ddpm_recipe("quick", ae_recipe, time_budget=60.0)
+    recipe = replace(recipe, train=replace(recipe.train, steps=2))
+    seen = []
+    real_train = pa.train
+
+    def recording(net, x, *args, **kwargs):
+        seen.append(x)
+        return real_train(net, x, *args, **kwargs)
+
+    monkeypatch.setattr(pa, "train", recording)
+    trained = pa.train_latent_ddpm(recipe, device="cpu")
+    ae = trained.autoencoder
+    before = ae.encode(pa.resized_images("digits", ae_recipe.net.image_size).images)
+    assert len(seen) == 1 and torch.equal(seen[0], before)
+
+    def no_encoding(self, images):
+        raise AssertionError("the latents were not in the cache")
+
+    monkeypatch.setattr(TrainedAutoencoder, "encode_images", no_encoding)
+    assert torch.equal(dataset_latents(ae, load_images("digits").images), before)
