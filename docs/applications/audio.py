@@ -2,7 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 103
-#     cold_seconds_with_free-spoken-digit-dataset: 101
+#     cold_seconds_with_free-spoken-digit-dataset: 102
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - deeper/ddim.py

@@ -2,7 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 125
-#     cold_seconds_with_MNIST: 176
+#     cold_seconds_with_MNIST: 202
 #     prerequisites:
 #     - foundations/vae.py
 #     - diffusion/ddpm.py

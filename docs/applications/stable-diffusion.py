@@ -2,7 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 55
-#     cold_seconds_with_MNIST: 165
+#     cold_seconds_with_MNIST: 136
 #     prerequisites:
 #     - applications/conditioning.py
 #     - applications/latent-diffusion.py

@@ -2,7 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 22
-#     cold_seconds_with_MNIST: 105
+#     cold_seconds_with_MNIST: 100
 #     prerequisites:
 #     - foundations/vae.py
 #   jupytext:

@@ -2,7 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 13
-#     cold_seconds_with_MNIST: 68
+#     cold_seconds_with_MNIST: 71
 #     prerequisites:
 #     - foundations/probability.py
 #     - foundations/pytorch.py

@@ -2,7 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 76
-#     cold_seconds_with_MNIST: 123
+#     cold_seconds_with_MNIST: 120
 #     prerequisites:
 #     - deeper/probability-flow.py
 #     - deeper/sde-sandbox.py

@@ -2,7 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 45
-#     cold_seconds_with_CIFAR10: 607
+#     cold_seconds_with_CIFAR10: 590
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - deeper/ddim.py

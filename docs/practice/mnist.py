@@ -2,7 +2,7 @@
 # jupyter:
 #   difflab:
 #     cold_seconds: 13
-#     cold_seconds_with_MNIST: 285
+#     cold_seconds_with_MNIST: 214
 #     prerequisites:
 #     - diffusion/ddpm.py
 #     - deeper/ddim.py
