@@ -43,9 +43,9 @@ from difflab.flow.rectified import (
 )
 from difflab.pipelines.autoencoder import (
     TrainedAutoencoder,
+    dataset_latents,
     train_autoencoder,
 )
-from difflab.pipelines.latents import dataset_latents
 from difflab.pipelines.recipes import DEPS as RECIPE_DEPS
 from difflab.pipelines.recipes import (
     Recipe,

@@ -26,9 +26,9 @@ from difflab.diffusion.schedules import Schedule, make_schedule
 from difflab.nets.noisy_classifier import NoisyClassifier, NoisyClassifierConfig
 from difflab.pipelines.autoencoder import (
     AutoencoderRecipe,
+    dataset_latents,
     train_autoencoder,
 )
-from difflab.pipelines.latents import dataset_latents
 from difflab.runtime.cache import cached
 from difflab.runtime.profiles import current_profile
 

@@ -38,9 +38,9 @@ from difflab.pipelines.autoencoder import (
     TrainedAutoencoder,
     autoencoder_here,
     autoencoder_recipe,
+    dataset_latents,
     train_autoencoder,
 )
-from difflab.pipelines.latents import dataset_latents
 from difflab.runtime.cache import cached, entry
 from difflab.runtime.checkpoint import (
     CheckpointError,

@@ -137,7 +137,7 @@ def test_dataset_latents_are_encoded_once_per_autoencoder_and_images(
     changed pixel, one changed weight or another scale encodes anew."""
     from dataclasses import replace
 
-    from difflab.pipelines.latents import dataset_latents
+    from difflab.pipelines.autoencoder import dataset_latents
 
     monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path))
     encode = TrainedAutoencoder.encode_images
@@ -180,7 +180,7 @@ def test_a_latent_ddpm_trains_on_the_shared_latents_of_the_resized_images(
 
     from difflab.data.images import load_images
     from difflab.pipelines import autoencoder as pa
-    from difflab.pipelines.latents import dataset_latents
+    from difflab.pipelines.autoencoder import dataset_latents
 
     monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path))
     ae_recipe = replace(pa.autoencoder_recipe("quick", 4, 2, "digits"), steps=3)
