@@ -96,7 +96,7 @@ class _FakeJob:
         self.rel, self.digest, self.models = rel, rel, frozenset(models)
         self.started, self.gate = started, gate
 
-    def execute(self, threads):
+    def execute(self, threads, waiting_dir=None):
         self.started.append(self.rel)
         self.gate.wait(10)
         return 0.0
